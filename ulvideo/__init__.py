@@ -1,0 +1,3 @@
+"""ulvideo: Unified Latents (Heek et al., 2026) for video generation."""
+
+__version__ = "0.1.0"

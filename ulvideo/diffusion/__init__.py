@@ -1,0 +1,33 @@
+"""Pure diffusion math: VP process, schedules, UL losses, bitrate and samplers (no nn.Module state)."""
+
+from .bitrate import bits_per_latent_dim, bits_per_pixel
+from .losses import base_loss, context_mask, decoder_loss, prior_elbo, sigmoid_weight, terminal_kl
+from .samplers import ddim_step, ddpm_step, logsnr_grid, sample
+from .schedules import LinearLogSNR, Schedule, ShiftedCosine, stratified_t
+from .vp import alpha_sigma, diffuse, eps_to_x, expand_to, v_to_x, x_to_eps, x_to_v
+
+__all__ = [
+    "LinearLogSNR",
+    "Schedule",
+    "ShiftedCosine",
+    "alpha_sigma",
+    "base_loss",
+    "bits_per_latent_dim",
+    "bits_per_pixel",
+    "context_mask",
+    "ddim_step",
+    "ddpm_step",
+    "decoder_loss",
+    "diffuse",
+    "eps_to_x",
+    "expand_to",
+    "logsnr_grid",
+    "prior_elbo",
+    "sample",
+    "sigmoid_weight",
+    "stratified_t",
+    "terminal_kl",
+    "v_to_x",
+    "x_to_eps",
+    "x_to_v",
+]

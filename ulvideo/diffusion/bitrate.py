@@ -1,0 +1,15 @@
+"""Latent bitrate reporting from the prior ELBO (UL_METHOD §3)."""
+
+import math
+
+from torch import Tensor
+
+
+def bits_per_pixel(prior_nats: Tensor, frames: int, height: int, width: int) -> Tensor:
+    # UL: bits/pixel = L_z / ln 2 / (T * H * W), on the pixel grid, channels not counted
+    return prior_nats / math.log(2) / (frames * height * width)
+
+
+def bits_per_latent_dim(prior_nats: Tensor, latent_numel: int) -> Tensor:
+    # L_z / ln 2 / (number of latent dimensions C_z * T_z * H_z * W_z)
+    return prior_nats / math.log(2) / latent_numel
