@@ -19,9 +19,13 @@ def check_input(name: str, x: Tensor, min_ndim: int = 2) -> None:
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.ndim < min_ndim:
-        raise ValueError(f"{name} must be batched (B, ...) with >= {min_ndim} dims, got {tuple(x.shape)}")
+        raise ValueError(
+            f"{name} must be batched (B, ...) with >= {min_ndim} dims, got {tuple(x.shape)}"
+        )
     if not torch.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or inf; check the data pipeline or the encoder output")
+        raise ValueError(
+            f"{name} contains NaN or inf; check the data pipeline or the encoder output"
+        )
 
 
 def _weighted_diffusion_mse(
@@ -58,7 +62,9 @@ def terminal_kl(z_clean: Tensor, logsnr_min: float) -> Tensor:
     # KL[q(z_1|z) || N(0, I)] per example: 0.5 * sum(alpha_1^2 z^2 + sigma_1^2 - 1 - log sigma_1^2)
     alpha2 = torch.sigmoid(torch.tensor(logsnr_min, dtype=torch.float64)).item()
     sigma2 = 1.0 - alpha2
-    log_sigma2 = torch.nn.functional.logsigmoid(torch.tensor(-logsnr_min, dtype=torch.float64)).item()
+    log_sigma2 = torch.nn.functional.logsigmoid(
+        torch.tensor(-logsnr_min, dtype=torch.float64)
+    ).item()
     per_dim = alpha2 * z_clean.square() + (sigma2 - 1.0 - log_sigma2)
     return 0.5 * per_dim.flatten(1).sum(1)
 
@@ -145,4 +151,3 @@ def base_loss(
     return _weighted_diffusion_mse(
         denoiser, z_clean, schedule, sigmoid_weight(bias), t, eps, keep_clean=keep
     )
-

@@ -8,7 +8,7 @@ from tqdm.auto import tqdm
 
 from .losses import Denoiser
 from .schedules import Schedule
-from .vp import alpha_sigma, expand_to
+from .vp import alpha_sigma
 
 
 def logsnr_grid(schedule: Schedule, steps: int, logsnr_end: float | None = None) -> Tensor:

@@ -80,7 +80,9 @@ class ShiftedCosine(Schedule):
         logsnr_min: float = -15.0,
     ):
         if resolution <= 0 or reference_resolution <= 0:
-            raise ValueError(f"resolutions must be positive, got {resolution}, {reference_resolution}")
+            raise ValueError(
+                f"resolutions must be positive, got {resolution}, {reference_resolution}"
+            )
         self.shift = 2.0 * math.log(reference_resolution / resolution)
         self.logsnr_max, self.logsnr_min = float(logsnr_max), float(logsnr_min)
         self.u_min = math.atan(math.exp(-(self.logsnr_max - self.shift) / 2))
