@@ -1,0 +1,87 @@
+"""Images as one-frame videos, from a folder in the ImageNet layout (``root/train/<class>/*.JPEG``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .bad_files import BadFiles
+from .folders import class_folder_files
+from .transforms import item_rng, to_video_tensor
+
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
+
+
+def adm_center_crop(image: Image.Image, size: int) -> np.ndarray:
+    """ADM's centre crop (Dhariwal & Nichol 2021): halve with a box filter while the short side is at
+    least 2 * size, resize the short side to size (bicubic), crop the centre. uint8 ``(size, size, 3)``."""
+    image = image.convert("RGB")
+    while min(image.size) >= 2 * size:
+        image = image.resize(tuple(x // 2 for x in image.size), resample=Image.BOX)
+    scale = size / min(image.size)
+    image = image.resize(tuple(round(x * scale) for x in image.size), resample=Image.BICUBIC)
+    array = np.asarray(image)
+    top, left = (array.shape[0] - size) // 2, (array.shape[1] - size) // 2
+    return array[top : top + size, left : left + size]
+
+
+class ImageFolder(Dataset):
+    """Images as ``(video, label)``: float32 ``3 x 1 x resolution x resolution`` in [-1, 1] (an ADM
+    centre crop, flipped left-right with probability 1/2 when training) and the class index.
+
+    Layout: ``root/<split>/<class>/<image>``; images directly in ``root/<split>`` get label -1.
+    Unreadable images are skipped with a warning; more than ``max_bad_fraction`` raises.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str = "train",
+        resolution: int = 512,
+        train: bool | None = None,
+        seed: int = 0,
+        max_bad_fraction: float = 0.01,
+    ):
+        if resolution < 1:
+            raise ValueError(f"resolution must be >= 1, got {resolution}")
+        self.root = Path(root)
+        layout = f"Expected the ImageNet layout {self.root}/{split}/<class name>/*.JPEG."
+        if not (self.root / split).is_dir():
+            raise FileNotFoundError(f"image folder {self.root / split} does not exist. {layout}")
+        files, self.classes = class_folder_files(self.root, split, IMAGE_EXTENSIONS)
+        if not files:
+            raise FileNotFoundError(f"no images found under {self.root / split}. {layout}")
+        self.paths = [str(self.root / relative) for relative, _ in files]
+        self.labels = [label for _, label in files]
+        self.split, self.resolution, self.seed, self.epoch = split, resolution, seed, 0
+        self.train = split == "train" if train is None else train
+        self._bad = BadFiles(len(files), max_bad_fraction, "image")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def bad_files(self) -> dict[str, str]:
+        """``{path: reason}`` of every image this process failed to read."""
+        return dict(self._bad.reasons)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        rng = item_rng(self.seed, self.epoch, index)
+        return self._bad.load_first_good(index, self.paths, lambda i: self._load(i, rng), OSError)
+
+    def _load(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
+        with Image.open(self.paths[index]) as image:  # OSError: missing, unidentified, truncated
+            video = to_video_tensor(adm_center_crop(image, self.resolution)[None])
+        return (video.flip(-1) if self.train and rng.random() < 0.5 else video), self.labels[index]

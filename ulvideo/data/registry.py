@@ -1,0 +1,38 @@
+"""Build a dataset by name: the demo digits, Kinetics-600 or an ImageNet-layout image folder."""
+
+from __future__ import annotations
+
+import os
+
+from torch.utils.data import Dataset
+
+from .demo import MovingDigits
+from .images import ImageFolder
+from .kinetics import Kinetics600
+
+DATASETS = ("demo", "kinetics600", "imagenet")
+
+
+def build_dataset(
+    name: str,
+    root: str | os.PathLike | None,
+    split: str,
+    frames: int,
+    resolution: int,
+    **kwargs,
+) -> Dataset:
+    """The dataset ``name`` (one of DATASETS) yielding ``(video, label)``; extra keyword arguments go
+    to its class. "demo" needs no root; "imagenet" yields one-frame videos, so frames must be 1."""
+    if name == "demo":
+        return MovingDigits(split=split, frames=frames, resolution=resolution, **kwargs)
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}: use one of {DATASETS}")
+    if root is None:
+        raise ValueError(f"dataset {name!r} needs root: the folder of your local copy")
+    if name == "kinetics600":
+        return Kinetics600(root, split=split, frames=frames, resolution=resolution, **kwargs)
+    if frames != 1:
+        raise ValueError(
+            f"dataset 'imagenet' holds images, i.e. 1-frame videos; got frames={frames}"
+        )
+    return ImageFolder(root, split=split, resolution=resolution, **kwargs)
