@@ -1,0 +1,25 @@
+"""The networks: causal encoder, 3D UViT decoder, prior/base transformer, presets and FLOP counts."""
+
+from .decoder import Decoder
+from .encoder import Encoder, check_video_shape, valid_frame_counts
+from .flops import PARTS, build_part, count_params, params_per_part, training_flops_per_example
+from .presets import PRESETS, ModelConfig, get_preset
+from .transformer import VideoTransformer, build_base, build_prior
+
+__all__ = [
+    "PARTS",
+    "PRESETS",
+    "Decoder",
+    "Encoder",
+    "ModelConfig",
+    "VideoTransformer",
+    "build_base",
+    "build_part",
+    "build_prior",
+    "check_video_shape",
+    "count_params",
+    "get_preset",
+    "params_per_part",
+    "training_flops_per_example",
+    "valid_frame_counts",
+]

@@ -1,0 +1,73 @@
+"""The deterministic, causal spatiotemporal encoder E(x) -> z_clean (UL_METHOD §2, §7)."""
+
+import math
+
+from torch import Tensor, nn
+
+from ..nn import Conv3d, Downsample3d, GroupNorm3d, ResBlock3d, patchify
+from .presets import ModelConfig
+
+
+def valid_frame_counts(temporal_downsample: int, up_to: int = 21) -> list[int]:
+    """The frame counts a causal encoder with this temporal stride accepts: 1 + k * stride."""
+    return list(range(1, up_to + 1, temporal_downsample))
+
+
+def check_video_shape(shape: tuple[int, ...], config: ModelConfig, name: str = "video") -> None:
+    """Raise a ValueError naming the problem and the fix for a video the encoder cannot take."""
+    if len(shape) != 5:
+        raise ValueError(
+            f"{name} must be B x C x T x H x W (an image is T=1: use x.unsqueeze(2)), got {tuple(shape)}"
+        )
+    _, c, t, h, w = shape
+    if c != config.in_channels:
+        raise ValueError(f"{name} has {c} channels, the model expects {config.in_channels} (RGB)")
+    td, sd = config.temporal_downsample, config.spatial_downsample
+    if (t - 1) % td:
+        raise ValueError(
+            f"{name} has {t} frames; the causal encoder with {td}x temporal compression takes "
+            f"1 + {td}k frames: {', '.join(map(str, valid_frame_counts(td)))}, ..."
+        )
+    if h % sd or w % sd:
+        raise ValueError(
+            f"{name} is {h}x{w}; height and width must be divisible by spatial_downsample={sd} "
+            f"(crop or resize, e.g. to {h // sd * sd or sd}x{w // sd * sd or sd})"
+        )
+
+
+class Encoder(nn.Module):
+    """2x2 patching, then causal residual stages with strided down convs, then a 1x1x1 head.
+
+    Spatial 2x steps go in the first transitions, temporal 2x steps in the last ones. Every conv
+    pads the past side only and every norm is per frame, so latent frame j depends only on
+    pixel frames <= temporal_downsample * j: 1 + 4k frames give 1 + k latent frames, and an image
+    is encoded exactly like the first frame of a video.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        ch = config.encoder_channels
+        spatial_steps = int(math.log2(config.spatial_downsample)) - 1
+        temporal_steps = int(math.log2(config.temporal_downsample))
+        transitions = len(ch) - 1
+        self.stem = Conv3d(4 * config.in_channels, ch[0])
+        self.stages = nn.ModuleList()
+        self.downs = nn.ModuleList()
+        for i, (c, blocks) in enumerate(zip(ch, config.encoder_blocks)):
+            self.stages.append(nn.Sequential(*(ResBlock3d(c, c) for _ in range(blocks))))
+            if i < transitions:
+                spatial = 2 if i < spatial_steps else 1
+                temporal = 2 if i >= transitions - temporal_steps else 1
+                self.downs.append(Downsample3d(c, ch[i + 1], spatial, temporal, causal=True))
+        self.norm = GroupNorm3d(ch[-1])
+        self.head = nn.Conv3d(ch[-1], config.latent_channels, 1)
+
+    def forward(self, video: Tensor) -> Tensor:
+        check_video_shape(video.shape, self.config)
+        h = self.stem(patchify(video, 2))
+        for i, stage in enumerate(self.stages):
+            h = stage(h)
+            if i < len(self.downs):
+                h = self.downs[i](h)
+        return self.head(nn.functional.silu(self.norm(h)))
