@@ -18,7 +18,7 @@ def to_video_tensor(frames: np.ndarray) -> torch.Tensor:
         raise ValueError(
             f"expected uint8 frames of shape (T, H, W, 3), got {frames.dtype} {frames.shape}"
         )
-    video = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float()
+    video = torch.from_numpy(frames.astype(np.float32)).permute(3, 0, 1, 2)
     return video / 127.5 - 1.0
 
 
