@@ -14,11 +14,11 @@ from ..nn import (
     LogSNREmbedding,
     TransformerBlock,
     modulate,
+    modulation_linear,
     patchify,
     run_blocks,
     sincos_3d,
     unpatchify,
-    zero_linear,
 )
 from .presets import ModelConfig
 
@@ -85,7 +85,7 @@ class VideoTransformer(nn.Module):
         self.split = nn.ModuleList(nn.Linear(widths[i + 1], 4 * widths[i]) for i in range(inner))
         self.up = nn.ModuleList(blocks(widths[i], depths[i] // 2) for i in range(inner))
         self.norm_out = nn.LayerNorm(widths[0], elementwise_affine=False, eps=1e-6)
-        self.mod_out = zero_linear(cond_dim, 2 * widths[0])
+        self.mod_out = modulation_linear(cond_dim, 2 * widths[0])
         self.patch_out = nn.Linear(widths[0], in_channels * patch_size**2)
 
     @property

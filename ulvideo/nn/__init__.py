@@ -6,7 +6,7 @@ Nothing here imports ulvideo.models.
 from .attention import BACKENDS, attention, naive_attention, resolve_backend, xformers_available
 from .conv import Conv3d, patchify, unpatchify
 from .embedding import LogSNREmbedding, fourier_features, sincos_1d, sincos_3d
-from .norm import GroupNorm3d, frame_group_norm, modulate, zero_linear
+from .norm import GroupNorm3d, frame_group_norm, modulate, modulation_linear
 from .resblock import Downsample3d, ResBlock3d, Upsample3d
 from .transformer import ATTENTION_MODES, MLP, SelfAttention, TransformerBlock, run_blocks
 
@@ -34,5 +34,5 @@ __all__ = [
     "sincos_3d",
     "unpatchify",
     "xformers_available",
-    "zero_linear",
+    "modulation_linear",
 ]

@@ -6,10 +6,11 @@ import torch
 from torch import Tensor, nn
 
 
-def zero_linear(in_features: int, out_features: int) -> nn.Linear:
-    """A Linear initialised to output zeros, so an adaptive norm starts as a plain norm."""
+def modulation_linear(in_features: int, out_features: int, std: float = 1e-3) -> nn.Linear:
+    """The Linear producing AdaLN shift/scale: zero bias and tiny N(0, std^2) weights, so an
+    adaptive norm starts as (almost) a plain norm while gradients still reach the conditioning."""
     linear = nn.Linear(in_features, out_features)
-    nn.init.zeros_(linear.weight)
+    nn.init.normal_(linear.weight, std=std)
     nn.init.zeros_(linear.bias)
     return linear
 
@@ -30,7 +31,7 @@ class GroupNorm3d(nn.Module):
         super().__init__()
         self.groups = math.gcd(max_groups, channels)
         if cond_dim > 0:
-            self.mod = zero_linear(cond_dim, 2 * channels)
+            self.mod = modulation_linear(cond_dim, 2 * channels)
         else:
             self.mod = None
             self.weight = nn.Parameter(torch.ones(channels))

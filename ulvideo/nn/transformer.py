@@ -11,7 +11,7 @@ import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from .attention import attention
-from .norm import modulate, zero_linear
+from .norm import modulate, modulation_linear
 
 ATTENTION_MODES = ("factorised", "full")
 
@@ -74,7 +74,7 @@ class TransformerBlock(nn.Module):
         self.mlp = MLP(dim, mlp_ratio, dropout)
         self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         sublayers = 3 if mode == "factorised" else 2
-        self.mod = zero_linear(cond_dim, 2 * sublayers * dim)
+        self.mod = modulation_linear(cond_dim, 2 * sublayers * dim)
 
     def forward(self, x: Tensor, cond: Tensor) -> Tensor:
         b, t, s, c = x.shape

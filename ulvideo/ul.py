@@ -1,0 +1,237 @@
+"""UnifiedLatents: encoder + prior + decoder tied by the UL losses (UL_METHOD §2-§4, §6).
+
+Also the self-describing checkpoint format shared by every network: `model.safetensors` with the
+weights beside `config.json` holding the ModelConfig and which network it is.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from . import __version__
+from .diffusion import (
+    LinearLogSNR,
+    ShiftedCosine,
+    bits_per_latent_dim,
+    bits_per_pixel,
+    decoder_loss,
+    diffuse,
+    prior_elbo,
+    sample,
+)
+from .models import Decoder, Encoder, ModelConfig, build_base, build_prior, check_video_shape
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+
+class UnifiedLatents(nn.Module):
+    """The stage-1 model. The encoder is deterministic; its latent is noised to lambda = 5 (z0),
+    the prior measures its bitrate with an unweighted ELBO, and the decoder is a diffusion model
+    in pixel space conditioned on z0."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.prior = build_prior(config)
+        self.decoder = Decoder(config)
+        self.latent_schedule = LinearLogSNR(config.logsnr_latent, config.logsnr_min_latent)
+        self.pixel_schedule = ShiftedCosine(config.resolution)
+
+    def validate_video(self, video: Tensor) -> None:
+        """Raise a clear error for a wrong type, rank, channel count, frame count or size."""
+        if not isinstance(video, Tensor) or not video.is_floating_point():
+            raise TypeError(
+                f"video must be a float tensor in [-1, 1], got {getattr(video, 'dtype', type(video))}"
+            )
+        check_video_shape(video.shape, self.config)
+
+    def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+        """(C_z, T_z, H_z, W_z) of a frames x height x width clip."""
+        check_video_shape((1, self.config.in_channels, frames, height, width), self.config, "clip")
+        cfg = self.config
+        return (
+            cfg.latent_channels,
+            1 + (frames - 1) // cfg.temporal_downsample,
+            height // cfg.spatial_downsample,
+            width // cfg.spatial_downsample,
+        )
+
+    def pixel_shape(self, latent_frames: int, latent_height: int, latent_width: int):
+        """(C, T, H, W) of the clip whose latent grid is latent_frames x latent_height x latent_width."""
+        cfg = self.config
+        return (
+            cfg.in_channels,
+            1 + (latent_frames - 1) * cfg.temporal_downsample,
+            latent_height * cfg.spatial_downsample,
+            latent_width * cfg.spatial_downsample,
+        )
+
+    def encode(self, video: Tensor) -> Tensor:
+        """z_clean = E(video), deterministic."""
+        self.validate_video(video)
+        return self.encoder(video)
+
+    def noisy_latent(self, z_clean: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        # UL §2: z0 = alpha_0 z_clean + sigma_0 eps at the fixed log-SNR lambda_z(0) = 5
+        eps = torch.randn(
+            z_clean.shape, device=z_clean.device, dtype=z_clean.dtype, generator=generator
+        )
+        logsnr = torch.full((z_clean.shape[0],), self.config.logsnr_latent, device=z_clean.device)
+        return diffuse(z_clean, logsnr.to(z_clean.dtype), eps)
+
+    def stage1_loss(self, video: Tensor) -> dict[str, Tensor]:
+        """UL Algorithm 1: L = L_z (prior ELBO, w = 1) + L_x (sigmoid-weighted decoder loss).
+
+        Returns `loss` (mean over the batch, differentiable) and the detached batch means
+        `prior_nats`, `decoder_nats`, `bits_per_pixel`, `bits_per_latent_dim`.
+        """
+        z_clean = self.encode(video)
+        prior_nats = prior_elbo(self.prior, z_clean, self.latent_schedule)
+        decoder_nats = decoder_loss(
+            self.decoder,
+            video,
+            self.noisy_latent(z_clean),
+            self.pixel_schedule,
+            loss_factor=self.config.loss_factor,
+            bias=self.config.decoder_bias,
+        )
+        _, _, frames, height, width = video.shape
+        prior_mean = prior_nats.detach().mean()
+        return {
+            "loss": (prior_nats + decoder_nats).mean(),
+            "prior_nats": prior_mean,
+            "decoder_nats": decoder_nats.detach().mean(),
+            "bits_per_pixel": bits_per_pixel(prior_mean, frames, height, width),
+            "bits_per_latent_dim": bits_per_latent_dim(prior_mean, z_clean[0].numel()),
+        }
+
+    @torch.no_grad()
+    def decode(
+        self,
+        z0: Tensor,
+        steps: int = 32,
+        method: str = "ddpm",
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+    ) -> Tensor:
+        """Sample x ~ p(x | z0) by reverse diffusion in log-SNR space (UL Algorithm 2, steps 3-4).
+
+        Returns a video in [-1, 1]; predictions are clipped to [-1, 1] at every step. The
+        decoder runs in eval mode (no dropout) and is put back in its previous mode afterwards.
+        """
+        if z0.ndim != 5 or z0.shape[1] != self.config.latent_channels:
+            raise ValueError(
+                f"z0 must be B x {self.config.latent_channels} x T_z x H_z x W_z, got {tuple(z0.shape)}"
+            )
+        shape = (z0.shape[0], *self.pixel_shape(*z0.shape[2:]))
+        noise = torch.randn(shape, device=z0.device, dtype=z0.dtype, generator=generator)
+        was_training = self.decoder.training
+        self.decoder.eval()
+        try:
+            video = sample(
+                lambda x_t, logsnr: self.decoder(x_t, z0, logsnr),
+                noise,
+                self.pixel_schedule,
+                steps,
+                method=method,
+                generator=generator,
+                progress=progress,
+                x_hat_transform=lambda x: x.clamp(-1, 1),
+            )
+        finally:
+            self.decoder.train(was_training)
+        return video.clamp(-1, 1)
+
+    @torch.no_grad()
+    def reconstruct(
+        self,
+        video: Tensor,
+        steps: int = 32,
+        method: str = "ddpm",
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """encode -> noisy_latent -> decode."""
+        z0 = self.noisy_latent(self.encode(video), generator=generator)
+        return self.decode(z0, steps=steps, method=method, generator=generator)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write model.safetensors + config.json into `directory` (atomically, file by file)."""
+        return save_module(self, self.config, directory, kind="unified_latents")
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu"
+    ) -> "UnifiedLatents":
+        """Load a model written by save_pretrained."""
+        model, _ = load_module(directory, map_location=map_location, kind="unified_latents")
+        return model
+
+
+BUILDERS = {"unified_latents": UnifiedLatents, "prior": build_prior, "base": build_base}
+
+
+def _atomic_write(path: Path, write) -> None:
+    # Write to a temporary name in the same folder, then rename over the target
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_module(
+    module: nn.Module, config: ModelConfig, directory: str | os.PathLike, kind: str
+) -> Path:
+    """Save `module` (built from `config` by the builder `kind`) as a self-describing checkpoint."""
+    if kind not in BUILDERS:
+        raise ValueError(f"unknown checkpoint kind {kind!r}; valid kinds: {sorted(BUILDERS)}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    meta = {"kind": kind, "ulvideo_version": __version__, "config": config.to_dict()}
+    _atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(tensors, str(p), {"kind": kind}))
+    _atomic_write(directory / CONFIG_NAME, lambda p: p.write_text(json.dumps(meta, indent=2)))
+    return directory
+
+
+def load_module(
+    directory: str | os.PathLike,
+    map_location: str | torch.device = "cpu",
+    kind: str | None = None,
+) -> tuple[nn.Module, ModelConfig]:
+    """Rebuild a module from a save_module checkpoint; `kind`, if given, must match the saved one."""
+    directory = Path(directory)
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        if not (directory / name).is_file():
+            raise FileNotFoundError(
+                f"{directory / name} not found: a checkpoint folder holds {CONFIG_NAME} and "
+                f"{WEIGHTS_NAME}, as written by save_pretrained / save_module"
+            )
+    meta = json.loads((directory / CONFIG_NAME).read_text())
+    if not isinstance(meta, dict) or meta.get("kind") not in BUILDERS or "config" not in meta:
+        raise ValueError(
+            f"{directory / CONFIG_NAME} is not a ulvideo checkpoint config "
+            f"(needs 'kind' in {sorted(BUILDERS)} and 'config')"
+        )
+    if kind is not None and meta["kind"] != kind:
+        raise ValueError(f"{directory} holds a {meta['kind']!r} checkpoint, not {kind!r}")
+    config = ModelConfig.from_dict(meta["config"])
+    module = BUILDERS[meta["kind"]](config)
+    state = load_file(str(directory / WEIGHTS_NAME), device=str(map_location))
+    expected = module.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    if missing or unexpected or wrong:
+        raise ValueError(
+            f"{directory / WEIGHTS_NAME} does not match {CONFIG_NAME}: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}, wrong shapes {wrong[:5]}; was the config edited?"
+        )
+    module.load_state_dict(state)
+    return module.to(map_location), config
