@@ -91,7 +91,7 @@ class UnifiedLatents(nn.Module):
         Returns `loss` (mean over the batch, differentiable) and the detached batch means
         `prior_nats`, `decoder_nats`, `bits_per_pixel`, `bits_per_latent_dim`.
         """
-        z_clean = self.encode(video)
+        z_clean = self.encode(video).to(video.dtype)  # losses in the data's precision (autocast)
         prior_nats = prior_elbo(self.prior, z_clean, self.latent_schedule)
         decoder_nats = decoder_loss(
             self.decoder,

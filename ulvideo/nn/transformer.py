@@ -16,6 +16,12 @@ from .norm import modulate, modulation_linear
 ATTENTION_MODES = ("factorised", "full")
 
 
+def rms_norm(x: Tensor, scale: Tensor, eps: float = 1e-6) -> Tensor:
+    # RMSNorm over the last dim (QK-norm), statistics in float32, output in x's dtype
+    rms = torch.rsqrt(x.float().square().mean(-1, keepdim=True) + eps)
+    return (x.float() * rms).to(x.dtype) * scale.to(x.dtype)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention on (N, L, C) with RMS-normalised queries and keys."""
 
@@ -25,15 +31,16 @@ class SelfAttention(nn.Module):
             raise ValueError(f"width {dim} is not divisible by {heads} heads")
         self.heads, self.backend = heads, backend
         self.qkv = nn.Linear(dim, 3 * dim)
-        self.q_norm = nn.RMSNorm(dim // heads)
-        self.k_norm = nn.RMSNorm(dim // heads)
+        self.q_scale = nn.Parameter(torch.ones(dim // heads))
+        self.k_scale = nn.Parameter(torch.ones(dim // heads))
         self.out = nn.Linear(dim, dim)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         n, length, dim = x.shape
         q, k, v = self.qkv(x).reshape(n, length, 3, self.heads, dim // self.heads).unbind(2)
-        out = attention(self.q_norm(q), self.k_norm(k), v, backend=self.backend)
+        q, k = rms_norm(q, self.q_scale), rms_norm(k, self.k_scale)
+        out = attention(q, k, v, backend=self.backend)
         return self.dropout(self.out(out.reshape(n, length, dim)))
 
 
