@@ -1,0 +1,138 @@
+"""Kinetics-600 frame prediction FVD (UL_METHOD §8): condition on 5 real frames, generate the rest,
+and score the first 16 frames against the real clips; 50,000 samples; mean ± std over groups.
+
+The protocol is independent of how videos are generated. `generate(context, num_frames, labels)`
+receives `B x 3 x 5 x H x W` real context frames in [-1, 1], the clip length T and the class labels,
+and returns the whole `B x 3 x T x H x W` clip, its rendering of the context frames included.
+ulvideo.sample builds one from a stage-2 checkpoint; any model can be scored the same way.
+
+Distributed with accelerate (`accelerate launch ...`, pass the `Accelerator`): each process takes a
+shard of the clips and the features are gathered in dataset order, `gather_for_metrics` dropping the
+padding of the last batch, so the numbers do not depend on the number of processes.
+"""
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from .frechet import FeatureStats
+from .fvd import NUM_FRAMES, embed, fvd_report, module_device, protocol_settings
+from .i3d import load_i3d
+
+CONTEXT_FRAMES = 5
+Generate = Callable[[Tensor, int, Tensor], Tensor]
+
+
+def kinetics600_test_clips(root: str | Path, frames: int = 17, resolution: int = 128) -> Dataset:
+    """The real clips of the protocol: Kinetics-600 test, 17 frames at 128x128, as (video, label)."""
+    from ulvideo.data import Kinetics600
+
+    return Kinetics600(root, split="test", frames=frames, resolution=resolution, train=False)
+
+
+def check_clips(video: Tensor, context_frames: int, num_frames: int) -> None:
+    if video.dim() != 5 or video.shape[1] != 3:
+        raise ValueError(
+            f"the dataset must yield (video 3 x T x H x W, label), got video batches {list(video.shape)}"
+        )
+    if video.shape[2] < num_frames or video.shape[2] <= context_frames:
+        raise ValueError(
+            f"clips have {video.shape[2]} frames; the protocol needs at least {num_frames} to score "
+            f"and more than the {context_frames} context frames"
+        )
+
+
+def frame_prediction_features(
+    generate: Generate,
+    dataset: Dataset,
+    num_samples: int = 50_000,
+    groups: int = 1,
+    batch_size: int = 16,
+    accelerator=None,
+    context_frames: int = CONTEXT_FRAMES,
+    num_frames: int = NUM_FRAMES,
+    intermediate_size: int | None = None,
+    i3d: nn.Module | None = None,
+    seed: int = 0,
+    num_workers: int = 0,
+) -> tuple[Tensor, Tensor]:
+    """(real `N x D`, generated `groups * N x D`) float64 features, in dataset order, on every process.
+
+    Sample i is clip `i % len(dataset)`; each group generates from the same N clips again, with
+    the global torch seed set to `seed + group * num_processes + rank` before it starts.
+    """
+    if num_samples < 2 or groups < 1:
+        raise ValueError(f"need num_samples >= 2 and groups >= 1, got {num_samples} and {groups}")
+    if len(dataset) == 0:
+        raise ValueError("the dataset of real clips is empty")
+    i3d = load_i3d() if i3d is None else i3d
+    clips = Subset(dataset, [i % len(dataset) for i in range(num_samples)])
+    loader = DataLoader(clips, batch_size=batch_size, num_workers=num_workers)
+    if accelerator is not None:
+        loader = accelerator.prepare_data_loader(loader)
+        i3d = i3d.to(accelerator.device)
+    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
+    gather = accelerator.gather_for_metrics if accelerator else (lambda x: x)
+
+    real, fake = [], []
+    for group in range(groups):
+        torch.manual_seed(seed + group * world + rank)
+        for video, labels in loader:
+            check_clips(video, context_frames, num_frames)
+            video = video.to(module_device(i3d))
+            with torch.no_grad():
+                generated = generate(video[:, :, :context_frames], video.shape[2], labels)
+            if generated.shape != video.shape:
+                raise ValueError(
+                    f"generate returned {list(generated.shape)} for clips of {list(video.shape)}: "
+                    "it must return whole clips, context frames included"
+                )
+            fake.append(gather(embed(generated, i3d, num_frames, intermediate_size)).cpu())
+            if group == 0:
+                real.append(gather(embed(video, i3d, num_frames, intermediate_size)).cpu())
+    return torch.cat(real), torch.cat(fake)
+
+
+def frame_prediction_fvd(
+    generate: Generate,
+    dataset: Dataset,
+    num_samples: int = 50_000,
+    groups: int = 1,
+    batch_size: int = 16,
+    accelerator=None,
+    context_frames: int = CONTEXT_FRAMES,
+    num_frames: int = NUM_FRAMES,
+    intermediate_size: int | None = None,
+    i3d: nn.Module | None = None,
+    seed: int = 0,
+    num_workers: int = 0,
+    report_path: str | Path | None = None,
+) -> dict:
+    """The K600 frame prediction FVD of `generate` (module doc); writes the JSON report on the main
+    process if `report_path` is given. Each group is compared with the features of the same N real
+    clips; the report has fvd (the mean over groups), fvd_std, fvd_groups and the protocol."""
+    i3d = load_i3d() if i3d is None else i3d
+    real, fake = frame_prediction_features(
+        generate, dataset, num_samples, groups, batch_size, accelerator, context_frames,
+        num_frames, intermediate_size, i3d, seed, num_workers,
+    )  # fmt: skip
+    reference = FeatureStats.from_features(real)  # every group against the same real clips
+    report = {
+        "task": "kinetics600_frame_prediction",
+        **fvd_report(
+            reference, fake, groups, protocol_settings(i3d, num_frames, intermediate_size)
+        ),
+        "num_samples": num_samples,
+        "dataset_size": len(dataset),
+        "context_frames": context_frames,
+        "num_processes": accelerator.num_processes if accelerator else 1,
+        "seed": seed,
+    }
+    if report_path is not None and (accelerator is None or accelerator.is_main_process):
+        Path(report_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(report_path).write_text(json.dumps(report, indent=2))
+    return report

@@ -1,0 +1,128 @@
+"""Stage-1 reconstruction metrics: PSNR and SSIM per frame and per video, rFVD, prior bits/pixel.
+
+`evaluate_stage1` is the entry point: it scores any model with the UnifiedLatents API
+(`encode`, `noisy_latent`, `decode(z0, steps=...)`, `stage1_loss(video)["bits_per_pixel"]`).
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from .frechet import FeatureStats, stats_distance
+from .fvd import NUM_FRAMES, check_videos, embed, module_device, protocol_settings
+
+DATA_RANGE = 2.0  # videos live in [-1, 1]
+
+
+def check_pair(x: Tensor, y: Tensor) -> None:
+    if x.shape != y.shape or x.dim() != 5:
+        raise ValueError(
+            f"expected two videos batches B x C x T x H x W of one shape, got {list(x.shape)} and {list(y.shape)}"
+        )
+
+
+def per_video(frame_values: Tensor, per: str) -> Tensor:
+    """`B x T` per-frame values, or their mean over frames per video (`per="video"`)."""
+    if per not in ("frame", "video"):
+        raise ValueError(f"per must be 'frame' or 'video', got {per!r}")
+    return frame_values if per == "frame" else frame_values.mean(dim=1)
+
+
+def psnr(x: Tensor, y: Tensor, per: str = "frame") -> Tensor:
+    """PSNR in dB of `B x C x T x H x W` videos in [-1, 1]: `B x T`, or `B` averaged over frames."""
+    # PSNR = 10 log10(range^2 / MSE), range 2 for [-1, 1]; identical frames give inf
+    check_pair(x, y)
+    mse = (x.double() - y.double()).square().mean(dim=(1, 3, 4))
+    return per_video(10 * torch.log10(DATA_RANGE**2 / mse), per)
+
+
+def gaussian_window(sigma: float = 1.5, radius: int = 5) -> Tensor:
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    window = torch.exp(-0.5 * (taps / sigma) ** 2)
+    return window / window.sum()
+
+
+def ssim(x: Tensor, y: Tensor, per: str = "frame") -> Tensor:
+    """SSIM of `B x C x T x H x W` videos in [-1, 1]: `B x T`, or `B` averaged over frames.
+
+    Wang et al. (2004) with an 11-tap Gaussian window (sigma 1.5), K1 = 0.01, K2 = 0.03, population
+    statistics, averaged over channels and the window-valid area: skimage's `structural_similarity(
+    gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=2)`.
+    """
+    check_pair(x, y)
+    b, c, t, h, w = x.shape
+    window = gaussian_window()
+    if min(h, w) < len(window):
+        raise ValueError(f"SSIM needs frames of at least {len(window)}x{len(window)}, got {h}x{w}")
+    x, y = (v.double().transpose(1, 2).reshape(b * t, c, h, w) for v in (x, y))
+
+    def blur(v: Tensor) -> Tensor:  # separable Gaussian filter, valid area only
+        v = F.conv2d(v, window.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+        return F.conv2d(v, window.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+
+    c1, c2 = (0.01 * DATA_RANGE) ** 2, (0.03 * DATA_RANGE) ** 2
+    mx, my = blur(x), blur(y)
+    vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    # SSIM = (2 mx my + C1)(2 cxy + C2) / ((mx^2 + my^2 + C1)(vx + vy + C2))
+    ssim_map = (2 * mx * my + c1) * (2 * cxy + c2) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    return per_video(ssim_map.mean(dim=(1, 2, 3)).view(b, t), per)
+
+
+def evaluate_stage1(
+    model: nn.Module,
+    dataset: Dataset,
+    num_videos: int,
+    batch_size: int = 4,
+    decode_steps: int = 50,
+    i3d: nn.Module | None = None,
+    num_frames: int = NUM_FRAMES,
+) -> dict:
+    """Reconstructs `num_videos` videos of `dataset` (items: video, or (video, label)) through
+    encode -> noisy_latent -> decode, and reports PSNR/SSIM (mean over videos of the per-video
+    means, and per frame index), the prior's bits/pixel and, given an `i3d`, the rFVD over the
+    first `num_frames` frames."""
+    if not 1 <= num_videos <= len(dataset):
+        raise ValueError(f"num_videos={num_videos}, but the dataset holds {len(dataset)} videos")
+    if i3d is not None:
+        if num_videos < 2:
+            raise ValueError("rFVD needs at least 2 videos")
+        first = dataset[0][0] if isinstance(dataset[0], (tuple, list)) else dataset[0]
+        check_videos(first[None], num_frames)
+    device = module_device(model)
+    model.eval()
+    psnrs, ssims, bits, real, fake, seen = [], [], [], [], [], 0
+    with torch.no_grad():
+        for batch in DataLoader(dataset, batch_size=batch_size):
+            video = batch[0] if isinstance(batch, (tuple, list)) else batch
+            video = video[: num_videos - seen].to(device)
+            recon = model.decode(model.noisy_latent(model.encode(video)), steps=decode_steps).clamp(
+                -1, 1
+            )
+            psnrs.append(psnr(recon, video).cpu())
+            ssims.append(ssim(recon, video).cpu())
+            bpp = (
+                torch.as_tensor(model.stage1_loss(video)["bits_per_pixel"]).detach().double().cpu()
+            )
+            bits.append(bpp.expand(len(video)) if bpp.numel() == 1 else bpp.reshape(-1))
+            if i3d is not None:
+                real.append(embed(video, i3d, num_frames).cpu())
+                fake.append(embed(recon, i3d, num_frames).cpu())
+            seen += len(video)
+            if seen == num_videos:
+                break
+    psnrs, ssims = torch.cat(psnrs), torch.cat(ssims)
+    report = {
+        "num_videos": seen,
+        "decode_steps": decode_steps,
+        "psnr": float(psnrs.mean(dim=1).mean()),
+        "ssim": float(ssims.mean(dim=1).mean()),
+        "psnr_per_frame": psnrs.mean(dim=0).tolist(),
+        "ssim_per_frame": ssims.mean(dim=0).tolist(),
+        "bits_per_pixel": float(torch.cat(bits).mean()),
+    }
+    if i3d is not None:
+        real, fake = (FeatureStats.from_features(torch.cat(f)) for f in (real, fake))
+        report["rfvd"] = stats_distance(real, fake)
+        report["rfvd_protocol"] = protocol_settings(i3d, num_frames, None)
+    return report
