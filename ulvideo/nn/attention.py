@@ -1,6 +1,5 @@
 """The one attention function every network calls: xformers on CUDA when installed, else SDPA."""
 
-import functools
 import importlib.util
 import math
 import os
@@ -13,10 +12,13 @@ BACKENDS = ("auto", "sdpa", "xformers", "naive")
 ENV_VAR = "ULVIDEO_ATTENTION"
 
 
-@functools.cache
+# Looked up once at import, without importing xformers (it stays optional and lazily imported)
+_XFORMERS_FOUND = importlib.util.find_spec("xformers") is not None
+
+
 def xformers_available() -> bool:
-    """True if the optional xformers package can be imported (checked once, without importing)."""
-    return importlib.util.find_spec("xformers") is not None
+    """True if the optional xformers package is installed."""
+    return _XFORMERS_FOUND
 
 
 def resolve_backend(backend: str | None, device: torch.device) -> str:
@@ -57,12 +59,8 @@ def attention(q: Tensor, k: Tensor, v: Tensor, backend: str | None = None) -> Te
     backend: None/"auto" (xformers on CUDA if installed, else SDPA; $ULVIDEO_ATTENTION overrides),
     "sdpa", "xformers" or "naive" (explicit softmax, the reference).
     """
-    if (
-        q.ndim != 4
-        or k.shape != v.shape
-        or q.shape[::2] != k.shape[::2]
-        or q.shape[-1] != k.shape[-1]
-    ):
+    batch_heads_dim = (q.shape[0], q.shape[2], q.shape[3]) if q.ndim == 4 else None
+    if k.shape != v.shape or k.ndim != 4 or batch_heads_dim != (k.shape[0], k.shape[2], k.shape[3]):
         raise ValueError(
             "attention expects q (B, L, H, D) and k, v (B, M, H, D) with matching B, H, D; got "
             f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"

@@ -7,9 +7,9 @@ from torch import Tensor, nn
 class Conv3d(nn.Conv3d):
     """A 3D conv over (B, C, T, H, W) that keeps H, W (divided by the stride) and pads time itself.
 
-    causal=True pads the past side only (kernel_t - 1 frames), so output frame j sees input frames
-    <= stride_t * j; with stride_t = 2 it maps 1 + 2m frames to 1 + m. causal=False pads both sides
-    (centred), which maps 1 + 2m frames to 1 + m as well.
+    causal=True zero-pads the past side only (kernel - 1 frames), so output frame j sees input
+    frames <= stride_t * j; with stride_t = 2 it maps 1 + 2m frames to 1 + m. causal=False pads
+    both sides (centred, odd kernel), which maps 1 + 2m frames to 1 + m as well.
     """
 
     def __init__(
@@ -21,18 +21,20 @@ class Conv3d(nn.Conv3d):
         causal: bool = True,
     ):
         stride_t, stride_s = stride
+        half = kernel // 2
         super().__init__(
             in_channels,
             out_channels,
             kernel,
             stride=(stride_t, stride_s, stride_s),
-            padding=(0, kernel // 2, kernel // 2),
+            padding=(0 if causal else half, half, half),
         )
-        pad_t = kernel - 1
-        self.time_pad = (pad_t, 0) if causal else (pad_t // 2, pad_t - pad_t // 2)
+        self.causal_pad = kernel - 1 if causal else 0
 
     def forward(self, x: Tensor) -> Tensor:
-        return super().forward(F.pad(x, (0, 0, 0, 0, *self.time_pad)))
+        if self.causal_pad:
+            x = F.pad(x, (0, 0, 0, 0, self.causal_pad, 0))  # past frames only
+        return super().forward(x)
 
 
 def patchify(x: Tensor, p: int) -> Tensor:
