@@ -25,9 +25,8 @@ def adm_center_crop(image: Image.Image, size: int) -> np.ndarray:
         image = image.resize(tuple(x // 2 for x in image.size), resample=Image.BOX)
     scale = size / min(image.size)
     image = image.resize(tuple(round(x * scale) for x in image.size), resample=Image.BICUBIC)
-    array = np.asarray(image)
-    top, left = (array.shape[0] - size) // 2, (array.shape[1] - size) // 2
-    return array[top : top + size, left : left + size]
+    left, top = (image.width - size) // 2, (image.height - size) // 2
+    return np.array(image.crop((left, top, left + size, top + size)))
 
 
 class ImageFolder(Dataset):

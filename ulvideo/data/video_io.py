@@ -169,7 +169,7 @@ class _PyAVReader:
             self.container.close()
             raise VideoReadError(f"{path}: the file holds no video stream")
         self.stream = self.container.streams.video[0]
-        self.stream.thread_type = "AUTO"
+        self.stream.codec_context.thread_count = 1  # parallelism comes from DataLoader workers
 
     def frames_at(self, indices: np.ndarray) -> np.ndarray:
         try:
