@@ -103,7 +103,8 @@ class Kinetics600(Dataset):
     centred start and centre crop. Randomness depends on (seed, epoch, index) only; call
     ``set_epoch`` each epoch. Missing, corrupt and too-short videos are skipped with a warning and
     listed in ``bad_files``; more than ``max_bad_fraction`` of them raises TooManyBadFilesError.
-    The index is cached in a manifest (``manifest`` path, default under root, else the user cache).
+    The index is cached in a manifest (``manifest`` path, default under root, else the user cache);
+    under several processes build it on one first (``with accelerator.main_process_first():``).
     """
 
     def __init__(
@@ -134,8 +135,8 @@ class Kinetics600(Dataset):
         cache_paths = (
             [Path(manifest)] if manifest is not None else default_manifest_paths(root, split)
         )
-        index = load_or_build_manifest(self.root, candidates, cache_paths, self.backend)
         self._bad = BadFiles(len(candidates), max_bad_fraction, "video")
+        index = load_or_build_manifest(self.root, candidates, cache_paths, self.backend)
         for relative, reason in index.bad.items():
             self._bad.add(str(self.root / relative), reason)
         span = (frames - 1) * stride + 1
