@@ -21,10 +21,10 @@ def array_to_videos(array: np.ndarray) -> Tensor:
         array = array[None]
     if array.dtype == np.uint8 and array.ndim == 5 and array.shape[-1] == 3:
         return (
-            torch.from_numpy(np.ascontiguousarray(array)).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
-        )
+            torch.tensor(array).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
+        )  # a copy: memmaps are read-only
     if np.issubdtype(array.dtype, np.floating) and array.ndim == 5 and array.shape[1] == 3:
-        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+        return torch.tensor(array, dtype=torch.float32)
     raise ValueError(
         f"cannot read an array of {array.dtype} and shape {array.shape} as videos: use {ARRAY_LAYOUTS}"
     )

@@ -1,0 +1,161 @@
+"""The Kinetics-600 frame prediction protocol on a small clip dataset, with cheap features;
+single process and 2 CPU processes under accelerate."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from test_eval_fvd import pooled_features
+
+from evaluation.fvd import video_features
+from evaluation.k600 import frame_prediction_features, frame_prediction_fvd
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def clip_dataset(
+    count: int = 6, frames: int = 17, size: int = 32
+) -> list[tuple[torch.Tensor, int]]:
+    """(video 3 x 17 x 32 x 32 in [-1, 1], label = index): a square drifting over per-clip noise."""
+    generator = torch.Generator().manual_seed(0)
+    clips = []
+    for index in range(count):
+        video = torch.rand(3, frames, size, size, generator=generator) * 0.5 - 1
+        for t in range(frames):
+            x = (2 * index + t) % (size - 8)
+            video[:, t, 4 * index % 24 : 4 * index % 24 + 8, x : x + 8] = 0.8
+        clips.append((video, index))
+    return clips
+
+
+def copy_last_context_frame(
+    context: torch.Tensor, num_frames: int, labels: torch.Tensor
+) -> torch.Tensor:
+    return torch.cat(
+        [context, context[:, :, -1:].expand(-1, -1, num_frames - context.shape[2], -1, -1)], 2
+    )
+
+
+def shifted_copy(context: torch.Tensor, num_frames: int, labels: torch.Tensor) -> torch.Tensor:
+    """Deterministic and label-dependent: context, then its last frame rolled by the label."""
+    last = context[:, :, -1:]
+    rolled = torch.stack([frame.roll(int(label), dims=-1) for frame, label in zip(last, labels)])
+    return torch.cat([context, rolled.expand(-1, -1, num_frames - context.shape[2], -1, -1)], 2)
+
+
+def test_an_oracle_scores_zero_and_copying_the_last_frame_does_not(tmp_path):
+    dataset = clip_dataset()
+    calls = []
+
+    def oracle(context, num_frames, labels):
+        calls.append((context.shape, num_frames))
+        real = torch.stack([dataset[int(label)][0] for label in labels])
+        assert torch.equal(context, real[:, :, :5])
+        return real
+
+    report = frame_prediction_fvd(
+        oracle,
+        dataset,
+        num_samples=6,
+        batch_size=4,
+        i3d=pooled_features(),
+        report_path=tmp_path / "r.json",
+    )
+    assert calls == [((4, 3, 5, 32, 32), 17), ((2, 3, 5, 32, 32), 17)]
+    assert report["fvd"] == pytest.approx(0, abs=1e-9)
+    assert json.loads((tmp_path / "r.json").read_text()) == report
+    assert report["num_samples"] == 6 and report["context_frames"] == 5
+    assert report["protocol"]["num_frames"] == 16
+
+    copied = frame_prediction_fvd(
+        copy_last_context_frame, dataset, num_samples=6, i3d=pooled_features()
+    )
+    assert copied["fvd"] > 0.05
+
+
+def test_features_follow_dataset_order_cycling_past_its_end():
+    dataset = clip_dataset()
+    real, fake = frame_prediction_features(
+        shifted_copy, dataset, num_samples=10, groups=2, batch_size=4, i3d=pooled_features()
+    )
+    videos = torch.stack([dataset[i % 6][0] for i in range(10)])
+    torch.testing.assert_close(real, video_features(videos, pooled_features()), rtol=0, atol=1e-12)
+    generated = shifted_copy(videos[:, :, :5], 17, torch.arange(10) % 6)
+    expected = video_features(generated, pooled_features())
+    assert fake.shape == (20, 48)
+    torch.testing.assert_close(fake, torch.cat([expected, expected]), rtol=0, atol=1e-12)
+
+
+def test_protocol_errors_name_the_problem():
+    dataset = clip_dataset()
+    with pytest.raises(ValueError, match="whole clips, context frames included"):
+        frame_prediction_fvd(lambda c, t, y: c, dataset, num_samples=2, i3d=pooled_features())
+    with pytest.raises(ValueError, match="clips have 12 frames"):
+        frame_prediction_fvd(
+            copy_last_context_frame, clip_dataset(frames=12), num_samples=2, i3d=pooled_features()
+        )
+
+
+DISTRIBUTED_SCRIPT = """
+import sys
+import torch
+from accelerate import Accelerator
+sys.path.insert(0, {tests!r})
+from test_eval_fvd import pooled_features
+from test_eval_k600 import clip_dataset, shifted_copy
+from evaluation.k600 import frame_prediction_features, frame_prediction_fvd
+
+accelerator = Accelerator(cpu=True)
+kwargs = dict(num_samples=7, groups=2, batch_size=2, accelerator=accelerator, i3d=pooled_features())
+real, fake = frame_prediction_features(shifted_copy, clip_dataset(), **kwargs)
+frame_prediction_fvd(shifted_copy, clip_dataset(), report_path={report!r}, **kwargs)
+if accelerator.is_main_process:
+    torch.save({{"real": real, "fake": fake, "world": accelerator.num_processes}}, {out!r})
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_gather_the_features_of_one_process_in_order(tmp_path):
+    script = tmp_path / "run.py"
+    out, report = tmp_path / "features.pt", tmp_path / "report.json"
+    script.write_text(
+        DISTRIBUTED_SCRIPT.format(tests=str(REPO / "tests"), report=str(report), out=str(out))
+    )
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+    ]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    launch += ["--main_process_port", str(free_port()), str(script)]
+    result = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    distributed = torch.load(out)
+    assert distributed["world"] == 2
+    real, fake = frame_prediction_features(
+        shifted_copy, clip_dataset(), num_samples=7, groups=2, batch_size=2, i3d=pooled_features()
+    )
+    assert distributed["real"].shape == (7, 48) and distributed["fake"].shape == (14, 48)
+    torch.testing.assert_close(distributed["real"], real, rtol=0, atol=1e-12)
+    torch.testing.assert_close(distributed["fake"], fake, rtol=0, atol=1e-12)
+    single = frame_prediction_fvd(
+        shifted_copy, clip_dataset(), num_samples=7, groups=2, batch_size=2, i3d=pooled_features()
+    )
+    written = json.loads(report.read_text())
+    assert written["num_processes"] == 2
+    assert written["fvd_groups"] == pytest.approx(single["fvd_groups"], rel=1e-9)

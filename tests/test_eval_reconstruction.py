@@ -1,0 +1,142 @@
+"""PSNR/SSIM against closed forms and scikit-image; evaluate_stage1 on a stand-in autoencoder."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from skimage import data
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from test_eval_fvd import pooled_features
+from torch import nn
+
+from evaluation.reconstruction import evaluate_stage1, psnr, ssim
+
+
+def astronaut_clips(count: int, frames: int = 16, size: int = 32) -> torch.Tensor:
+    """`count x 3 x frames x size x size` real-photo clips in [-1, 1]: windows panning over astronaut."""
+    image = torch.from_numpy(data.astronaut()).permute(2, 0, 1).double() / 127.5 - 1
+    clips = [
+        torch.stack(
+            [
+                image[:, 60 + 40 * n : 60 + 40 * n + size, 100 + 3 * t : 100 + 3 * t + size]
+                for t in range(frames)
+            ],
+            1,
+        )
+        for n in range(count)
+    ]
+    return torch.stack(clips).float()
+
+
+def test_psnr_of_a_known_error_is_the_closed_form():
+    x = torch.zeros(2, 3, 4, 8, 8, dtype=torch.float64)
+    offsets = torch.tensor([0.1, 0.2, 0.05, 0.5], dtype=torch.float64).view(1, 1, 4, 1, 1)
+    y = x + offsets
+    expected = [10 * math.log10(4 / d**2) for d in (0.1, 0.2, 0.05, 0.5)]  # range 2, MSE = d^2
+    np.testing.assert_allclose(psnr(x, y).numpy(), [expected, expected], rtol=1e-12)
+    assert psnr(x, y, per="video").tolist() == pytest.approx([np.mean(expected)] * 2, rel=1e-12)
+    assert math.isinf(psnr(x, x)[0, 0])
+
+
+def test_psnr_and_ssim_match_scikit_image_per_frame():
+    x = astronaut_clips(2, frames=3)
+    generator = torch.Generator().manual_seed(0)
+    y = (x + 0.1 * torch.randn(x.shape, generator=generator)).clamp(-1, 1)
+    ours_psnr, ours_ssim = psnr(x, y), ssim(x, y)
+    for b in range(2):
+        for t in range(3):
+            a, c = x[b, :, t].double().numpy(), y[b, :, t].double().numpy()
+            assert ours_psnr[b, t] == pytest.approx(
+                peak_signal_noise_ratio(a, c, data_range=2), rel=1e-9
+            )
+            reference = structural_similarity(
+                a,
+                c,
+                gaussian_weights=True,
+                sigma=1.5,
+                use_sample_covariance=False,
+                data_range=2,
+                channel_axis=0,
+            )
+            assert ours_ssim[b, t] == pytest.approx(reference, rel=1e-9)
+    assert ssim(x, y, per="video").tolist() == pytest.approx(ours_ssim.mean(dim=1).tolist())
+    np.testing.assert_allclose(ssim(x, x).numpy(), np.ones((2, 3)), rtol=1e-12)
+
+
+def test_metric_errors_name_the_problem():
+    with pytest.raises(ValueError, match="of one shape"):
+        psnr(torch.zeros(1, 3, 2, 16, 16), torch.zeros(1, 3, 2, 16, 8))
+    with pytest.raises(ValueError, match="at least 11x11"):
+        ssim(torch.zeros(1, 3, 2, 8, 8), torch.zeros(1, 3, 2, 8, 8))
+    with pytest.raises(ValueError, match="'frame' or 'video'"):
+        psnr(torch.zeros(1, 3, 2, 8, 8), torch.zeros(1, 3, 2, 8, 8), per="clip")
+
+
+class PoolingAutoencoder(nn.Module):
+    """The UnifiedLatents API on a stand-in: 2x2 average-pool encoder, identity noise, nearest-upsampling
+    decoder, and bits/pixel = the batch mean of (video + 1) / 4."""
+
+    def __init__(self, lossless: bool = False):
+        super().__init__()
+        self.lossless = lossless
+        self.anchor = nn.Parameter(torch.zeros(()))  # gives the module a device
+        self.decode_steps = []
+
+    def encode(self, video):
+        return video if self.lossless else F.avg_pool3d(video, (1, 2, 2))
+
+    def noisy_latent(self, z):
+        return z
+
+    def decode(self, z0, steps):
+        self.decode_steps.append(steps)
+        return z0 if self.lossless else F.interpolate(z0, scale_factor=(1, 2, 2), mode="nearest")
+
+    def stage1_loss(self, video):
+        return {"bits_per_pixel": ((video + 1) / 4).mean()}
+
+
+def test_evaluate_stage1_reports_the_metrics_of_the_reconstructions():
+    videos = astronaut_clips(6)
+    dataset = [(video, label) for label, video in enumerate(videos)]
+    model = PoolingAutoencoder()
+    report = evaluate_stage1(
+        model, dataset, num_videos=5, batch_size=2, decode_steps=7, i3d=pooled_features()
+    )
+    assert model.decode_steps == [7, 7, 7] and report["num_videos"] == 5
+    recon = F.interpolate(
+        F.avg_pool3d(videos[:5], (1, 2, 2)), scale_factor=(1, 2, 2), mode="nearest"
+    )
+    assert report["psnr"] == pytest.approx(
+        float(psnr(recon, videos[:5], per="video").mean()), rel=1e-9
+    )
+    assert report["ssim"] == pytest.approx(
+        float(ssim(recon, videos[:5], per="video").mean()), rel=1e-9
+    )
+    assert report["psnr_per_frame"] == pytest.approx(
+        psnr(recon, videos[:5]).mean(dim=0).tolist(), rel=1e-9
+    )
+    assert len(report["ssim_per_frame"]) == 16
+    assert report["bits_per_pixel"] == pytest.approx(float(((videos[:5] + 1) / 4).mean()), rel=1e-6)
+    assert 15 < report["psnr"] < 40 and 0.2 < report["ssim"] < 1
+    assert report["rfvd"] > 0 and report["rfvd_protocol"]["num_frames"] == 16
+
+    perfect = evaluate_stage1(
+        PoolingAutoencoder(lossless=True), list(videos), 4, i3d=pooled_features()
+    )
+    assert perfect["rfvd"] == pytest.approx(0, abs=1e-9) and perfect["ssim"] == pytest.approx(1)
+
+
+class MustNotEncode(PoolingAutoencoder):
+    def encode(self, video):
+        raise AssertionError("encoded before the inputs were checked")
+
+
+def test_evaluate_stage1_checks_its_inputs_first():
+    short = [torch.zeros(3, 8, 32, 32)] * 3
+    with pytest.raises(ValueError, match="videos have 8 frames"):
+        evaluate_stage1(MustNotEncode(), short, num_videos=3, i3d=pooled_features())
+    with pytest.raises(ValueError, match="dataset holds 3 videos"):
+        evaluate_stage1(MustNotEncode(), short, num_videos=4)
