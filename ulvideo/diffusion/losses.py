@@ -48,13 +48,15 @@ def _weighted_diffusion_mse(
     x_hat = denoiser(x_t, logsnr)
     if x_hat.shape != x.shape:
         raise ValueError(f"denoiser returned shape {tuple(x_hat.shape)}, expected {tuple(x.shape)}")
-    sq_err = (x - x_hat).square()
+    weight_dtype = torch.promote_types(x.dtype, torch.float32)  # never weight exp(lambda) in bf16
+    sq_err = (x - x_hat).to(weight_dtype).square()
     if keep_clean is not None:
         sq_err = sq_err * (~keep_clean)
     per_example = sq_err.flatten(1).sum(1)
-    w = schedule.neg_dlogsnr_dt(t).to(x.dtype) * torch.exp(logsnr) / 2
+    lam = schedule(t).to(weight_dtype)
+    w = schedule.neg_dlogsnr_dt(t).to(weight_dtype) * torch.exp(lam) / 2
     if weight is not None:
-        w = w * weight(logsnr)
+        w = w * weight(lam)
     return w * per_example
 
 

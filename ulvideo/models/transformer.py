@@ -141,7 +141,7 @@ class VideoTransformer(nn.Module):
             cond = cond + self.class_embed(labels)
 
         x = self.patch_in(patchify(z_t, self.patch_size).permute(0, 2, 3, 4, 1))  # B T H W C
-        if context_frames:
+        if self.given_embed is not None:  # always in the graph, so DDP sees its (zero) gradient
             given = torch.arange(x.shape[1], device=x.device) < context_frames
             x = x + given.view(1, -1, 1, 1, 1) * self.given_embed
         skips = []
