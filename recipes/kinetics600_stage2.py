@@ -1,0 +1,34 @@
+"""Kinetics-600 stage 2: the base model on frozen latents, frame prediction from 5 frames (UL §5).
+
+    accelerate launch --config_file recipes/configs/multi_gpu.yaml recipes/kinetics600_stage2.py \
+        --data_root /data/kinetics600 --stage1_checkpoint runs/k600_stage1/final
+    python recipes/kinetics600_stage2.py --preset tiny --data demo \
+        --stage1_checkpoint runs/k600_stage1/final   # CPU smoke run, minutes
+"""
+
+from dataclasses import dataclass
+
+from ulvideo.train import TrainConfig, parse_config, train
+
+
+@dataclass
+class Kinetics600Stage2(TrainConfig):
+    """K600 stage 2: 5 context frames = 2 causal latent frames, given clean, outside the loss."""
+
+    stage: int = 2
+    preset: str = "medium"
+    output_dir: str = "runs/k600_stage2"
+    data: str = "kinetics600"
+    frames: int = 17
+    resolution: int = 128
+    context_frames: int = 2
+    context_prob: float = 1.0
+    batch_size: int = 64
+    lr: float = 1e-4
+    warmup_steps: int = 5000
+    max_steps: int = 500_000
+    mixed_precision: str = "bf16"
+
+
+if __name__ == "__main__":
+    train(parse_config(Kinetics600Stage2))

@@ -1,0 +1,177 @@
+"""Sampling (UL Algorithm 2), export, the `ulvideo` CLI and the end-to-end demo."""
+
+import json
+import math
+from pathlib import Path
+
+import av
+import pytest
+import torch
+
+from ulvideo.cli import main
+from ulvideo.export import write_mp4
+from ulvideo.models import build_base, get_preset
+from ulvideo.pipeline import load_pipeline, save_pipeline
+from ulvideo.sample import SamplingConfig, generate, guided_denoiser, sample_z0
+from ulvideo.ul import UnifiedLatents
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    torch.manual_seed(0)
+    cfg = get_preset("tiny", resolution=16, num_classes=10)
+    ul, base = UnifiedLatents(cfg).eval(), build_base(cfg).eval()
+    path = tmp_path_factory.mktemp("export")
+    save_pipeline(path, ul, base, cfg)
+    return ul, base, path
+
+
+def frames_of(path: Path) -> tuple[int, int, int]:
+    with av.open(str(path)) as f:
+        frames = [fr.to_ndarray(format="rgb24") for fr in f.decode(video=0)]
+    return len(frames), frames[0].shape[0], frames[0].shape[1]
+
+
+def test_sampler_is_deterministic_under_a_seed(pipeline):
+    ul, base, _ = pipeline
+    cfg = SamplingConfig(base_steps=3, decoder_steps=3, batch_size=2, seed=7)
+    labels = torch.tensor([1, 2, 3])
+    a = generate(ul, base, 3, 5, 16, cfg, labels=labels)
+    b = generate(ul, base, 3, 5, 16, cfg, labels=labels)
+    c = generate(ul, base, 3, 5, 16, SamplingConfig(**{**cfg.__dict__, "seed": 8}), labels=labels)
+    assert a.shape == (3, 3, 5, 16, 16)
+    assert torch.equal(a, b)
+    assert (a - c).abs().mean() > 1e-3
+    assert a.min() >= -1 and a.max() <= 1
+
+
+def test_cfg_scale_one_is_the_conditional_model(pipeline):
+    _, base, _ = pipeline
+    z = torch.randn(2, 8, 2, 2, 2)
+    logsnr = torch.zeros(2)
+    labels = torch.tensor([3, 4])
+    cond = base(z, logsnr, labels=labels)
+    torch.testing.assert_close(guided_denoiser(base, labels, 1.0, 0)(z, logsnr), cond)
+    uncond = base(z, logsnr, labels=torch.full_like(labels, 10))
+    guided = guided_denoiser(base, labels, 3.0, 0)(z, logsnr)
+    torch.testing.assert_close(guided, uncond + 3.0 * (cond - uncond), rtol=1e-4, atol=1e-5)
+
+
+def test_frame_prediction_keeps_context_latents(pipeline):
+    ul, base, _ = pipeline
+    video = torch.rand(2, 3, 9, 16, 16) * 2 - 1
+    ctx = ul.encode(video[:, :, :5])
+    cfg = SamplingConfig(base_steps=4, decoder_steps=2, batch_size=2)
+    shape = ul.latent_shape(9, 16, 16)
+    gen = torch.Generator().manual_seed(0)
+    z0 = sample_z0(
+        ul, base, shape, cfg, context_latents=ctx, labels=torch.tensor([0, 1]), generator=gen
+    )
+    # the given frames are the context latents noised to log-SNR 5: z0 = alpha_0 ctx + sigma_0 eps
+    alpha0, sigma0 = math.sqrt(1 / (1 + math.exp(-5))), math.sqrt(1 / (1 + math.exp(5)))
+    eps = (z0[:, :, :2] - alpha0 * ctx) / sigma0
+    assert abs(eps.mean()) < 0.3 and 0.7 < eps.std() < 1.3
+    torch.testing.assert_close(
+        ul.encode(video)[:, :, :2], ctx
+    )  # causal: 5 frames = 2 latent frames
+    out = generate(ul, base, 2, 9, 16, cfg, labels=torch.tensor([0, 1]), context=video[:, :, :5])
+    torch.testing.assert_close(out[:, :, :5], video[:, :, :5])
+
+
+def test_export_writes_playable_mp4(tmp_path):
+    video = torch.linspace(-1, 1, 3 * 7 * 18 * 22).reshape(3, 7, 18, 22)
+    n, h, w = frames_of(write_mp4(video, tmp_path / "v.mp4"))
+    assert (n, h, w) == (7, 18, 22)
+
+
+def test_cli_sample_info_and_reconstruct(pipeline, tmp_path, capsys):
+    _, _, path = pipeline
+    assert main(["sample", "--checkpoint", str(path), "--num", "2", "--frames", "5", "--base_steps", "2",
+                 "--decoder_steps", "2", "--labels", "1,2", "--out", str(tmp_path / "s")]) == 0  # fmt: skip
+    assert frames_of(tmp_path / "s" / "sample_0000.mp4") == (5, 16, 16)
+    assert (tmp_path / "s" / "samples.png").is_file()
+    capsys.readouterr()
+    assert main(["info", str(path), "--frames", "5"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["params"]["base"] > 0 and info["latent_shape"][1] == 2
+    assert info["flops_per_example"]["stage1"] > info["flops_per_example"]["stage2"] > 0
+    write_mp4(torch.rand(3, 9, 16, 16) * 2 - 1, tmp_path / "in.mp4")
+    capsys.readouterr()
+    assert main(["reconstruct", "--checkpoint", str(path), "--input", str(tmp_path / "in.mp4"),
+                 "--frames", "5", "--steps", "2", "--out", str(tmp_path / "r")]) == 0  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    assert math.isfinite(report["psnr"]) and report["bits_per_pixel"] > 0
+    assert frames_of(tmp_path / "r" / "reconstruction.mp4") == (5, 16, 16)
+    assert main(["encode", "--checkpoint", str(path), "--input", str(tmp_path / "in.mp4"),
+                 "--frames", "5", "--out", str(tmp_path / "z.safetensors")]) == 0  # fmt: skip
+    from safetensors.torch import load_file
+
+    assert load_file(tmp_path / "z.safetensors")["z_clean"].shape == (1, 8, 2, 2, 2)
+
+
+def test_cli_errors_are_one_line(pipeline, tmp_path, capsys):
+    _, _, path = pipeline
+    assert main(["sample", "--checkpoint", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert "is not a ulvideo export" in err and "Traceback" not in err and err.count("\n") == 1
+    assert (
+        main(["reconstruct", "--checkpoint", str(path), "--input", str(tmp_path / "no.mp4")]) == 2
+    )
+    assert "does not exist" in capsys.readouterr().err
+    write_mp4(torch.zeros(3, 3, 16, 16), tmp_path / "short.mp4")
+    assert (
+        main(
+            [
+                "reconstruct",
+                "--checkpoint",
+                str(path),
+                "--input",
+                str(tmp_path / "short.mp4"),
+                "--frames",
+                "5",
+            ]
+        )
+        == 2
+    )
+    assert "has 3 frames" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError):
+        main(["--debug", "info", str(tmp_path / "nope")])
+
+
+def test_pipeline_round_trip(pipeline):
+    ul, base, path = pipeline
+    ul2, base2 = load_pipeline(path)
+    for a, b in ((ul, ul2), (base, base2)):
+        for (k, v), (k2, v2) in zip(a.state_dict().items(), b.state_dict().items()):
+            assert k == k2 and torch.equal(v, v2)
+
+
+def test_demo_end_to_end(tmp_path):
+    from ulvideo.demo import DemoConfig, run_demo
+
+    out = tmp_path / "demo"
+    metrics = run_demo(
+        DemoConfig(
+            out=str(out),
+            stage1_steps=8,
+            stage2_steps=8,
+            batch_size=4,
+            num_videos=4,
+            base_steps=2,
+            decoder_steps=2,
+            fvd=True,
+        )  # fmt: skip
+    )
+    for key in ("bits_per_pixel", "psnr", "ssim", "wall_time_s"):
+        assert math.isfinite(metrics[key]), key
+    if "skipped" not in metrics["fvd"]:  # the real I3D is installed (as by the README's commands)
+        for key in ("rfvd", "class_conditional", "unconditional", "frame_prediction"):
+            assert math.isfinite(metrics["fvd"][key]) and metrics["fvd"][key] >= 0, key
+    assert json.loads((out / "metrics.json").read_text())["psnr"] == metrics["psnr"]
+    mp4s = sorted((out / "samples").glob("*.mp4"))
+    assert len(mp4s) == 12
+    for p in mp4s:
+        assert frames_of(p) == (17, 32, 32)
+    assert frames_of(out / "reconstructions" / "real_recon_sample_0.mp4") == (17, 32, 96)
+    assert (out / "stage1_losses.png").stat().st_size > 1000
+    assert "bits/pixel" in (out / "summary.txt").read_text()

@@ -1,0 +1,199 @@
+"""Training: stage 1 and 2 learn, exact resume, atomic checkpoints, the non-finite guard, 2 processes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ulvideo.train import NonFiniteLossError, TrainConfig, train
+from ulvideo.train import checkpoint as ckpt_module
+from ulvideo.train import trainer as trainer_module
+from ulvideo.train.checkpoint import complete_checkpoints
+from ulvideo.train.metrics import read_metrics
+from ulvideo.train.stages import Stage1
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny(tmp_path, name="run", **overrides) -> TrainConfig:
+    base = dict(
+        stage=1,
+        preset="tiny",
+        data="demo",
+        frames=5,
+        resolution=16,
+        batch_size=4,
+        num_workers=0,
+        lr=2e-3,
+        warmup_steps=2,
+        max_steps=6,
+        log_every=1,
+        eval_every=1000,
+        checkpoint_every=3,
+        eval_decode_steps=4,
+        keep_last=5,
+        output_dir=str(tmp_path / name),
+        cpu=True,
+    )
+    return TrainConfig(**{**base, **overrides})
+
+
+def state(module) -> dict:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_exact_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
+    straight = train(tiny(tmp_path, "straight"))
+
+    def save_then_die(*args, **kwargs):  # the process is killed right after checkpoint 3
+        ckpt_module.save_checkpoint(*args, **kwargs)
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(tmp_path, "split"))
+    monkeypatch.undo()
+    assert [p.name for p in complete_checkpoints(tmp_path / "split")] == ["checkpoint-00000003"]
+    resumed = train(tiny(tmp_path, "split"))
+    a, b = state(straight.network), state(resumed.network)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    for k, v in state(straight.ema).items():
+        assert torch.equal(v, state(resumed.ema)[k]), k
+    losses = lambda run: [
+        (r["step"], r["loss"]) for r in read_metrics(tmp_path / run) if "loss" in r
+    ]  # noqa: E731
+    assert losses("straight") == losses("split")
+    assert [step for step, _ in losses("split")] == [1, 2, 3, 4, 5, 6]
+
+
+def test_crash_during_checkpoint_write_keeps_previous(tmp_path, monkeypatch):
+    cfg = tiny(tmp_path, max_steps=3)
+    train(cfg)
+    original = ckpt_module._write_json_durable
+
+    def crash(path, obj):  # the state is on disk, the run dies before meta.json and the rename
+        raise KeyboardInterrupt("killed mid-write")
+
+    monkeypatch.setattr(ckpt_module, "_write_json_durable", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(tmp_path, max_steps=6))
+    monkeypatch.setattr(ckpt_module, "_write_json_durable", original)
+    run = tmp_path / "run"
+    assert [p.name for p in complete_checkpoints(run)] == ["checkpoint-00000003"]
+    assert (run / ".tmp-checkpoint-00000006").is_dir()  # the partial write is not mistaken for one
+    resumed = train(tiny(tmp_path, max_steps=6))
+    assert resumed.step == 6
+    assert [p.name for p in complete_checkpoints(run)][-1] == "checkpoint-00000006"
+    steps = [r["step"] for r in read_metrics(run) if "loss" in r]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_nonfinite_guard_skips_counts_and_stops(tmp_path, monkeypatch):
+    forward = Stage1.forward
+    calls = {"n": 0}
+
+    def sometimes_nan(self, video, labels):
+        calls["n"] += 1
+        loss, logs = forward(self, video, labels)
+        return (loss * float("nan") if calls["n"] in (2, 3) else loss), logs
+
+    monkeypatch.setattr(Stage1, "forward", sometimes_nan)
+    result = train(tiny(tmp_path, max_steps=5, checkpoint_every=100))
+    assert result.nonfinite_steps == 2
+    log = [r for r in read_metrics(tmp_path / "run") if "loss" in r]
+    assert [r["nonfinite_skipped"] for r in log] == [0, 1, 2, 2, 2]
+    assert all(torch.isfinite(p).all() for p in result.network.parameters())
+
+    monkeypatch.setattr(
+        Stage1, "forward", lambda self, v, y: (forward(self, v, y)[0] * float("nan"), {})
+    )
+    with pytest.raises(NonFiniteLossError, match="max_nonfinite=2"):
+        train(tiny(tmp_path, "diverged", max_steps=10, max_nonfinite=2, checkpoint_every=100))
+    assert not (tmp_path / "diverged" / "final").exists()
+
+
+def test_stage1_learns_then_stage2_learns(tmp_path):
+    steps = 60
+    s1 = train(
+        tiny(
+            tmp_path,
+            "s1",
+            frames=5,
+            max_steps=steps,
+            log_every=5,
+            checkpoint_every=steps,
+            warmup_steps=5,
+        )
+    )
+    log = [r for r in read_metrics(tmp_path / "s1") if "loss" in r]
+    first, last = log[0], log[-1]
+    # stated margins: the total loss falls by at least 30%, bits/pixel by at least 20%
+    assert last["loss"] < 0.7 * first["loss"], (first, last)
+    assert last["bits_per_pixel"] < 0.8 * first["bits_per_pixel"], (first, last)
+    assert s1.step == steps and (tmp_path / "s1" / "final" / "ul").is_dir()
+
+    s2 = train(
+        tiny(
+            tmp_path,
+            "s2",
+            stage=2,
+            stage1_checkpoint=str(tmp_path / "s1" / "final"),
+            class_conditional=True,
+            context_frames=1,
+            context_prob=0.5,
+            max_steps=steps,
+            log_every=5,
+            checkpoint_every=steps,
+            warmup_steps=5,
+        )
+    )
+    log2 = [r for r in read_metrics(tmp_path / "s2") if "loss" in r]
+    assert log2[-1]["loss"] < 0.7 * log2[0]["loss"], (log2[0], log2[-1])
+    assert (tmp_path / "s2" / "final" / "base").is_dir()
+    assert s2.network.num_classes == 10
+
+
+def test_config_errors_come_before_any_model(tmp_path):
+    with pytest.raises(ValueError, match="stage1_checkpoint"):
+        train(tiny(tmp_path, stage=2))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        train(tiny(tmp_path, stage=2, stage1_checkpoint=str(tmp_path / "missing")))
+    with pytest.raises(FileNotFoundError, match="data_root"):
+        train(tiny(tmp_path, data="kinetics600", data_root=str(tmp_path / "nowhere")))
+    with pytest.raises(ValueError, match="needs --data_root"):
+        train(tiny(tmp_path, data="imagenet"))
+    with pytest.raises(ValueError, match="1 \\+ 4k frames: 1, 5, 9"):
+        train(tiny(tmp_path, frames=6))
+    with pytest.raises(ValueError, match="divisible by spatial_downsample=8"):
+        train(tiny(tmp_path, resolution=20))
+    assert not (tmp_path / "run").exists()
+
+
+def test_two_processes_gloo_identical_weights(tmp_path):
+    script = tmp_path / "two_proc.py"
+    script.write_text(
+        "import sys, json, hashlib, torch\n"
+        "from ulvideo.train import TrainConfig, train\n"
+        f"cfg = TrainConfig(**json.loads({json.dumps(json.dumps(tiny(tmp_path, 'ddp', max_steps=3).to_dict()))}))\n"
+        "r = train(cfg)\n"
+        "h = hashlib.sha256(b''.join(p.detach().numpy().tobytes() for p in r.network.parameters()))\n"
+        "rank, world = r.accelerator.process_index, r.accelerator.num_processes\n"
+        f"open(r'{tmp_path}/rank%d.json' % rank, 'w').write(json.dumps({{'world': world, 'hash': h.hexdigest()}}))\n"
+    )
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world"] for r in ranks] == [2, 2]
+    assert ranks[0]["hash"] == ranks[1]["hash"]
+    assert {r["world_size"] for r in read_metrics(tmp_path / "ddp") if "loss" in r} == {2}

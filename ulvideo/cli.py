@@ -1,0 +1,252 @@
+"""The `ulvideo` command line: demo | sample | reconstruct | encode | info (thin over the library)."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+
+def _load(checkpoint):
+    from .pipeline import load_pipeline
+
+    return load_pipeline(checkpoint)
+
+
+def _read_video(path, frames: int, resolution: int) -> torch.Tensor:
+    """The first `frames` frames of a video file as a 1 x 3 x T x R x R tensor in [-1, 1]."""
+    from .data.transforms import clip_transform
+    from .data.video_io import read_clip, video_info
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"input video {path} does not exist")
+    available = video_info(path)[0]
+    if available < frames:
+        raise ValueError(
+            f"{path} has {available} frames; --frames {frames} needs at least that many"
+        )
+    return clip_transform(read_clip(path, 0, frames), resolution, train=False, rng=None)[None]
+
+
+def cmd_demo(args) -> None:
+    from .demo import DemoConfig, run_demo
+
+    config = DemoConfig(
+        **{k: v for k, v in vars(args).items() if k in DemoConfig.__dataclass_fields__}
+    )
+    run_demo(config)
+
+
+def cmd_sample(args) -> None:
+    from .export import write_gif, write_mp4, write_png_grid
+    from .sample import SamplingConfig, generate
+
+    ul, base = _load(args.checkpoint)
+    if base is None:
+        raise ValueError(
+            f"{args.checkpoint} holds no stage-2 base model; sample from a stage-2 export"
+        )
+    res = args.resolution or ul.config.resolution
+    labels = torch.tensor([int(x) for x in args.labels.split(",")]) if args.labels else None
+    num = len(labels) if labels is not None else args.num
+    context = None
+    if args.context:
+        context = _read_video(args.context, args.context_frames, res).expand(num, -1, -1, -1, -1)
+    cfg = SamplingConfig(
+        base_steps=args.base_steps,
+        decoder_steps=args.decoder_steps,
+        method=args.method,
+        cfg_scale=args.cfg_scale,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        progress=True,
+    )
+    videos = generate(ul, base, num, args.frames, res, cfg, labels=labels, context=context)
+    out = Path(args.out)
+    for i, video in enumerate(videos):
+        write_mp4(video, out / f"sample_{i:04d}.mp4", fps=args.fps)
+        if args.gif:
+            write_gif(video, out / f"sample_{i:04d}.gif", fps=args.fps)
+    write_png_grid(videos, out / "samples.png")
+    print(f"wrote {num} samples to {out}")
+
+
+def cmd_reconstruct(args) -> None:
+    from evaluation.reconstruction import psnr, ssim
+
+    from .export import side_by_side, write_mp4
+
+    ul, _ = _load(args.checkpoint)
+    video = _read_video(args.input, args.frames, args.resolution or ul.config.resolution)
+    ul.validate_video(video)
+    gen = torch.Generator().manual_seed(args.seed)
+    with torch.no_grad():
+        recon = ul.reconstruct(video, steps=args.steps, generator=gen)
+        bpp = float(ul.stage1_loss(video)["bits_per_pixel"])
+    out = Path(args.out)
+    write_mp4(recon[0], out / "reconstruction.mp4")
+    write_mp4(side_by_side(video[0], recon[0]), out / "real_vs_reconstruction.mp4")
+    report = {
+        "psnr": float(psnr(recon, video).mean()),
+        "ssim": float(ssim(recon, video).mean()),
+        "bits_per_pixel": bpp,
+    }
+    print(json.dumps(report, indent=2))
+
+
+def cmd_encode(args) -> None:
+    from safetensors.torch import save_file
+
+    ul, _ = _load(args.checkpoint)
+    if args.data:
+        from .data import build_dataset
+        from .train.latents import precompute_latents
+
+        res = args.resolution or ul.config.resolution
+        dataset = build_dataset(
+            args.data, args.data_root, args.split, frames=args.frames, resolution=res
+        )
+        precompute_latents(ul, dataset, args.out, batch_size=args.batch_size)
+        print(f"wrote latent shards of {len(dataset)} clips to {args.out}")
+        return
+    if not args.input:
+        raise ValueError(
+            "give --input (a video file or folder of videos) or --data (a dataset name)"
+        )
+    paths = (
+        sorted(Path(args.input).glob("*.mp4")) if Path(args.input).is_dir() else [Path(args.input)]
+    )
+    if not paths:
+        raise FileNotFoundError(f"no .mp4 files in {args.input}")
+    res = args.resolution or ul.config.resolution
+    videos = torch.cat([_read_video(p, args.frames, res) for p in paths])
+    ul.validate_video(videos)
+    with torch.no_grad():
+        z = ul.encode(videos)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    save_file(
+        {"z_clean": z.contiguous()},
+        args.out,
+        metadata={"files": json.dumps([str(p) for p in paths])},
+    )
+    print(f"wrote latents {tuple(z.shape)} to {args.out}")
+
+
+def cmd_info(args) -> None:
+    from .models.flops import count_params, training_flops_per_example
+    from .train.checkpoint import read_meta
+
+    ul, base = _load(args.checkpoint)
+    cfg = ul.config
+    frames, res = args.frames, args.resolution or cfg.resolution
+    info = {
+        "config": cfg.to_dict(),
+        "params": {
+            "encoder": count_params(ul.encoder),
+            "prior": count_params(ul.prior),
+            "decoder": count_params(ul.decoder),
+        },
+        "flops_per_example": {
+            part: training_flops_per_example(cfg, part, frames, res, res)
+            for part in ("stage1", "stage2")
+        },
+        "latent_shape": list(ul.latent_shape(frames, res, res)),
+        "example": {"frames": frames, "resolution": res},
+    }
+    if base is not None:
+        info["params"]["base"] = count_params(base)
+    meta_dir = Path(args.checkpoint)
+    if (meta_dir / "meta.json").is_file():
+        info["step"] = read_meta(meta_dir)["step"]
+    print(json.dumps(info, indent=2))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .demo import DemoConfig
+
+    parser = argparse.ArgumentParser(prog="ulvideo", description="Unified Latents video toolkit")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser(
+        "demo", help="end-to-end: stage 1, stage 2, samples, reconstructions, metrics"
+    )
+    for name, field in DemoConfig.__dataclass_fields__.items():
+        demo.add_argument(
+            f"--{name}",
+            type=type(field.default),
+            default=field.default,
+            help=f"default: {field.default}",
+        )
+    demo.set_defaults(func=cmd_demo)
+
+    def with_checkpoint(p):
+        p.add_argument(
+            "--checkpoint", required=True, help="an export (run/final) or a checkpoint-N dir"
+        )
+        p.add_argument("--frames", type=int, default=17)
+        p.add_argument(
+            "--resolution", type=int, default=None, help="default: the model's resolution"
+        )
+        p.add_argument("--seed", type=int, default=0)
+        return p
+
+    s = with_checkpoint(sub.add_parser("sample", help="sample videos and write mp4 + a PNG grid"))
+    s.add_argument("--num", type=int, default=8)
+    s.add_argument("--labels", default=None, help="comma-separated class labels, one video each")
+    s.add_argument("--cfg_scale", type=float, default=1.0)
+    s.add_argument("--context", default=None, help="a video whose first frames are the context")
+    s.add_argument("--context_frames", type=int, default=5)
+    s.add_argument("--base_steps", type=int, default=64)
+    s.add_argument("--decoder_steps", type=int, default=64)
+    s.add_argument("--method", choices=["ddpm", "ddim"], default="ddpm")
+    s.add_argument("--batch_size", type=int, default=16)
+    s.add_argument("--fps", type=int, default=8)
+    s.add_argument("--gif", action="store_true", help="also write GIFs")
+    s.add_argument("--out", default="samples")
+    s.set_defaults(func=cmd_sample)
+
+    r = with_checkpoint(
+        sub.add_parser("reconstruct", help="encode then decode a video; PSNR and bits/pixel")
+    )
+    r.add_argument("--input", required=True)
+    r.add_argument("--steps", type=int, default=64)
+    r.add_argument("--out", default="reconstruction")
+    r.set_defaults(func=cmd_reconstruct)
+
+    e = with_checkpoint(
+        sub.add_parser("encode", help="write the latents of videos or of a dataset")
+    )
+    e.add_argument("--input", default=None, help="a video file or a folder of .mp4 files")
+    e.add_argument(
+        "--data", default=None, help="a dataset name (demo, kinetics600, imagenet): shards"
+    )
+    e.add_argument("--data_root", default=None)
+    e.add_argument("--split", default="train")
+    e.add_argument("--batch_size", type=int, default=32)
+    e.add_argument("--out", required=True, help="latents.safetensors, or a folder for --data")
+    e.set_defaults(func=cmd_encode)
+
+    i = sub.add_parser("info", help="config, parameters, FLOPs/example and step of a checkpoint")
+    i.add_argument("checkpoint")
+    i.add_argument("--frames", type=int, default=17)
+    i.add_argument("--resolution", type=int, default=None)
+    i.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, OSError, RuntimeError, KeyError) as err:
+        if args.debug:
+            raise
+        print(f"ulvideo {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

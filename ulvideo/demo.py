@@ -1,0 +1,225 @@
+"""`ulvideo demo`: the whole UL pipeline on the embedded moving-digits data, on a CPU, in minutes.
+
+Stage 1 (encoder + prior + decoder) -> stage 2 (class-conditional base model that also does frame
+prediction) -> samples -> reconstructions -> metrics.json, a loss plot and a summary.
+"""
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .export import side_by_side, write_gif, write_mp4, write_png_grid
+from .sample import SamplingConfig, generate
+from .train import TrainConfig, train
+from .train.metrics import read_metrics
+
+FRAMES, RESOLUTION, CONTEXT_PIXEL_FRAMES = 17, 32, 5
+
+
+@dataclass
+class DemoConfig:
+    out: str = "demo_out"
+    stage1_steps: int = 1500
+    stage2_steps: int = 1500
+    batch_size: int = 16
+    num_videos: int = 16  # per sampling mode, and the number of reconstructions
+    base_steps: int = 32
+    decoder_steps: int = 32
+    cfg_scale: float = 2.0
+    fvd: bool = True  # FVD / rFVD with the real I3D, when its weights are installed
+    seed: int = 0
+
+
+def run_demo(config: DemoConfig) -> dict:
+    """Run every step of the demo and return the metrics written to `<out>/metrics.json`."""
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    common = dict(
+        preset="tiny",
+        data="demo",
+        frames=FRAMES,
+        resolution=RESOLUTION,
+        batch_size=config.batch_size,
+        num_workers=0,
+        lr=1e-3,
+        seed=config.seed,
+        log_every=25,
+        keep_last=1,
+        eval_decode_steps=config.decoder_steps,
+        resume=None,
+    )
+    print(f"[1/5] stage 1: encoder + prior + decoder, {config.stage1_steps} steps")
+    s1 = TrainConfig(
+        stage=1,
+        output_dir=str(out / "stage1"),
+        max_steps=config.stage1_steps,
+        warmup_steps=min(100, config.stage1_steps // 10 + 1),
+        checkpoint_every=config.stage1_steps,
+        eval_every=max(1, config.stage1_steps // 4),
+        **common,
+    )
+    train(s1)
+    print(f"[2/5] stage 2: base model on frozen latents, {config.stage2_steps} steps")
+    s2 = TrainConfig(
+        stage=2,
+        output_dir=str(out / "stage2"),
+        stage1_checkpoint=str(out / "stage1" / "final"),
+        class_conditional=True,
+        label_dropout=0.1,
+        context_frames=2,
+        context_prob=0.5,
+        max_steps=config.stage2_steps,
+        warmup_steps=min(100, config.stage2_steps // 10 + 1),
+        checkpoint_every=config.stage2_steps,
+        eval_every=config.stage2_steps,
+        **common,
+    )
+    train(s2)
+
+    from .data import build_dataset
+    from .pipeline import load_pipeline
+
+    ul, base = load_pipeline(out / "stage2" / "final")
+    test = build_dataset("demo", None, "test", frames=FRAMES, resolution=RESOLUTION)
+    n = min(config.num_videos, len(test))
+    real = torch.stack([test[i][0] for i in range(n)])
+    labels = torch.tensor([test[i][1] for i in range(n)])
+    sampling = SamplingConfig(
+        base_steps=config.base_steps,
+        decoder_steps=config.decoder_steps,
+        cfg_scale=config.cfg_scale,
+        batch_size=config.batch_size,
+        seed=config.seed,
+    )
+
+    print(
+        f"[3/5] sampling {n} videos each: class-conditional (CFG {config.cfg_scale}), unconditional, frame prediction"
+    )
+    samples = {
+        "class_conditional": generate(ul, base, n, FRAMES, RESOLUTION, sampling, labels=labels),
+        "unconditional": generate(
+            ul,
+            base,
+            n,
+            FRAMES,
+            RESOLUTION,
+            SamplingConfig(**{**asdict(sampling), "cfg_scale": 1.0}),
+            labels=torch.full((n,), base.num_classes),
+        ),
+        "frame_prediction": generate(
+            ul,
+            base,
+            n,
+            FRAMES,
+            RESOLUTION,
+            sampling,
+            labels=labels,
+            context=real[:, :, :CONTEXT_PIXEL_FRAMES],
+        ),
+    }
+    print(f"[4/5] reconstructing {n} test clips")
+    gen = torch.Generator().manual_seed(config.seed)
+    with torch.no_grad():
+        recon = ul.reconstruct(real, steps=config.decoder_steps, generator=gen)
+        bpp = float(torch.stack([ul.stage1_loss(real)["bits_per_pixel"] for _ in range(4)]).mean())
+
+    for name, videos in samples.items():
+        for i, video in enumerate(videos[:4]):
+            write_mp4(video, out / "samples" / f"{name}_{i}.mp4")
+        write_png_grid(videos[:8], out / "samples" / f"{name}.png")
+    for i in range(min(4, n)):
+        panel = side_by_side(real[i], recon[i], samples["frame_prediction"][i])
+        write_mp4(panel, out / "reconstructions" / f"real_recon_sample_{i}.mp4")
+        write_gif(panel, out / "reconstructions" / f"real_recon_sample_{i}.gif")
+    write_png_grid(
+        torch.cat([real[:4], recon[:4]]), out / "reconstructions" / "real_then_recon.png"
+    )
+
+    print("[5/5] metrics")
+    metrics = _metrics(config, real, recon, samples, bpp)
+    metrics["wall_time_s"] = round(time.perf_counter() - start, 1)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    _plot_stage1(out / "stage1", out / "stage1_losses.png")
+    summary = _summary(metrics, out)
+    (out / "summary.txt").write_text(summary)
+    print(summary)
+    return metrics
+
+
+def _metrics(config: DemoConfig, real, recon, samples, bpp) -> dict:
+    from evaluation.reconstruction import psnr, ssim
+
+    metrics = {
+        "bits_per_pixel": bpp,
+        "psnr": float(psnr(recon, real).mean()),
+        "ssim": float(ssim(recon, real).mean()),
+        "num_videos": len(real),
+    }
+    metrics["fvd"] = _fvd(config, real, recon, samples)
+    return metrics
+
+
+def _fvd(config: DemoConfig, real, recon, samples) -> dict:
+    if not config.fvd:
+        return {"skipped": "disabled by --fvd false"}
+    from evaluation.fvd import compute_fvd
+    from evaluation.i3d import load_i3d
+
+    try:
+        i3d = load_i3d()
+    except FileNotFoundError as err:
+        return {"skipped": str(err)}
+    first16 = lambda v: v[:, :, :16]  # noqa: E731  (the FVD protocol's 16 frames)
+    result = {"rfvd": compute_fvd(first16(real), first16(recon), i3d=i3d)["fvd"]}
+    for name, videos in samples.items():
+        result[name] = compute_fvd(first16(real), first16(videos), i3d=i3d)["fvd"]
+    result["note"] = f"{len(real)} videos per set: far too few for leaderboard numbers (50,000)"
+    return result
+
+
+def _plot_stage1(run_dir: Path, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [r for r in read_metrics(run_dir) if "loss" in r]
+    steps = [r["step"] for r in records]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    axes[0].plot(steps, [r["prior_nats"] for r in records], label="prior (nats)")
+    axes[0].plot(steps, [r["decoder_nats"] for r in records], label="decoder (nats)")
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("step")
+    axes[0].legend()
+    axes[1].plot(steps, [r["bits_per_pixel"] for r in records], color="C2")
+    axes[1].set_xlabel("step")
+    axes[1].set_ylabel("bits / pixel")
+    fig.suptitle("UL stage 1 on moving digits")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _summary(metrics: dict, out: Path) -> str:
+    fvd = metrics["fvd"]
+    fmt = lambda v: f"{v:.1f}" if isinstance(v, float) and math.isfinite(v) else str(v)  # noqa: E731
+    lines = [
+        f"ulvideo demo finished in {metrics['wall_time_s']:.0f} s; outputs in {out}/",
+        f"  latent rate     {metrics['bits_per_pixel']:.4f} bits/pixel",
+        f"  reconstruction  PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f} ({metrics['num_videos']} test clips)",
+    ]
+    if "skipped" in fvd:
+        lines.append(f"  FVD             skipped: {fvd['skipped']}")
+    else:
+        lines.append(
+            "  FVD (I3D)       " + ", ".join(f"{k} {fmt(v)}" for k, v in fvd.items() if k != "note")
+        )
+    lines.append(
+        "  files           samples/*.mp4, reconstructions/*.mp4, metrics.json, stage1_losses.png"
+    )
+    return "\n".join(lines) + "\n"

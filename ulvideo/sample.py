@@ -1,0 +1,127 @@
+"""UL Algorithm 2: base model from noise to z0 at lambda = 5, then the decoder to pixels.
+
+Classifier-free guidance for class labels and frame prediction from given context frames.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .diffusion import LinearLogSNR, context_mask, sample
+
+
+@dataclass
+class SamplingConfig:
+    """Settings shared by the CLI, the demo and the evaluation protocol."""
+
+    base_steps: int = 64
+    decoder_steps: int = 64
+    method: str = "ddpm"  # "ddpm" (ancestral) or "ddim"
+    cfg_scale: float = 1.0  # 1 = the conditional model alone
+    batch_size: int = 16
+    seed: int = 0
+    progress: bool = False
+
+
+def guided_denoiser(base, labels: Tensor | None, cfg_scale: float, context_frames: int):
+    # CFG (Ho & Salimans 2022) in x-space: x_u + w (x_c - x_u); w = 1 is the conditional model
+    if labels is None or cfg_scale == 1.0:
+        return lambda z, logsnr: base(z, logsnr, labels=labels, context_frames=context_frames)
+    null = torch.full_like(labels, base.num_classes)
+
+    def denoise(z, logsnr):
+        both = base(
+            torch.cat([z, z]),
+            torch.cat([logsnr, logsnr]),
+            labels=torch.cat([labels, null]),
+            context_frames=context_frames,
+        )
+        cond, uncond = both.chunk(2)
+        return uncond + cfg_scale * (cond - uncond)
+
+    return denoise
+
+
+@torch.no_grad()
+def sample_z0(
+    ul,
+    base,
+    latent_shape: tuple[int, ...],
+    cfg: SamplingConfig,
+    *,
+    labels: Tensor | None = None,
+    context_latents: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Reverse diffusion of the base model from N(0, I), stopped at lambda = 5 (noisy z0)."""
+    device = next(base.parameters()).device
+    batch = len(labels) if labels is not None else cfg.batch_size
+    if context_latents is not None:
+        batch = context_latents.shape[0]
+    noise = torch.randn((batch, *latent_shape), generator=generator, device=device)
+    schedule = LinearLogSNR(ul.config.logsnr_latent, ul.config.logsnr_min_latent)
+    ctx = 0 if context_latents is None else context_latents.shape[2]
+    keep, clean = None, None
+    if ctx:
+        keep = context_mask(noise, ctx)
+        clean = torch.zeros_like(noise)
+        clean[:, :, :ctx] = context_latents
+    z0 = sample(
+        guided_denoiser(base, labels, cfg.cfg_scale, ctx),
+        noise,
+        schedule,
+        cfg.base_steps,
+        method=cfg.method,
+        return_denoised=False,
+        clean=clean,
+        keep_clean=keep,
+        generator=generator,
+        progress=cfg.progress,
+    )
+    if ctx:  # the decoder was trained on noisy latents: noise the given frames to lambda = 5 too
+        z0 = torch.where(keep, ul.noisy_latent(clean, generator=generator), z0)
+    return z0
+
+
+@torch.no_grad()
+def generate(
+    ul,
+    base,
+    num_videos: int,
+    frames: int,
+    resolution: int,
+    cfg: SamplingConfig,
+    *,
+    labels: Tensor | None = None,
+    context: Tensor | None = None,
+) -> Tensor:
+    """Sample `num_videos` videos (B x C x T x H x W in [-1, 1]) in batches, deterministic in cfg.seed.
+
+    `labels` (B,) conditions on classes; `context` (B x C x T_ctx x H x W, T_ctx = 1 + 4k real
+    frames) turns it into frame prediction: the context latents stay fixed and the real context
+    frames are pasted into the output.
+    """
+    shape = ul.latent_shape(frames, resolution, resolution)
+    if labels is not None and base.num_classes == 0:
+        raise ValueError("this base model is unconditional: sample without labels")
+    device = next(base.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    out = []
+    for start in range(0, num_videos, cfg.batch_size):
+        sl = slice(start, min(start + cfg.batch_size, num_videos))
+        n = sl.stop - sl.start
+        y = labels[sl].to(device) if labels is not None else None
+        ctx_latents = None
+        if context is not None:
+            ul.validate_video(context[sl])
+            ctx_latents = ul.encode(context[sl].to(device))
+        batch_cfg = SamplingConfig(**{**cfg.__dict__, "batch_size": n})
+        z0 = sample_z0(
+            ul, base, shape, batch_cfg, labels=y, context_latents=ctx_latents, generator=generator
+        )
+        video = ul.decode(z0, steps=cfg.decoder_steps, method=cfg.method, generator=generator)
+        if context is not None:
+            video[:, :, : context.shape[2]] = context[sl].to(device)
+        out.append(video.cpu())
+    return torch.cat(out)

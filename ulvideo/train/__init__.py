@@ -1,0 +1,6 @@
+"""Accelerate training for both UL stages: config, loop, checkpoints, EMA, logging."""
+
+from .config import TrainConfig, parse_config
+from .trainer import NonFiniteLossError, TrainResult, train
+
+__all__ = ["NonFiniteLossError", "TrainConfig", "TrainResult", "parse_config", "train"]

@@ -1,0 +1,158 @@
+"""The training configuration: one dataclass shared by the recipes and the CLI."""
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DATASETS = ("demo", "kinetics600", "imagenet")
+
+# What `--data demo` changes, unless the option is given explicitly: the demo clips are 32x32 and
+# small enough that every recipe finishes on 2 CPU cores in a few minutes.
+DEMO_DEFAULTS = dict(
+    resolution=32,
+    batch_size=8,
+    max_steps=300,
+    warmup_steps=20,
+    checkpoint_every=100,
+    eval_every=100,
+    log_every=10,
+    lr=1e-3,
+    num_workers=0,
+)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs. Recipes subclass it to change defaults."""
+
+    stage: int = 1  # 1: encoder + prior + decoder jointly; 2: the base model on frozen latents
+    preset: str = "tiny"  # a name in ulvideo.models.PRESETS
+    model: dict = field(default_factory=dict)  # overrides of the preset's ModelConfig fields
+    output_dir: str = "runs/ul"
+
+    # data
+    data: str = "demo"  # one of DATASETS
+    data_root: str | None = None
+    frames: int = 17
+    resolution: int = 128
+    num_workers: int = 4
+    latents_dir: str | None = None  # stage 2: train from pre-computed latent shards
+
+    # optimisation
+    batch_size: int = 8  # per process
+    grad_accum: int = 1
+    lr: float = 1e-4
+    min_lr_ratio: float = 0.1  # cosine decay to lr * min_lr_ratio at max_steps
+    warmup_steps: int = 1000
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.99)
+    clip_grad: float = 1.0
+    ema_decay: float = 0.999
+    max_steps: int = 100_000
+    mixed_precision: str = "no"  # "no" | "bf16" | "fp16"
+    seed: int = 0
+    cpu: bool = False  # force the CPU even where CUDA exists
+
+    # stage 2
+    stage1_checkpoint: str | None = None  # an export or checkpoint directory of a stage-1 run
+    context_frames: int = 0  # latent frames given clean (frame prediction); 2 = 5 pixel frames
+    context_prob: float = 1.0  # fraction of batches trained with context (the rest unconditional)
+    class_conditional: bool = False  # condition the base model on the dataset's labels
+    label_dropout: float = 0.1  # classifier-free guidance: labels replaced by the null class
+
+    # bookkeeping
+    log_every: int = 50
+    eval_every: int = 5000
+    eval_decode_steps: int = 32
+    checkpoint_every: int = 5000
+    keep_last: int = 3
+    resume: str | None = "auto"  # "auto" (latest complete checkpoint), a path, or None
+    max_nonfinite: int = 20  # consecutive non-finite steps before the run stops
+
+    def validate(self) -> None:
+        """Raise a clear error for a configuration that cannot run, before anything is built."""
+        if self.stage not in (1, 2):
+            raise ValueError(f"stage must be 1 or 2, got {self.stage}")
+        if self.data not in DATASETS:
+            raise ValueError(f"data must be one of {DATASETS}, got {self.data!r}")
+        if self.data != "demo" and self.latents_dir is None:
+            if self.data_root is None:
+                raise ValueError(f"--data {self.data} needs --data_root (the dataset's folder)")
+            if not Path(self.data_root).is_dir():
+                raise FileNotFoundError(f"data_root {self.data_root!r} does not exist")
+        if self.stage == 2:
+            if self.stage1_checkpoint is None:
+                raise ValueError("stage 2 needs --stage1_checkpoint (an export of a stage-1 run)")
+            if not Path(self.stage1_checkpoint).exists():
+                raise FileNotFoundError(
+                    f"stage1_checkpoint {self.stage1_checkpoint!r} does not exist"
+                )
+        for name in ("batch_size", "grad_accum", "max_steps", "log_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError(
+                f"mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}"
+            )
+        if not 0 <= self.context_prob <= 1:
+            raise ValueError(f"context_prob must be in [0, 1], got {self.context_prob}")
+        if not 0 <= self.label_dropout < 1:
+            raise ValueError(f"label_dropout must be in [0, 1), got {self.label_dropout}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
+    """One `--name` flag per dataclass field, typed from its annotation, defaulting to None."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        parser.add_argument(
+            f"--{f.name}", type=_parser_for(hints[f.name]), default=None, help=_help(f)
+        )
+
+
+def parse_config(
+    cls: type[TrainConfig] = TrainConfig, argv: list[str] | None = None
+) -> TrainConfig:
+    """Build `cls` from command-line flags named after its fields (`--lr 3e-4 --model '{...}'`)."""
+    parser = argparse.ArgumentParser(description=cls.__doc__)
+    add_dataclass_arguments(parser, cls)
+    given = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
+    if given.get("data", _default(cls, "data")) == "demo":
+        given = {**DEMO_DEFAULTS, **given}
+    return cls(**given)
+
+
+def _default(cls, name):
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
+def _help(f) -> str:
+    return f"default: {f.default_factory() if f.default is dataclasses.MISSING else f.default}"
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() not in ("1", "true", "yes", "0", "false", "no"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return text.lower() in ("1", "true", "yes")
+
+
+def _parse_json(text: str):
+    """A JSON object/list, or a comma-separated list of numbers (`0.9,0.99`)."""
+    return json.loads(text if text.strip().startswith(("{", "[")) else f"[{text}]")
+
+
+def _parser_for(hint):
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    if hint is bool:
+        return _parse_bool
+    if hint is dict or typing.get_origin(hint) in (dict, tuple):
+        return _parse_json
+    return hint

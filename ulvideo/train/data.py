@@ -1,0 +1,66 @@
+"""Training data for each stage: pixel clips (stage 1 and 2) or pre-computed latent shards (stage 2)."""
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import Dataset
+
+from .config import TrainConfig
+
+
+@dataclass
+class TrainingData:
+    dataset: Dataset
+    eval_dataset: Dataset | None
+    num_classes: int
+    from_latents: bool
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+
+    def prepare_batch(self, batch, stage, accelerator):
+        """(inputs, labels) for `stage.forward`: videos, or (stage 2) clean latents."""
+        inputs, labels = batch
+        if getattr(stage, "frozen", None) is not None and not self.from_latents:
+            with torch.no_grad(), accelerator.autocast():
+                inputs = stage.frozen.encode(inputs).float()
+        return inputs, labels
+
+    def eval_batch(self, stage, accelerator, size: int):
+        """A fixed batch of the evaluation split, prepared like a training batch (or None)."""
+        if self.eval_dataset is None or len(self.eval_dataset) == 0:
+            return None
+        items = [self.eval_dataset[i] for i in range(min(size, len(self.eval_dataset)))]
+        videos = torch.stack([torch.as_tensor(v) for v, _ in items]).to(accelerator.device)
+        labels = torch.tensor([int(y) for _, y in items], device=accelerator.device)
+        return self.prepare_batch((videos, labels), stage, accelerator)
+
+
+def build_training_data(config: TrainConfig) -> TrainingData:
+    """The training set (and a held-out split for periodic evaluation) of `config`."""
+    from ..data import build_dataset
+
+    if config.latents_dir is not None:
+        from .latents import LatentShards
+
+        shards = LatentShards(config.latents_dir)
+        return TrainingData(shards, None, shards.num_classes, from_latents=True)
+    kwargs = dict(frames=config.frames, resolution=config.resolution)
+    train_set = build_dataset(config.data, config.data_root, "train", **kwargs)
+    eval_split = "test" if config.data == "demo" else "val"
+    try:
+        eval_set = build_dataset(config.data, config.data_root, eval_split, **kwargs)
+    except (FileNotFoundError, ValueError):
+        eval_set = None
+    return TrainingData(
+        train_set, eval_set, getattr(train_set, "num_classes", 0), from_latents=False
+    )
+
+
+def latent_tokens(stage, config: TrainConfig) -> int:
+    """Latent tokens per example (T_z * H_z * W_z), for tokens/s."""
+    ul = getattr(stage, "frozen", None) or stage.network
+    _, t, h, w = ul.latent_shape(config.frames, config.resolution, config.resolution)
+    return math.prod((t, h, w))

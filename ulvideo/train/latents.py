@@ -1,0 +1,108 @@
+"""Stage-2 latent pre-computation: encode a dataset once into safetensors shards, then train on them.
+
+Each shard holds `z_clean` (N x C_z x T_z x H_z x W_z, float32) and `labels`; `manifest.json`
+records the encoder's fingerprint, so shards made by another encoder are refused.
+"""
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader, Dataset
+
+MANIFEST = "manifest.json"
+
+
+def encoder_fingerprint(ul) -> str:
+    """sha256 over the encoder's config and weights: equal iff the latents would be equal."""
+    h = hashlib.sha256(json.dumps(ul.config.to_dict(), sort_keys=True).encode())
+    for name, tensor in sorted(ul.encoder.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+@torch.no_grad()
+def precompute_latents(
+    ul, dataset: Dataset, out_dir, shard_size: int = 4096, batch_size: int = 32
+) -> Path:
+    """Encode every clip of `dataset` (deterministic, no noise) into shards under `out_dir`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = next(ul.parameters()).device
+    ul.eval()
+    zs, ys, shards, count, latent_shape = [], [], [], 0, None
+
+    def flush():
+        nonlocal zs, ys
+        name = f"latents-{len(shards):05d}.safetensors"
+        tmp = out / f".{name}.tmp"
+        save_file({"z_clean": torch.cat(zs), "labels": torch.cat(ys)}, str(tmp))
+        os.replace(tmp, out / name)
+        shards.append({"file": name, "count": sum(len(y) for y in ys)})
+        zs, ys = [], []
+
+    for video, labels in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        zs.append(ul.encode(video.to(device)).float().cpu())
+        latent_shape = list(zs[-1].shape[1:])
+        ys.append(torch.as_tensor(labels).long())
+        count += len(labels)
+        if sum(len(y) for y in ys) >= shard_size:
+            flush()
+    if ys:
+        flush()
+    manifest = {
+        "encoder_fingerprint": encoder_fingerprint(ul),
+        "latent_shape": latent_shape,
+        "count": count,
+        "num_classes": getattr(dataset, "num_classes", 0),
+        "shards": shards,
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return out
+
+
+class LatentShards(Dataset):
+    """Pre-computed latents as a dataset of `(z_clean, label)`, read lazily from the shards."""
+
+    def __init__(self, directory):
+        self.directory = Path(directory)
+        manifest_path = self.directory / MANIFEST
+        if not manifest_path.is_file():
+            raise FileNotFoundError(
+                f"{self.directory} holds no {MANIFEST}; write latents with `ulvideo encode` first"
+            )
+        self.manifest = json.loads(manifest_path.read_text())
+        self.num_classes = self.manifest["num_classes"]
+        self.index = [
+            (i, j) for i, s in enumerate(self.manifest["shards"]) for j in range(s["count"])
+        ]
+        self._open = {}
+
+    def check_encoder(self, ul) -> None:
+        """Raise unless these latents were made by `ul`'s encoder."""
+        if self.manifest["encoder_fingerprint"] != encoder_fingerprint(ul):
+            raise ValueError(
+                f"the latents in {self.directory} were made by a different encoder than the stage-1 "
+                "checkpoint; re-encode the dataset with this checkpoint"
+            )
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, index):
+        shard, row = self.index[index]
+        if shard not in self._open:  # opened lazily, so each DataLoader worker has its own handles
+            path = self.directory / self.manifest["shards"][shard]["file"]
+            self._open[shard] = safe_open(str(path), framework="pt")
+        f = self._open[shard]
+        return f.get_slice("z_clean")[row : row + 1][0], int(
+            f.get_slice("labels")[row : row + 1][0]
+        )
+
+    def __getstate__(self):
+        return {**self.__dict__, "_open": {}}

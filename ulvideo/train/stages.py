@@ -1,0 +1,126 @@
+"""What each stage trains: the module handed to accelerate, its loss, its evaluation and export.
+
+The trainer knows stages, not networks: a stage exposes `network` (what the EMA tracks and the
+export writes), `forward(batch) -> (loss, logs)` as an nn.Module so DDP/FSDP wrap it, `evaluate`
+and `export`.
+"""
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from evaluation.reconstruction import psnr
+
+from ..diffusion import LinearLogSNR, base_loss
+from ..models import build_base, get_preset
+from ..pipeline import load_pipeline, save_pipeline
+from ..ul import UnifiedLatents
+
+
+class Stage1(nn.Module):
+    """UL stage 1: encoder, prior and decoder trained jointly on L_z + L_x."""
+
+    def __init__(self, model_config):
+        super().__init__()
+        self.network = UnifiedLatents(model_config)
+
+    def forward(self, video, labels):
+        out = self.network.stage1_loss(video)
+        logs = {
+            k: out[k]
+            for k in ("prior_nats", "decoder_nats", "bits_per_pixel", "bits_per_latent_dim")
+        }
+        return out["loss"], logs
+
+    @torch.no_grad()
+    def evaluate(self, ema_network, video, labels, decode_steps: int) -> dict:
+        """Reconstruction PSNR through the decoder sampler, and bits/pixel, on a fixed batch."""
+        gen = torch.Generator(device=video.device).manual_seed(0)
+        recon = ema_network.reconstruct(video, steps=decode_steps, generator=gen)
+        bpp = sum(float(ema_network.stage1_loss(video)["bits_per_pixel"]) for _ in range(4)) / 4
+        return {
+            "eval_psnr": float(psnr(recon, video, per="video").mean()),
+            "eval_bits_per_pixel": bpp,
+        }
+
+    def export(self, ema_network, directory) -> None:
+        save_pipeline(directory, ema_network)
+
+
+class Stage2(nn.Module):
+    """UL stage 2: a base model on latents of the frozen stage-1 encoder, sigmoid-weighted loss."""
+
+    def __init__(self, config, ul: UnifiedLatents, num_classes: int):
+        super().__init__()
+        overrides = {**config.model, "num_classes": num_classes if config.class_conditional else 0}
+        base_sizes = get_preset(config.preset)
+        model_config = dataclasses.replace(ul.config, **_base_fields(base_sizes), **overrides)
+        self.network = build_base(model_config)
+        self.model_config = model_config
+        self.schedule = LinearLogSNR(ul.config.logsnr_latent, ul.config.logsnr_min_latent)
+        self.bias = model_config.base_bias
+        self.context_frames = config.context_frames
+        self.context_prob = config.context_prob
+        self.label_dropout = config.label_dropout
+        self.ul = [ul.eval().requires_grad_(False)]  # a list hides it from DDP and save_state
+
+    @property
+    def frozen(self) -> UnifiedLatents:
+        return self.ul[0]
+
+    def forward(self, z_clean, labels):
+        labels = self._drop_labels(labels)
+        use_context = self.context_frames > 0 and bool(torch.rand(()) < self.context_prob)
+        ctx = self.context_frames if use_context else 0
+        nats = base_loss(
+            lambda z_t, logsnr: self.network(z_t, logsnr, labels=labels, context_frames=ctx),
+            z_clean,
+            self.schedule,
+            bias=self.bias,
+            context_frames=ctx,
+        )
+        return nats.mean(), {"base_nats": nats.mean().detach(), "context": float(ctx)}
+
+    def _drop_labels(self, labels):
+        if self.model_config.num_classes == 0:
+            return None
+        drop = torch.rand(labels.shape, device=labels.device) < self.label_dropout
+        return torch.where(drop, torch.full_like(labels, self.model_config.num_classes), labels)
+
+    @torch.no_grad()
+    def evaluate(self, ema_network, z_clean, labels, decode_steps: int) -> dict:
+        gen = torch.Generator(device=z_clean.device).manual_seed(0)
+        t = torch.rand(z_clean.shape[0], generator=gen, device=z_clean.device)
+        eps = torch.randn(z_clean.shape, generator=gen, device=z_clean.device)
+        labels = labels if self.model_config.num_classes else None
+        nats = base_loss(
+            lambda z_t, logsnr: ema_network(z_t, logsnr, labels=labels),
+            z_clean,
+            self.schedule,
+            bias=self.bias,
+            t=t,
+            eps=eps,
+        )
+        return {"eval_base_nats": float(nats.mean())}
+
+    def export(self, ema_network, directory) -> None:
+        save_pipeline(directory, self.frozen, ema_network, self.model_config)
+
+
+def _base_fields(preset_config) -> dict:
+    """The base-model size fields of a preset (names starting with `base_`)."""
+    return {
+        f.name: getattr(preset_config, f.name)
+        for f in dataclasses.fields(preset_config)
+        if f.name.startswith("base_") and f.name != "base_bias"
+    }
+
+
+def load_stage1(path) -> UnifiedLatents:
+    """The frozen stage-1 model, with a clear error for a missing or incompatible checkpoint."""
+    try:
+        ul, _ = load_pipeline(path)
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        raise ValueError(f"cannot load the stage-1 checkpoint {path}: {err}") from err
+    return ul

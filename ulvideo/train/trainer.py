@@ -1,0 +1,243 @@
+"""The Accelerate training loop for both UL stages (k-diffusion / DiT style: one screen per step)."""
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .checkpoint import prune_checkpoints, read_meta, resolve_resume, save_checkpoint
+from .config import TrainConfig
+from .data import build_training_data, latent_tokens
+from .ema import EMA
+from .metrics import MetricsLog
+from .stages import Stage1, Stage2, load_stage1
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many consecutive steps had a non-finite loss or gradient."""
+
+
+@dataclass
+class TrainResult:
+    step: int
+    network: torch.nn.Module  # the trained (unwrapped) network
+    ema: torch.nn.Module
+    accelerator: Accelerator
+    nonfinite_steps: int
+    output_dir: Path
+
+
+def lr_lambda(config: TrainConfig):
+    # linear warm-up, then cosine decay to lr * min_lr_ratio at max_steps
+    def factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        progress = min(
+            1.0, (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps)
+        )
+        return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (
+            1 + math.cos(math.pi * progress)
+        )
+
+    return factor
+
+
+def stage1_model_config(config: TrainConfig):
+    """The stage-1 ModelConfig: the preset, at the run's resolution, with `config.model` overrides."""
+    from ..models import get_preset
+
+    return get_preset(config.preset, **{"resolution": config.resolution, **config.model})
+
+
+def check_clip_shape(config: TrainConfig) -> None:
+    """Frame count and size against the model, before any data or model is built."""
+    from ..models import check_video_shape
+
+    if config.stage == 1:
+        model_config = stage1_model_config(config)
+    else:
+        model_config = load_stage1(config.stage1_checkpoint).config
+    check_video_shape(
+        (1, 3, config.frames, config.resolution, config.resolution), model_config, "clip"
+    )
+
+
+def build_stage(config: TrainConfig, num_classes: int):
+    if config.stage == 1:
+        return Stage1(stage1_model_config(config))
+    return Stage2(config, load_stage1(config.stage1_checkpoint), num_classes)
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Run (or resume) a training run described by `config`."""
+    config.validate()
+    check_clip_shape(config)
+    out = Path(config.output_dir)
+    accelerator = Accelerator(
+        cpu=config.cpu or not torch.cuda.is_available(),
+        mixed_precision=config.mixed_precision,
+        gradient_accumulation_steps=config.grad_accum,
+        log_with=_trackers(),
+        project_dir=str(out),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+    set_seed(config.seed)  # identical initialisation on every rank
+    with accelerator.main_process_first():  # rank 0 builds and caches the dataset index first
+        data = build_training_data(config)
+    stage = build_stage(config, data.num_classes)
+    if config.stage == 2:
+        stage.frozen.to(accelerator.device)
+        if data.from_latents:
+            data.dataset.check_encoder(stage.frozen)
+    eval_batch = data.eval_batch(stage, accelerator, size=min(8, config.batch_size))
+    optimizer = torch.optim.AdamW(
+        stage.network.parameters(),
+        lr=config.lr,
+        betas=tuple(config.betas),
+        weight_decay=config.weight_decay,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
+    loader = DataLoader(
+        data.dataset,
+        batch_size=config.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=config.num_workers,
+        generator=torch.Generator().manual_seed(config.seed),
+    )
+    stage, optimizer, loader = accelerator.prepare(stage, optimizer, loader)
+    unwrapped = accelerator.unwrap_model(stage)
+    ema = EMA(unwrapped.network, config.ema_decay)
+    accelerator.register_for_checkpointing(scheduler, ema)
+
+    step = 0
+    resume_from = resolve_resume(out, config.resume)
+    if resume_from is not None:
+        accelerator.load_state(str(resume_from))
+        step = read_meta(resume_from)["step"]
+        accelerator.print(f"resumed from {resume_from} at step {step}")
+    else:
+        set_seed(config.seed, device_specific=True)  # per-rank noise from here on
+    log = MetricsLog(accelerator, out, resume_step=step)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        accelerator.init_trackers(
+            "ulvideo", config={k: str(v) for k, v in config.to_dict().items()}
+        )
+
+    batches_per_epoch = len(loader)
+    if batches_per_epoch == 0:
+        raise ValueError(
+            f"the dataset has fewer examples than batch_size x processes ({config.batch_size})"
+        )
+    nonfinite_total = nonfinite_run = 0
+    tokens_per_example = latent_tokens(unwrapped, config)
+    bar = tqdm(
+        total=config.max_steps, initial=step, disable=not accelerator.is_main_process, desc="train"
+    )
+    tic, tic_step = time.perf_counter(), step
+    while step < config.max_steps:
+        epoch, skip = divmod(step * config.grad_accum, batches_per_epoch)
+        loader.set_epoch(epoch)
+        data.set_epoch(epoch)
+        epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
+        for batch in epoch_loader:
+            with accelerator.accumulate(stage):
+                inputs, labels = data.prepare_batch(batch, unwrapped, accelerator)
+                loss, logs = stage(inputs, labels)
+                accelerator.backward(loss)
+                if not accelerator.sync_gradients:
+                    continue
+                grad_norm = accelerator.clip_grad_norm_(stage.parameters(), config.clip_grad)
+                finite = bool(torch.isfinite(loss.detach()) and torch.isfinite(grad_norm))
+                if finite:
+                    optimizer.step()
+                    nonfinite_run = 0
+                else:
+                    nonfinite_total, nonfinite_run = nonfinite_total + 1, nonfinite_run + 1
+                    accelerator.print(f"step {step}: non-finite loss or gradient, step skipped")
+                optimizer.zero_grad(set_to_none=True)
+            if nonfinite_run > config.max_nonfinite:
+                raise NonFiniteLossError(
+                    f"{nonfinite_run} consecutive steps had a non-finite loss or gradient (limit "
+                    f"max_nonfinite={config.max_nonfinite}); lower the learning rate or check the data. "
+                    f"The last good checkpoint in {out} is kept."
+                )
+            if finite:
+                scheduler.step()
+                ema.update(unwrapped.network)
+            step += 1
+            bar.update(1)
+
+            if step % config.log_every == 0 or step == config.max_steps:
+                elapsed = time.perf_counter() - tic
+                examples = (
+                    (step - tic_step)
+                    * config.batch_size
+                    * config.grad_accum
+                    * accelerator.num_processes
+                )
+                record = {
+                    "loss": _mean_across(accelerator, loss),
+                    **{k: _mean_across(accelerator, v) for k, v in logs.items()},
+                    "grad_norm": float(grad_norm),
+                    "lr": scheduler.get_last_lr()[0],
+                    "examples_per_s": examples / elapsed,
+                    "tokens_per_s": examples * tokens_per_example / elapsed,
+                    "nonfinite_skipped": nonfinite_total,
+                    "world_size": accelerator.num_processes,
+                }
+                log.log(step, record)
+                bar.set_postfix(loss=f"{record['loss']:.4g}")
+                tic, tic_step = time.perf_counter(), step
+            if step % config.eval_every == 0 or step == config.max_steps:
+                if accelerator.is_main_process and eval_batch is not None:
+                    with torch.random.fork_rng(
+                        devices=_cuda_devices(accelerator)
+                    ):  # keep training RNG
+                        evaluation = unwrapped.evaluate(
+                            ema.model, *eval_batch, config.eval_decode_steps
+                        )
+                    log.log(step, evaluation)
+            if step % config.checkpoint_every == 0 or step == config.max_steps:
+                meta = {"config": config.to_dict(), "stage": config.stage}
+                save_checkpoint(
+                    accelerator,
+                    out,
+                    step,
+                    meta,
+                    lambda tmp: unwrapped.export(ema.model, tmp / "export"),
+                )
+                if accelerator.is_main_process:
+                    prune_checkpoints(out, config.keep_last)
+            if step >= config.max_steps:
+                break
+    bar.close()
+    if accelerator.is_main_process:
+        unwrapped.export(ema.model, out / "final")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return TrainResult(step, unwrapped.network, ema.model, accelerator, nonfinite_total, out)
+
+
+def _mean_across(accelerator, value) -> float:
+    value = torch.as_tensor(value, dtype=torch.float32, device=accelerator.device).detach()
+    return float(accelerator.reduce(value, reduction="mean"))
+
+
+def _cuda_devices(accelerator) -> list:
+    return [accelerator.device] if accelerator.device.type == "cuda" else []
+
+
+def _trackers():
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return None
+    return "tensorboard"
