@@ -65,9 +65,10 @@ def test_exact_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
         assert torch.equal(a[k], b[k]), k
     for k, v in state(straight.ema).items():
         assert torch.equal(v, state(resumed.ema)[k]), k
-    losses = lambda run: [
-        (r["step"], r["loss"]) for r in read_metrics(tmp_path / run) if "loss" in r
-    ]  # noqa: E731
+
+    def losses(run):
+        return [(r["step"], r["loss"]) for r in read_metrics(tmp_path / run) if "loss" in r]
+
     assert losses("straight") == losses("split")
     assert [step for step, _ in losses("split")] == [1, 2, 3, 4, 5, 6]
 
