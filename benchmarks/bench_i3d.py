@@ -1,5 +1,5 @@
-"""I3D throughput for FVD: videos/s of the Kinetics-400 I3D on 16 x 224 x 224 clips, alone and with the
-protocol's preprocessing from 128 x 128 (TF1 resize). Prints JSON.
+"""I3D throughput for FVD: videos/s of the Kinetics-400 I3D on 16 x 224 x 224 clips, alone and
+with the protocol's preprocessing from 128 x 128 (TF1 resize). Prints JSON.
 
     python benchmarks/bench_i3d.py [--device cuda] [--out benchmarks/results/i3d_cpu.json]
 """
@@ -41,7 +41,7 @@ def machine(device: torch.device) -> dict:
 
 
 def videos_per_second(step, videos: torch.Tensor, repeats: int) -> float:
-    """len(videos) / the median time of `repeats` calls of `step(videos)`, after one warm-up call."""
+    """len(videos) / the median time of `repeats` calls of `step(videos)`, after a warm-up call."""
     device = videos.device
     times = []
     for _ in range(repeats + 1):

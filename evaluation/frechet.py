@@ -29,7 +29,7 @@ def tf32_switches() -> list[tuple[object, str, object]]:
 
 @contextlib.contextmanager
 def no_tf32() -> Iterator[None]:
-    """Full-precision float32 matmuls and convolutions inside the block (TF32 changes FVD statistics)."""
+    """Full-precision float32 matmuls and convolutions within (TF32 changes FVD statistics)."""
     switches = tf32_switches()
     saved = [getattr(obj, name) for obj, name, _ in switches]
     for obj, name, value in switches:
@@ -168,7 +168,7 @@ def stats_distance(stats1: FeatureStats, stats2: FeatureStats) -> float:
 
 
 def grouped_distance(real: Tensor | FeatureStats, fake: Tensor, groups: int) -> dict:
-    """Mean ± std of the Fréchet distance over `groups` consecutive equal chunks, as MAGVIT reports it.
+    """Mean ± std of the Fréchet distance over `groups` consecutive equal chunks (as in MAGVIT).
 
     `fake` (and `real`, when given as features) is split into chunks in order; chunk g of fake is
     compared with chunk g of real, or with all of `real` when it is given as FeatureStats. The std

@@ -53,14 +53,15 @@ def resize_frames(videos: Tensor, size: int) -> Tensor:
 
 
 def check_videos(videos: Tensor, num_frames: int = NUM_FRAMES) -> None:
-    """Raises a ValueError naming the problem unless `videos` is `B x 3 x T>=num_frames x H x W` in [-1, 1]."""
+    """Raises a ValueError naming the problem unless `videos` is `B x 3 x T x H x W` in [-1, 1]
+    with T >= num_frames."""
     if not isinstance(videos, Tensor) or videos.dim() != 5 or videos.shape[1] != 3:
         shape = list(videos.shape) if isinstance(videos, Tensor) else type(videos).__name__
         raise ValueError(f"expected RGB videos as B x 3 x T x H x W tensors, got {shape}")
     if videos.shape[2] < num_frames:
         raise ValueError(
-            f"videos have {videos.shape[2]} frames, but the FVD protocol scores the first {num_frames}: "
-            f"generate or load at least {num_frames} frames"
+            f"videos have {videos.shape[2]} frames, but the FVD protocol scores the first "
+            f"{num_frames}: generate or load at least {num_frames} frames"
         )
     low, high = float(videos.min()), float(videos.max())
     if low < -1.001 or high > 1.001:
@@ -73,7 +74,7 @@ def check_videos(videos: Tensor, num_frames: int = NUM_FRAMES) -> None:
 def preprocess(
     videos: Tensor, num_frames: int = NUM_FRAMES, intermediate_size: int | None = None
 ) -> Tensor:
-    """The I3D input of the protocol: the first frames, resized (via `intermediate_size`) to 224x224."""
+    """The protocol's I3D input: the first frames, resized (via `intermediate_size`) to 224x224."""
     check_videos(videos, num_frames)
     x = videos[:, :, :num_frames].float().clamp(-1, 1)
     if intermediate_size is not None:
@@ -84,8 +85,8 @@ def preprocess(
 def video_batches(
     videos: Videos, batch_size: int, num_frames: int = NUM_FRAMES
 ) -> Iterator[Tensor]:
-    """Checked `B x 3 x num_frames x H x W` batches of one resolution from a tensor or an iterable of
-    videos (`3 x T x H x W`) or batches (`B x 3 x T x H x W`)."""
+    """Checked `B x 3 x num_frames x H x W` batches of one resolution, from a tensor or from an
+    iterable of videos (`3 x T x H x W`) or batches (`B x 3 x T x H x W`)."""
     size, pending, count = None, [], 0
     for item in [videos] if isinstance(videos, Tensor) else videos:
         item = item[None] if isinstance(item, Tensor) and item.dim() == 4 else item
@@ -120,6 +121,8 @@ def peek(videos: Videos) -> tuple[Tensor, Videos]:
 
 def check_comparable(real: Tensor, fake: Tensor, num_frames: int = NUM_FRAMES) -> None:
     """Checks both video sets, and that they share one resolution, before any expensive work."""
+    if num_frames < MIN_FRAMES:
+        raise ValueError(f"num_frames={num_frames}, but the I3D needs at least {MIN_FRAMES}")
     real, fake = (v[None] if isinstance(v, Tensor) and v.dim() == 4 else v for v in (real, fake))
     check_videos(real, num_frames)
     check_videos(fake, num_frames)
@@ -165,10 +168,15 @@ def embed(
         ).double()
 
 
+def default_i3d() -> nn.Module:
+    """`load_i3d()` on the GPU when there is one."""
+    return load_i3d().to("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def protocol_settings(i3d: nn.Module, num_frames: int, intermediate_size: int | None) -> dict:
     """What the number depends on; reports print it and caches key on it."""
     return {
-        "network": "I3D Kinetics-400 (TF-Hub i3d-kinetics-400/1)",
+        "network": "I3D Kinetics-400",
         "features": "400 logits averaged over time",
         "num_frames": num_frames,
         "frames": "first",
@@ -204,14 +212,12 @@ def compute_fvd(
     batch_size: int = 8,
     groups: int = 1,
 ) -> dict:
-    """FVD between two sets of videos in [-1, 1] (tensors `N x 3 x T x H x W`, or iterables of videos
-    or batches), with mean ± std over `groups` equal consecutive chunks. Loads `load_i3d()` if no
-    `i3d` is given. Returns {fvd, fvd_std, fvd_groups, groups, num_real, num_fake, protocol}."""
-    if num_frames < MIN_FRAMES:
-        raise ValueError(f"num_frames={num_frames}, but the I3D needs at least {MIN_FRAMES}")
+    """FVD between two sets of videos in [-1, 1] (tensors `N x 3 x T x H x W`, or iterables of
+    videos or batches), with mean ± std over `groups` equal consecutive chunks. Without `i3d`, uses
+    `default_i3d()`. Returns {fvd, fvd_std, fvd_groups, groups, num_real, num_fake, protocol}."""
     (real_first, real), (fake_first, fake) = peek(real), peek(fake)
     check_comparable(real_first, fake_first, num_frames)
-    i3d = load_i3d() if i3d is None else i3d
+    i3d = default_i3d() if i3d is None else i3d
     real_features = video_features(real, i3d, num_frames, intermediate_size, batch_size)
     fake_features = video_features(fake, i3d, num_frames, intermediate_size, batch_size)
     return fvd_report(
@@ -226,7 +232,7 @@ def default_cache_dir() -> Path:
 def reference_cache_path(
     cache_dir: Path, real: str, max_videos: int | None, protocol: dict
 ) -> Path:
-    """The cache file of the reference features: keyed by the files, the protocol and the weights."""
+    """The reference features' cache file, keyed by the files, the protocol and the weights."""
     files = [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in video_files(real)]
     key = json.dumps(
         {"files": files, "max_videos": max_videos, "protocol": protocol}, sort_keys=True

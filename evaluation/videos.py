@@ -1,4 +1,5 @@
-"""Reading videos to score: folders of video files, `.npy`/`.npz` arrays, as `3 x T x H x W` in [-1, 1]."""
+"""Reading videos to score, from folders of video files or `.npy`/`.npz` arrays, as `3 x T x H x W`
+in [-1, 1]."""
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,10 @@ from torch import Tensor
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
 ARRAY_SUFFIXES = (".npy", ".npz")
 
-ARRAY_LAYOUTS = "uint8 arrays as [N x] T x H x W x 3 in [0, 255], or float arrays as [N x] 3 x T x H x W in [-1, 1]"
+ARRAY_LAYOUTS = (
+    "uint8 arrays as [N x] T x H x W x 3 in [0, 255], "
+    "or float arrays as [N x] 3 x T x H x W in [-1, 1]"
+)
 
 
 def array_to_videos(array: np.ndarray) -> Tensor:
@@ -26,12 +30,13 @@ def array_to_videos(array: np.ndarray) -> Tensor:
     if np.issubdtype(array.dtype, np.floating) and array.ndim == 5 and array.shape[1] == 3:
         return torch.tensor(array, dtype=torch.float32)
     raise ValueError(
-        f"cannot read an array of {array.dtype} and shape {array.shape} as videos: use {ARRAY_LAYOUTS}"
+        f"cannot read an array of {array.dtype} and shape {array.shape} as videos: "
+        f"use {ARRAY_LAYOUTS}"
     )
 
 
 def read_array_file(path: Path):
-    """The video array in a `.npy` file (memory-mapped) or a `.npz` file (its only array or 'videos')."""
+    """The videos in a `.npy` file (memory-mapped) or `.npz` file (its only array or 'videos')."""
     if path.suffix == ".npy":
         return np.load(path, mmap_mode="r")
     with np.load(path) as archive:
@@ -46,6 +51,7 @@ def read_video_file(path: Path, max_frames: int | None = None) -> Tensor:
     """The first `max_frames` frames (all if None) of a video file, decoded with PyAV."""
     frames = []
     with av.open(str(path)) as container:
+        container.streams.video[0].thread_type = "AUTO"
         for frame in container.decode(video=0):
             frames.append(frame.to_ndarray(format="rgb24"))
             if len(frames) == max_frames:
@@ -64,7 +70,8 @@ def video_files(path: str | Path) -> list[Path]:
     files = [f for f in files if f.suffix.lower() in VIDEO_SUFFIXES + ARRAY_SUFFIXES]
     if not files:
         raise FileNotFoundError(
-            f"no videos at {path}: expected {'/'.join(VIDEO_SUFFIXES + ARRAY_SUFFIXES)} files ({ARRAY_LAYOUTS})"
+            f"no videos at {path}: expected {'/'.join(VIDEO_SUFFIXES + ARRAY_SUFFIXES)} files "
+            f"({ARRAY_LAYOUTS})"
         )
     return files
 

@@ -95,6 +95,10 @@ def test_protocol_errors_name_the_problem():
     dataset = clip_dataset()
     with pytest.raises(ValueError, match="whole clips, context frames included"):
         frame_prediction_fvd(lambda c, t, y: c, dataset, num_samples=2, i3d=pooled_features())
+    with pytest.raises(ValueError, match=r"\(video 3 x T x H x W, label\) pairs"):
+        frame_prediction_fvd(
+            copy_last_context_frame, [v for v, _ in dataset], num_samples=2, i3d=pooled_features()
+        )
     with pytest.raises(ValueError, match="clips have 12 frames"):
         frame_prediction_fvd(
             copy_last_context_frame, clip_dataset(frames=12), num_samples=2, i3d=pooled_features()

@@ -16,7 +16,7 @@ from evaluation.reconstruction import evaluate_stage1, psnr, ssim
 
 
 def astronaut_clips(count: int, frames: int = 16, size: int = 32) -> torch.Tensor:
-    """`count x 3 x frames x size x size` real-photo clips in [-1, 1]: windows panning over astronaut."""
+    """`count x 3 x frames x size x size` real-photo clips in [-1, 1], panning over astronaut."""
     image = torch.from_numpy(data.astronaut()).permute(2, 0, 1).double() / 127.5 - 1
     clips = [
         torch.stack(
@@ -76,8 +76,8 @@ def test_metric_errors_name_the_problem():
 
 
 class PoolingAutoencoder(nn.Module):
-    """The UnifiedLatents API on a stand-in: 2x2 average-pool encoder, identity noise, nearest-upsampling
-    decoder, and bits/pixel = the batch mean of (video + 1) / 4."""
+    """The UnifiedLatents API on a stand-in: 2x2 average-pool encoder, identity noise,
+    nearest-upsampling decoder, and bits/pixel = the batch mean of (video + 1) / 4."""
 
     def __init__(self, lossless: bool = False):
         super().__init__()
