@@ -9,7 +9,8 @@ b) StyleGAN-V's TorchScript `i3d_torchscript.pt`,
 c) VideoGPT/TATS's `i3d_pretrained_400.pt`, a state dict in piergiaj's pytorch-i3d key layout.
 
 The module layout below *is* piergiaj's (`Mixed_3b.b1b.conv3d.weight`, `logits.conv3d.bias`, ...),
-so (c) loads as is and (a) is converted into it.
+so (c) loads as is and (a) is converted into it. Batch norm always uses TF's eps 1e-3 (VideoGPT's
+own code runs its file with 1e-5).
 """
 
 import hashlib
@@ -26,9 +27,8 @@ from torch import Tensor, nn
 
 NUM_CLASSES = 400
 INPUT_SIZE = 224
-MIN_FRAMES = (
-    9  # fewer frames leave nothing for the final 2x7x7 VALID average pool (check_i3d_input)
-)
+# fewer frames leave nothing for the final 2x7x7 VALID average pool (see check_i3d_input)
+MIN_FRAMES = 9
 
 # (name, input channels, branch channels [b0, b1a, b1b, b2a, b2b, b3b]) as in the TF release
 MIXED_BLOCKS = {
