@@ -198,3 +198,31 @@ def test_two_processes_gloo_identical_weights(tmp_path):
     assert [r["world"] for r in ranks] == [2, 2]
     assert ranks[0]["hash"] == ranks[1]["hash"]
     assert {r["world_size"] for r in read_metrics(tmp_path / "ddp") if "loss" in r} == {2}
+
+
+def test_stage2_from_precomputed_latents(tmp_path):
+    from ulvideo.data import build_dataset
+    from ulvideo.pipeline import load_pipeline
+    from ulvideo.train.latents import LatentShards, precompute_latents
+    from ulvideo.ul import UnifiedLatents
+
+    train(tiny(tmp_path, "s1", max_steps=1, checkpoint_every=1))
+    ul, _ = load_pipeline(tmp_path / "s1" / "final")
+    data = build_dataset("demo", None, "train", frames=5, resolution=16, size=10)
+    precompute_latents(ul, data, tmp_path / "latents", shard_size=4, batch_size=3)
+    shards = LatentShards(tmp_path / "latents")
+    assert len(shards) == 10 and len(shards.manifest["shards"]) == 3
+    z, label = shards[7]
+    video, label_ref = data[7]
+    with torch.no_grad():
+        torch.testing.assert_close(z, ul.encode(video[None])[0])
+    assert label == label_ref
+
+    s2 = dict(stage=2, stage1_checkpoint=str(tmp_path / "s1" / "final"), max_steps=2)
+    result = train(tiny(tmp_path, "s2", latents_dir=str(tmp_path / "latents"), **s2))
+    assert result.step == 2
+    other = UnifiedLatents(ul.config)  # a different encoder (fresh initialisation)
+    other.save_pretrained(tmp_path / "other" / "ul")
+    s2["stage1_checkpoint"] = str(tmp_path / "other")
+    with pytest.raises(ValueError, match="different encoder"):
+        train(tiny(tmp_path, "s2b", latents_dir=str(tmp_path / "latents"), **s2))

@@ -35,34 +35,36 @@ def precompute_latents(
     out.mkdir(parents=True, exist_ok=True)
     device = next(ul.parameters()).device
     ul.eval()
-    zs, ys, shards, count, latent_shape = [], [], [], 0, None
+    z_buf, y_buf, shards, latent_shape = None, None, [], None
 
-    def flush():
-        nonlocal zs, ys
+    def write_shard(z, y):
         name = f"latents-{len(shards):05d}.safetensors"
         tmp = out / f".{name}.tmp"
-        save_file({"z_clean": torch.cat(zs), "labels": torch.cat(ys)}, str(tmp))
+        save_file({"z_clean": z.contiguous(), "labels": y.contiguous()}, str(tmp))
         os.replace(tmp, out / name)
-        shards.append({"file": name, "count": sum(len(y) for y in ys)})
-        zs, ys = [], []
+        shards.append({"file": name, "count": len(y)})
 
     for video, labels in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        zs.append(ul.encode(video.to(device)).float().cpu())
-        latent_shape = list(zs[-1].shape[1:])
-        ys.append(torch.as_tensor(labels).long())
-        count += len(labels)
-        if sum(len(y) for y in ys) >= shard_size:
-            flush()
-    if ys:
-        flush()
+        z = ul.encode(video.to(device)).float().cpu()
+        latent_shape = list(z.shape[1:])
+        y = torch.as_tensor(labels).long()
+        z_buf = z if z_buf is None else torch.cat([z_buf, z])
+        y_buf = y if y_buf is None else torch.cat([y_buf, y])
+        while len(y_buf) >= shard_size:  # every shard but the last holds exactly shard_size
+            write_shard(z_buf[:shard_size], y_buf[:shard_size])
+            z_buf, y_buf = z_buf[shard_size:], y_buf[shard_size:]
+    if y_buf is not None and len(y_buf):
+        write_shard(z_buf, y_buf)
     manifest = {
         "encoder_fingerprint": encoder_fingerprint(ul),
         "latent_shape": latent_shape,
-        "count": count,
+        "count": sum(s["count"] for s in shards),
         "num_classes": getattr(dataset, "num_classes", 0),
         "shards": shards,
     }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    tmp = out / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2))
+    os.replace(tmp, out / MANIFEST)  # the manifest is written last: its presence means complete
     return out
 
 
