@@ -1,28 +1,32 @@
 """Evaluation: I3D, Fréchet statistics, FVD, the Kinetics-600 frame prediction protocol, PSNR/SSIM.
 
 It reads videos (tensors, files) and models through ulvideo's public API only, so it can score any
-model's samples.
+model's samples. Names load lazily, so that `python -m evaluation.fvd` (and `.reconstruction`) run
+their module once.
 """
 
-from .frechet import FeatureStats, frechet_distance, grouped_distance, stats_distance
-from .fvd import compute_fvd, preprocess, video_features
-from .i3d import InceptionI3d, load_i3d
-from .k600 import frame_prediction_features, frame_prediction_fvd
-from .reconstruction import evaluate_stage1, psnr, ssim
+import importlib
 
-__all__ = [
-    "FeatureStats",
-    "InceptionI3d",
-    "compute_fvd",
-    "evaluate_stage1",
-    "frame_prediction_features",
-    "frame_prediction_fvd",
-    "frechet_distance",
-    "grouped_distance",
-    "load_i3d",
-    "preprocess",
-    "psnr",
-    "ssim",
-    "stats_distance",
-    "video_features",
-]
+EXPORTS = {
+    "FeatureStats": "frechet",
+    "frechet_distance": "frechet",
+    "grouped_distance": "frechet",
+    "stats_distance": "frechet",
+    "compute_fvd": "fvd",
+    "preprocess": "fvd",
+    "video_features": "fvd",
+    "InceptionI3d": "i3d",
+    "load_i3d": "i3d",
+    "frame_prediction_features": "k600",
+    "frame_prediction_fvd": "k600",
+    "evaluate_stage1": "reconstruction",
+    "psnr": "reconstruction",
+    "ssim": "reconstruction",
+}
+__all__ = sorted(EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in EXPORTS:
+        raise AttributeError(f"module 'evaluation' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{EXPORTS[name]}", __name__), name)

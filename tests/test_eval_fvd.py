@@ -2,6 +2,8 @@
 
 import json
 import math
+import subprocess
+import sys
 
 import av
 import numpy as np
@@ -215,3 +217,17 @@ def test_cli_rejects_short_videos_and_mismatched_resolutions(tmp_path, monkeypat
                 "--no-cache",
             ]
         )
+
+
+def test_package_exports_resolve_and_the_cli_module_runs_once():
+    import evaluation
+
+    assert all(getattr(evaluation, name) is not None for name in evaluation.__all__)
+    result = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-m", "evaluation.fvd", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--real" in result.stdout and "--intermediate-size" in result.stdout
