@@ -140,3 +140,54 @@ def frame_prediction_fvd(
         Path(report_path).parent.mkdir(parents=True, exist_ok=True)
         Path(report_path).write_text(json.dumps(report, indent=2))
     return report
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """`[accelerate launch] python -m evaluation.k600 --checkpoint RUN/final --data_root K600`."""
+    import argparse
+    from dataclasses import fields
+
+    from accelerate import Accelerator
+
+    from ulvideo.pipeline import load_pipeline
+    from ulvideo.sample import SamplingConfig, frame_predictor
+    from ulvideo.train.config import add_dataclass_arguments
+
+    parser = argparse.ArgumentParser(
+        prog="python -m evaluation.k600", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--checkpoint", required=True, help="a stage-2 export (run/final)")
+    parser.add_argument("--data_root", required=True, help="Kinetics-600 with its test split")
+    parser.add_argument("--num_samples", type=int, default=50_000)
+    parser.add_argument("--groups", type=int, default=1)
+    parser.add_argument("--intermediate_size", type=int, default=None, help="64: MAGVIT's resize")
+    parser.add_argument("--resolution", type=int, default=128, help="the protocol's 128 px")
+    parser.add_argument("--out", default="k600_fvd.json")
+    add_dataclass_arguments(parser, SamplingConfig)
+    args = parser.parse_args(argv)
+    # clear errors about the data before any model is loaded
+    dataset = kinetics600_test_clips(args.data_root, resolution=args.resolution)
+    accelerator = Accelerator()
+    ul, base = load_pipeline(args.checkpoint, map_location=accelerator.device)
+    if base is None:
+        raise ValueError(f"{args.checkpoint} holds no stage-2 base model")
+    given = {f.name: getattr(args, f.name) for f in fields(SamplingConfig)}
+    sampling = SamplingConfig(**{k: v for k, v in given.items() if v is not None})
+    report = frame_prediction_fvd(
+        frame_predictor(ul.eval(), base.eval(), sampling),
+        dataset,
+        num_samples=args.num_samples,
+        groups=args.groups,
+        batch_size=sampling.batch_size,
+        accelerator=accelerator,
+        intermediate_size=args.intermediate_size,
+        seed=sampling.seed,
+        report_path=args.out,
+    )
+    if accelerator.is_main_process:
+        print(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()

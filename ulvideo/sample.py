@@ -3,7 +3,7 @@
 Classifier-free guidance for class labels and frame prediction from given context frames.
 """
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import Tensor
@@ -116,12 +116,34 @@ def generate(
         if context is not None:
             ul.validate_video(context[sl])
             ctx_latents = ul.encode(context[sl].to(device))
-        batch_cfg = SamplingConfig(**{**cfg.__dict__, "batch_size": n})
+        batch_cfg = SamplingConfig(**{**asdict(cfg), "batch_size": n})
         z0 = sample_z0(
             ul, base, shape, batch_cfg, labels=y, context_latents=ctx_latents, generator=generator
         )
-        video = ul.decode(z0, steps=cfg.decoder_steps, method=cfg.method, generator=generator)
+        video = ul.decode(
+            z0,
+            steps=cfg.decoder_steps,
+            method=cfg.method,
+            generator=generator,
+            progress=cfg.progress,
+        )
         if context is not None:
             video[:, :, : context.shape[2]] = context[sl].to(device)
         out.append(video.cpu())
     return torch.cat(out)
+
+
+def frame_predictor(ul, base, cfg: SamplingConfig):
+    """`generate(context, num_frames, labels)` for evaluation.k600: frame prediction from a stage-2
+    model. Each call draws its seed from torch's global RNG, which the protocol seeds per group
+    and rank, so batches get independent noise."""
+
+    def predict(context: Tensor, num_frames: int, labels: Tensor) -> Tensor:
+        seed = int(torch.randint(0, 2**62, ()))
+        run = SamplingConfig(**{**asdict(cfg), "seed": seed, "batch_size": len(context)})
+        y = labels.long() if base.num_classes else None
+        res = context.shape[-1]
+        video = generate(ul, base, len(context), num_frames, res, run, labels=y, context=context)
+        return video.to(context.device)
+
+    return predict
