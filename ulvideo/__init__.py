@@ -1,3 +1,7 @@
 """ulvideo: Unified Latents (Heek et al., 2026) for video generation."""
 
 __version__ = "0.1.0"
+
+from .ul import UnifiedLatents  # noqa: E402
+
+__all__ = ["UnifiedLatents", "__version__"]

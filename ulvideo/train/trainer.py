@@ -155,7 +155,9 @@ def train(config: TrainConfig) -> TrainResult:
                 if not accelerator.sync_gradients:
                     continue
                 grad_norm = accelerator.clip_grad_norm_(stage.parameters(), config.clip_grad)
-                finite = bool(torch.isfinite(loss.detach()) and torch.isfinite(grad_norm))
+                # one decision on every rank: the loss summed over ranks, and the global grad norm
+                total_loss = accelerator.reduce(loss.detach().float(), reduction="sum")
+                finite = bool(torch.isfinite(total_loss) and torch.isfinite(grad_norm))
                 if finite:
                     optimizer.step()
                     nonfinite_run = 0
