@@ -7,40 +7,20 @@ reader, on 17-frame clips from long videos, plus the Kinetics600 item pipeline. 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import av
+import common
 import numpy as np
-import torch
 from skimage import data as skdata
 
 from ulvideo.data import Kinetics600, available_backends, read_clip, write_video
 
 
 def machine() -> dict:
-    model = platform.processor() or "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [
-            line.split(":", 1)[1].strip()
-            for line in cpuinfo.read_text().splitlines()
-            if line.startswith("model name")
-        ]
-        model = names[0] if names else model
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "torch": torch.__version__,
-        "pyav": av.__version__,
-        "backends": available_backends(),
-        "python": platform.python_version(),
-        "load_average_1min": round(os.getloadavg()[0], 2),
-    }
+    return {**common.machine("cpu"), "pyav": av.__version__, "backends": available_backends()}
 
 
 def real_video(num_frames: int, height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -131,10 +111,7 @@ def main() -> None:
         dataset = Kinetics600(root, frames=args.clip_frames, resolution=128)
         rate = clips_per_second(lambda i: dataset[i % len(dataset)], np.arange(args.clips))
         result["kinetics600_items_per_s_one_process"] = round(rate, 2)
-    print(json.dumps(result, indent=2))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    common.emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,223 @@
+"""Training-step throughput for each preset and stage: examples/s, tokens/s, peak memory and MFU.
+Prints JSON.
+
+    python benchmarks/bench_train_step.py --device cpu --presets tiny --dtype fp32 bf16
+    python benchmarks/bench_train_step.py --device cuda --presets small medium --stages 1 2 \\
+        --compile off on --dtype bf16 --peak_tflops 989 --out gpu_train_step.json
+
+A step is what the trainer does per batch: forward under autocast, backward, gradient clipping,
+AdamW. Stage 1 is UnifiedLatents.stage1_loss (encoder + prior + decoder) on pixel clips; stage 2
+is the sigmoid-weighted base-model loss on latents. Inputs are random: the cost does not depend
+on the values. MFU = training FLOPs per example (ulvideo.models.training_flops_per_example: the
+paper's counting, linear layers and convs plus the attention matmuls, x3 for forward + backward)
+x examples/s / the device's peak bf16 FLOP/s (--peak_tflops; 989 for a dense H100 SXM).
+`--compile on` compiles each transformer block and residual block (regional compilation: the
+repeated blocks share compiled code, so compiling takes seconds rather than minutes).
+"""
+
+import argparse
+import dataclasses
+import gc
+import math
+import time
+
+import torch
+from common import (
+    MEMORY_NOTE,
+    add_common_arguments,
+    autocast,
+    emit,
+    machine,
+    measure,
+    setup,
+    write_json,
+)
+
+from ulvideo.diffusion import LinearLogSNR, base_loss
+from ulvideo.models import Encoder, build_base, count_params, get_preset, training_flops_per_example
+from ulvideo.nn import ResBlock3d, TransformerBlock
+from ulvideo.ul import UnifiedLatents
+
+CLIPS = {"tiny": (17, 32)}  # frames, resolution; every other preset: the K600 clip, 17 x 128 x 128
+BATCH = {("cpu", 1): 4, ("cpu", 2): 16, ("cuda", 1): 8, ("cuda", 2): 32}
+
+
+@dataclasses.dataclass
+class Setting:
+    preset: str
+    stage: int
+    dtype: str
+    compile: str  # "off" or "on"
+    batch_size: int
+    frames: int
+    resolution: int
+
+
+def compile_blocks(network: torch.nn.Module) -> None:
+    # Regional compilation: each transformer / residual block is compiled in place. The blocks
+    # share one compiled forward per input shape; a stage-1 model has more shapes (up to ~16)
+    # than dynamo's default limit of 8 recompilations per function.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    for module in network.modules():
+        if isinstance(module, (TransformerBlock, ResBlock3d)):
+            module.compile(dynamic=False)
+
+
+def build(setting: Setting, device: torch.device, backend: str | None):
+    """(network, loss function, latent tokens per example) for one setting, inputs on `device`."""
+    cfg = get_preset(setting.preset, resolution=setting.resolution, attention_backend=backend)
+    b, side = setting.batch_size, setting.resolution
+    with torch.device("meta"):  # the encoder's output shape, at no cost
+        latent_shape = Encoder(cfg)(torch.zeros(1, 3, setting.frames, side, side)).shape[1:]
+    if setting.stage == 1:
+        network = UnifiedLatents(cfg).to(device)
+        video = (torch.rand(b, 3, setting.frames, side, side) * 2 - 1).to(device)
+
+        def loss_fn():
+            return network.stage1_loss(video)["loss"]
+    else:
+        network = build_base(cfg).to(device)
+        z_clean = torch.randn(b, *latent_shape, device=device)
+        schedule = LinearLogSNR(cfg.logsnr_latent, cfg.logsnr_min_latent)
+
+        def loss_fn():
+            return base_loss(network, z_clean, schedule, bias=cfg.base_bias).mean()
+
+    if setting.compile == "on":
+        compile_blocks(network)
+    return network, loss_fn, math.prod(latent_shape[1:]), cfg
+
+
+def run_setting(setting: Setting, device: torch.device, args) -> dict:
+    """Build, warm up and time one setting; the measured numbers as a dict."""
+    network, loss_fn, tokens, cfg = build(setting, device, args.attention_backend)
+    params = [p for p in network.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4)  # the trainer's optimiser (default kernels)
+    losses = []  # (loss, gradient norm) of every step, checked for finiteness at the end
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(device, setting.dtype):
+            loss = loss_fn()
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        losses.append(torch.stack([loss.detach().float(), grad_norm.float()]))
+
+    timing = measure(step, device, args.warmup, args.steps)
+    part = f"stage{setting.stage}"
+    flops = training_flops_per_example(
+        cfg, part, setting.frames, setting.resolution, setting.resolution
+    )
+    examples_per_s = setting.batch_size / timing.median_s
+    result = {
+        **dataclasses.asdict(setting),
+        "attention_backend": args.attention_backend or "auto",
+        "latent_tokens_per_example": tokens,
+        "params": count_params(network),
+        "training_flops_per_example": flops,
+        "step_s": timing.to_dict(),
+        "examples_per_s": examples_per_s,
+        "tokens_per_s": examples_per_s * tokens,
+        "achieved_tflops": flops * examples_per_s / 1e12,
+        "mfu": None,
+        "last_loss": float(losses[-1][0]),
+        "last_grad_norm": float(losses[-1][1]),
+    }
+    if args.peak_tflops:
+        result["mfu"] = result["achieved_tflops"] / args.peak_tflops
+    if not torch.isfinite(torch.stack(losses)).all():
+        raise RuntimeError(f"{setting}: non-finite loss or gradient norm during the benchmark")
+    return result
+
+
+def run_with_fallback(setting: Setting, device: torch.device, args) -> dict:
+    """run_setting; on a CUDA out-of-memory error, halve the batch and try again."""
+    requested = setting.batch_size
+    while True:
+        try:
+            return {**run_setting(setting, device, args), "batch_size_requested": requested}
+        except torch.OutOfMemoryError:
+            if setting.batch_size == 1:
+                return {**dataclasses.asdict(setting), "error": "out of memory at batch size 1"}
+            setting = dataclasses.replace(setting, batch_size=setting.batch_size // 2)
+        finally:
+            gc.collect()  # free the failed attempt's model before the next one is built
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+
+
+def best_per_preset_stage(results: list[dict]) -> list[dict]:
+    """The fastest setting (examples/s) of each preset and stage."""
+    best = {}
+    for r in results:
+        key = (r["preset"], r["stage"])
+        if "examples_per_s" in r and r["examples_per_s"] > best.get(key, {}).get(
+            "examples_per_s", 0
+        ):
+            best[key] = r
+    keys = ("preset", "stage", "dtype", "compile", "batch_size", "examples_per_s", "mfu")
+    return [{k: r[k] for k in keys} for r in best.values()]
+
+
+def main() -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_arguments(parser, warmup=2, repeats=5)
+    parser.add_argument("--presets", nargs="+", default=["tiny"])
+    parser.add_argument("--stages", type=int, nargs="+", choices=[1, 2], default=[1, 2])
+    parser.add_argument("--dtype", nargs="+", choices=["fp32", "bf16"], default=["fp32"])
+    parser.add_argument("--compile", nargs="+", choices=["off", "on"], default=["off"])
+    parser.add_argument("--steps", type=int, help="timed steps (default: --repeats)")
+    parser.add_argument("--batch_size", type=int, help=f"default per (device, stage): {BATCH}")
+    parser.add_argument("--frames", type=int, help="pixel frames (default: 17)")
+    parser.add_argument("--resolution", type=int, help="default: 32 for tiny, else 128")
+    parser.add_argument("--attention_backend", choices=["sdpa", "xformers", "naive"])
+    parser.add_argument("--peak_tflops", type=float, help="peak bf16 TFLOP/s, for the MFU")
+    parser.add_argument(
+        "--max_seconds", type=float, default=float("inf"), help="skip settings after this long"
+    )
+    args = parser.parse_args()
+    args.steps = args.steps or args.repeats
+    device = setup(args)
+    for name in args.presets:
+        get_preset(name)  # an unknown preset fails here, before any work
+
+    report = {
+        "benchmark": "train_step",
+        "device": str(device),
+        "machine": machine(device),
+        "peak_tflops": args.peak_tflops,
+        "step": "zero_grad, forward under autocast, backward, clip_grad_norm_(1.0), AdamW",
+        "mfu": "training_flops_per_example x examples_per_s / (peak_tflops x 1e12)",
+        "memory": MEMORY_NOTE,
+        "results": [],
+    }
+    began = time.perf_counter()
+    for preset in args.presets:
+        frames, resolution = CLIPS.get(preset, (17, 128))
+        for stage in args.stages:
+            for dtype in args.dtype:
+                for compiled in args.compile:
+                    setting = Setting(
+                        preset,
+                        stage,
+                        dtype,
+                        compiled,
+                        args.batch_size or BATCH[(device.type, stage)],
+                        args.frames or frames,
+                        args.resolution or resolution,
+                    )
+                    if time.perf_counter() - began > args.max_seconds:
+                        result = {**dataclasses.asdict(setting), "skipped": "--max_seconds"}
+                    else:
+                        result = run_with_fallback(setting, device, args)
+                    report["results"].append(result)
+                    write_json(report, args.out)  # partial results survive a killed run
+    report["best"] = best_per_preset_stage(report["results"])
+    report["machine"]["load_average_1_5_15min_at_end"] = machine(device)["load_average_1_5_15min"]
+    emit(report, args.out)
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""Smoke test of the benchmarks: the runner's --quick mode runs the CPU benchmarks at tiny sizes as
+subprocesses; their JSON has the expected keys, finite positive numbers and consistent derived
+figures (MFU, tokens/s, counted FLOPs). No timing is asserted."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ulvideo.models import get_preset, training_flops_per_example
+
+ROOT = Path(__file__).resolve().parents[1]
+PEAK_TFLOPS = 0.5
+QUICK = ["train_step", "attention_modes", "attention_backends", "sampling"]
+
+
+def positive(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> dict:
+    out_dir = tmp_path_factory.mktemp("bench")
+    cmd = [sys.executable, "benchmarks/run_all.py", "--quick", "--device", "cpu", "--threads", "1"]
+    cmd += ["--only", *QUICK, "--peak_tflops", str(PEAK_TFLOPS), "--out_dir", str(out_dir)]
+    paths = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert report["failed"] == [] and list(report["benchmarks"]) == QUICK
+    for name in QUICK:  # each benchmark's own file holds what the runner collected
+        saved = json.loads((out_dir / f"cpu_{name}.json").read_text())
+        assert saved == report["benchmarks"][name]["result"]
+    return {name: entry["result"] for name, entry in report["benchmarks"].items()}
+
+
+def test_machine_description(results):
+    for result in results.values():
+        m = result["machine"]
+        assert m["cores"] >= 1 and m["torch"] == torch.__version__ and m["cpu"]
+        assert m["torch_threads"] == 1  # --threads 1 reached the subprocess
+        assert len(m["load_average_1_5_15min"]) == 3
+
+
+def test_train_step_numbers_are_consistent(results):
+    rows = results["train_step"]["results"]
+    assert [(r["preset"], r["stage"]) for r in rows] == [("tiny", 1), ("tiny", 2)]
+    config = get_preset("tiny", resolution=32)
+    for r in rows:
+        assert r["frames"] == 17 and r["resolution"] == 32 and r["dtype"] == "fp32"
+        # 17 x 32 x 32 pixels -> 1 + 16/4 latent frames of 32/8 x 32/8 tokens
+        assert r["latent_tokens_per_example"] == 5 * 4 * 4
+        flops = training_flops_per_example(config, f"stage{r['stage']}", 17, 32, 32)
+        assert r["training_flops_per_example"] == flops
+        for key in ("examples_per_s", "tokens_per_s", "achieved_tflops", "mfu", "params"):
+            assert positive(r[key]), (key, r[key])
+        assert positive(r["step_s"]["median_s"]) and len(r["step_s"]["times_s"]) == 2
+        seconds = r["step_s"]["median_s"]  # rounded to microseconds in the JSON
+        assert math.isclose(r["examples_per_s"], r["batch_size"] / seconds, rel_tol=1e-4)
+        assert math.isclose(r["tokens_per_s"], r["examples_per_s"] * 80)
+        assert math.isclose(r["mfu"], flops * r["examples_per_s"] / (PEAK_TFLOPS * 1e12))
+        assert math.isfinite(r["last_loss"]) and math.isfinite(r["last_grad_norm"])
+        assert positive(r["step_s"]["peak_memory_mb"])
+    stage1, stage2 = rows
+    assert stage1["params"] > stage2["params"]  # encoder + prior + decoder vs the tiny base
+    assert len(results["train_step"]["best"]) == 2
+
+
+def test_attention_modes_fit_exponents(results):
+    modes = results["attention_modes"]["modes"]
+    assert set(modes) == {"factorised", "full"}
+    for rows in modes.values():
+        assert [r["frames"] for r in rows["by_frames"]] == [1, 2, 4]
+        assert [r["tokens"] for r in rows["by_frames"]] == [16, 32, 64]  # 4 x 4 per frame
+        assert all(positive(r["step_s"]["median_s"]) for r in rows["by_frames"])
+        assert all(math.isfinite(v) for v in rows["exponents"].values())
+    # Counted training FLOPs are a + b T + c T^2 in the number of frames T. The T^2 term is the
+    # two attention matmuls (QK^T, PV), 2 x 2 L^2 C each forward, x3 for training: for full
+    # attention over L = T S tokens c = 12 S^2 C, for factorised attention's temporal part
+    # (S sequences of T frames) c = 12 S C; S = 4 x 4 tokens per frame, C = 64, one block.
+    s, c = 16, 64
+    coefficient = {m: quadratic_coefficient(modes[m]["by_frames"]) for m in modes}
+    assert coefficient == {"full": 12 * s**2 * c, "factorised": 12 * s * c}
+    fact, full = (modes[m]["exponents"]["flops"] for m in ("factorised", "full"))
+    assert fact < full
+
+
+def quadratic_coefficient(rows) -> float:
+    # c of the parabola a + b x + c x^2 through three points: the second divided difference
+    (x1, y1), (x2, y2), (x3, y3) = ((r["frames"], r["training_flops"]) for r in rows)
+    return ((y3 - y2) / (x3 - x2) - (y2 - y1) / (x2 - x1)) / (x3 - x1)
+
+
+def test_attention_backends_agree_with_reference(results):
+    result = results["attention_backends"]
+    assert "xformers" in result["skipped_backends"]  # CUDA-only; reason recorded
+    assert [r["length"] for r in result["by_length"]] == [5, 64]
+    for row in result["by_length"]:
+        assert row["batch"] == 128 // row["length"]
+        for backend in ("sdpa", "naive"):
+            case = row[backend]
+            assert positive(case["forward_s"]) and positive(case["forward_backward_s"])
+            assert case["max_abs_diff_from_naive"] < 1e-5  # fp32 against the fp32 reference
+        assert positive(row["naive_over_sdpa_forward_backward"])
+
+
+def test_sampling_seconds_per_video(results):
+    rows = results["sampling"]["by_steps"]
+    assert [(r["base_steps"], r["decoder_steps"]) for r in rows] == [(2, 2)]
+    for r in rows:
+        assert positive(r["base_s_per_video"]) and positive(r["decoder_s_per_video"])
+        assert math.isclose(r["s_per_video"], r["base_s_per_video"] + r["decoder_s_per_video"])
+
+
+NO_CUDA_ONLY = pytest.mark.skipif(
+    torch.cuda.is_available(), reason="checks the refusal without CUDA"
+)
+
+
+@NO_CUDA_ONLY
+def test_gpu_check_refuses_without_cuda(tmp_path):
+    proc = subprocess.run(
+        ["bash", "benchmarks/gpu_check.sh", str(tmp_path)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode == 1
+    assert "no CUDA device" in proc.stderr
+    assert list(tmp_path.iterdir()) == []  # refused before writing anything
+
+
+@NO_CUDA_ONLY
+def test_benchmark_refuses_missing_cuda_before_work():
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/bench_train_step.py", "--device", "cuda", "--presets", "tiny"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0 and "sees no CUDA device" in proc.stderr
