@@ -4,20 +4,16 @@
 # benchmark for the small and medium presets with torch.compile off and on, and the attention
 # backends at bf16. Everything lands as JSON in the output folder.
 #
-#   benchmarks/gpu_check.sh OUT_DIR        (or with $OUT set: benchmarks/gpu_check.sh)
+#   benchmarks/gpu_check.sh [OUT_DIR]    (default: $OUT if set, else benchmarks/results/gpu_check)
 #
 # Needs torch with CUDA, numpy, pytest and accelerate's dependencies (safetensors, tqdm); not
 # xformers, decord or PyAV. PEAK_TFLOPS (default 989, a dense-bf16 H100 SXM) sets the MFU's
 # denominator; set it for other cards.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-
 out="${1:-${OUT:-}}"
-if [ -z "$out" ]; then
-    echo "usage: benchmarks/gpu_check.sh OUT_DIR (or set \$OUT)" >&2
-    exit 2
-fi
-mkdir -p "$out"
+[ -z "$out" ] || out="$(realpath -m -- "$out")"  # relative to the caller's folder
+cd "$(dirname "$0")/.."
+out="${out:-$PWD/benchmarks/results/gpu_check}"
 python="${PYTHON:-python3}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 
@@ -25,6 +21,7 @@ if ! "$python" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; 
     echo "gpu_check.sh: no CUDA device visible to torch ($("$python" -c 'import torch; print(torch.__version__)')); run it on a GPU machine" >&2
     exit 1
 fi
+mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,power.limit --format=csv >"$out/nvidia_smi.csv" 2>/dev/null || true
 began=$(date +%s)
 
