@@ -32,7 +32,16 @@ SIZES = {
     "cpu": {"train_step": ["--presets", "tiny", "--dtype", "fp32", "bf16"]},
     "cuda": {
         "train_step": ["--presets", "small", "medium", "--dtype", "bf16", "--compile", "off", "on"],
-        "attention_modes": ["--width", "1024", "--depth", "4", "--dtype", "bf16"],
+        "attention_modes": [
+            "--width",
+            "1024",
+            "--depth",
+            "4",
+            "--batch_size",
+            "8",
+            "--dtype",
+            "bf16",
+        ],
         "attention_backends": ["--dtype", "bf16", "--heads", "16", "--tokens", "32768"],
         "sampling": ["--preset", "small", "--dtype", "bf16", "--videos", "8"],
     },
