@@ -10,8 +10,6 @@ import dataclasses
 import torch
 from torch import nn
 
-from evaluation.reconstruction import psnr
-
 from ..diffusion import LinearLogSNR, base_loss
 from ..models import build_base, get_preset
 from ..pipeline import load_pipeline, save_pipeline
@@ -36,6 +34,8 @@ class Stage1(nn.Module):
     @torch.no_grad()
     def evaluate(self, ema_network, video, labels, decode_steps: int) -> dict:
         """Reconstruction PSNR through the decoder sampler, and bits/pixel, on a fixed batch."""
+        from evaluation.reconstruction import psnr  # evaluation sits above ulvideo: import late
+
         gen = torch.Generator(device=video.device).manual_seed(0)
         recon = ema_network.reconstruct(video, steps=decode_steps, generator=gen)
         bpp = sum(float(ema_network.stage1_loss(video)["bits_per_pixel"]) for _ in range(4)) / 4

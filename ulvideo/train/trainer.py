@@ -87,6 +87,9 @@ def train(config: TrainConfig) -> TrainResult:
         project_dir=str(out),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
+    if accelerator.device.type == "cpu" and config.mixed_precision == "bf16":
+        # oneDNN's bf16 Conv3d gives wrong weight gradients on 2-frame inputs (torch 2.13, CPU)
+        torch.backends.mkldnn.enabled = False
     set_seed(config.seed)  # identical initialisation on every rank
     with accelerator.main_process_first():  # rank 0 builds and caches the dataset index first
         data = build_training_data(config)
