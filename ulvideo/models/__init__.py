@@ -4,7 +4,8 @@ from .decoder import Decoder
 from .encoder import Encoder, check_video_shape, valid_frame_counts
 from .flops import PARTS, build_part, count_params, params_per_part, training_flops_per_example
 from .presets import PRESETS, ModelConfig, get_preset
-from .transformer import VideoTransformer, build_base, build_prior
+from .registry import build_base, build_network, build_prior, register_network
+from .transformer import VideoTransformer
 
 __all__ = [
     "PARTS",
@@ -14,12 +15,14 @@ __all__ = [
     "ModelConfig",
     "VideoTransformer",
     "build_base",
+    "build_network",
     "build_part",
     "build_prior",
     "check_video_shape",
     "count_params",
     "get_preset",
     "params_per_part",
+    "register_network",
     "training_flops_per_example",
     "valid_frame_counts",
 ]

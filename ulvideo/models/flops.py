@@ -15,7 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .decoder import Decoder
 from .encoder import Encoder, check_video_shape
 from .presets import ModelConfig
-from .transformer import build_base, build_prior
+from .registry import build_base, build_prior
 
 PARTS = ("encoder", "decoder", "prior", "base", "stage1", "stage2")
 STAGES = {"stage1": ("encoder", "prior", "decoder"), "stage2": ("base",)}

@@ -43,6 +43,8 @@ class ModelConfig:
     base_widths: tuple[int, ...] = (512, 1024)
     base_depths: tuple[int, ...] = (6, 16)
     base_dropout: float = 0.1
+    prior_network: str = "video_transformer"  # a name in ulvideo.models.registry
+    base_network: str = "video_transformer"
     attention: str = "factorised"  # prior and base: "factorised" or "full"
     patch_size: int = 1
     head_dim: int = 64

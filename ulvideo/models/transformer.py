@@ -21,6 +21,7 @@ from ..nn import (
     unpatchify,
 )
 from .presets import ModelConfig
+from .registry import register_network
 
 
 def merge_tokens(x: Tensor) -> Tensor:
@@ -165,7 +166,7 @@ class VideoTransformer(nn.Module):
         return x.reshape(b, t, h, w, c)
 
 
-def build_prior(config: ModelConfig) -> VideoTransformer:
+def video_transformer_prior(config: ModelConfig) -> VideoTransformer:
     """The stage-1 prior: unconditional, trained on the unweighted ELBO jointly with the encoder."""
     return VideoTransformer(
         config.latent_channels,
@@ -181,7 +182,7 @@ def build_prior(config: ModelConfig) -> VideoTransformer:
     )
 
 
-def build_base(config: ModelConfig) -> VideoTransformer:
+def video_transformer_base(config: ModelConfig) -> VideoTransformer:
     """The stage-2 base model: class-conditional (if num_classes) with context frames support."""
     return VideoTransformer(
         config.latent_channels,
@@ -197,3 +198,6 @@ def build_base(config: ModelConfig) -> VideoTransformer:
         checkpointing=config.checkpointing,
         backend=config.attention_backend,
     )
+
+
+register_network("video_transformer", prior=video_transformer_prior, base=video_transformer_base)
