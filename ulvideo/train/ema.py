@@ -7,24 +7,36 @@ from torch import nn
 
 
 class EMA:
-    """Keeps `ema = decay * ema + (1 - decay) * params` in fp32; checkpointable by accelerate."""
+    """Keeps `ema = d * ema + (1 - d) * params` in fp32; checkpointable by accelerate.
+
+    The decay warms up as d = min(decay, (1 + n) / (10 + n)) after n updates (as TF's
+    ExponentialMovingAverage with num_updates), so short runs export trained weights rather
+    than an average dominated by the initialisation.
+    """
 
     def __init__(self, model: nn.Module, decay: float):
         if not 0 <= decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {decay}")
         self.decay = decay
+        self.updates = 0
         self.model = copy.deepcopy(model).float().eval().requires_grad_(False)
+
+    def current_decay(self) -> float:
+        return min(self.decay, (1 + self.updates) / (10 + self.updates))
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        # EMA: theta_ema <- decay * theta_ema + (1 - decay) * theta
+        # EMA: theta_ema <- d * theta_ema + (1 - d) * theta
+        d = self.current_decay()
         for ema_p, p in zip(self.model.parameters(), model.parameters(), strict=True):
-            ema_p.lerp_(p.detach().float(), 1.0 - self.decay)
+            ema_p.lerp_(p.detach().float(), 1.0 - d)
         for ema_b, b in zip(self.model.buffers(), model.buffers(), strict=True):
             ema_b.copy_(b)
+        self.updates += 1
 
     def state_dict(self) -> dict:
-        return self.model.state_dict()
+        return {"updates": self.updates, "model": self.model.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state)
+        self.updates = state["updates"]
+        self.model.load_state_dict(state["model"])
