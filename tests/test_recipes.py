@@ -11,7 +11,7 @@ from ulvideo.train.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["--preset", "tiny", "--data", "demo", "--max_steps", "2", "--batch_size", "2",
-         "--resolution", "16", "--eval_every", "1000", "--num_workers", "0"]  # fmt: skip
+         "--eval_every", "1000", "--num_workers", "0", "--log_every", "1"]  # fmt: skip
 
 
 def run_recipe(name: str, *args: str) -> subprocess.CompletedProcess:

@@ -143,8 +143,8 @@ PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(
         latent_channels=8,
         resolution=32,
-        encoder_channels=(32, 48, 64),
-        encoder_blocks=(1, 1, 1),
+        encoder_channels=(32, 48, 64, 64),  # four stages: 8x or 16x spatial (ImageNet recipe)
+        encoder_blocks=(1, 1, 1, 1),
         decoder_channels=(32, 48, 64),
         decoder_blocks=(1, 1, 1),
         decoder_width=64,

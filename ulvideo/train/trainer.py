@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import DataLoaderConfiguration, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -79,6 +80,9 @@ def train(config: TrainConfig) -> TrainResult:
     config.validate()
     check_clip_shape(config)
     out = Path(config.output_dir)
+    # a second run in one process (the demo, tests) may change mixed precision: accelerate keeps
+    # its settings in a singleton, so clear them (the distributed PartialState is kept)
+    AcceleratorState._reset_state()
     accelerator = Accelerator(
         cpu=config.cpu or not torch.cuda.is_available(),
         mixed_precision=config.mixed_precision,
