@@ -234,4 +234,3 @@ def test_bf16_on_cpu_trains_with_finite_gradients(tmp_path):
     assert result.nonfinite_steps == 0
     log = [r for r in read_metrics(tmp_path / "run") if "loss" in r]
     assert all(r["grad_norm"] is not None and r["grad_norm"] > 0 for r in log)
-
