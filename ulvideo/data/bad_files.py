@@ -6,6 +6,11 @@ import warnings
 from collections.abc import Callable
 from typing import TypeVar
 
+import torch
+from torch.utils.data import Dataset
+
+from .transforms import item_rng
+
 T = TypeVar("T")
 
 
@@ -78,3 +83,32 @@ class BadFiles:
 
     def __len__(self) -> int:
         return len(self.reasons)
+
+
+class FileDataset(Dataset):
+    """A labelled dataset of files that skips bad ones. Subclasses set ``paths``, ``classes``,
+    ``seed``, ``epoch`` and ``_bad`` (a BadFiles), and define ``_load(index, rng)`` and the
+    exceptions ``read_errors`` that mark a file bad."""
+
+    read_errors: type[Exception] | tuple[type[Exception], ...] = OSError
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def bad_files(self) -> dict[str, str]:
+        """``{path: reason}`` of every skipped file (read failures only as seen by this process)."""
+        return dict(self._bad.reasons)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        rng = item_rng(self.seed, self.epoch, index)
+        return self._bad.load_first_good(
+            index, self.paths, lambda i: self._load(i, rng), self.read_errors
+        )

@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
-from .bad_files import BadFiles
+from .bad_files import BadFiles, FileDataset
 from .folders import class_folder_files
-from .transforms import item_rng, to_video_tensor
+from .transforms import to_video_tensor
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
 
@@ -29,7 +28,7 @@ def adm_center_crop(image: Image.Image, size: int) -> np.ndarray:
     return np.array(image.crop((left, top, left + size, top + size)))
 
 
-class ImageFolder(Dataset):
+class ImageFolder(FileDataset):
     """Images as ``(video, label)``: float32 ``3 x 1 x resolution x resolution`` in [-1, 1] (an ADM
     centre crop, flipped left-right with probability 1/2 when training) and the class index.
 
@@ -60,25 +59,6 @@ class ImageFolder(Dataset):
         self.split, self.resolution, self.seed, self.epoch = split, resolution, seed, 0
         self.train = split == "train" if train is None else train
         self._bad = BadFiles(len(files), max_bad_fraction, "image")
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def bad_files(self) -> dict[str, str]:
-        """``{path: reason}`` of every image this process failed to read."""
-        return dict(self._bad.reasons)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        rng = item_rng(self.seed, self.epoch, index)
-        return self._bad.load_first_good(index, self.paths, lambda i: self._load(i, rng), OSError)
 
     def _load(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
         with Image.open(self.paths[index]) as image:  # OSError: missing, unidentified, truncated

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from .bad_files import BadFiles
+from .bad_files import BadFiles, FileDataset
 from .folders import SPLITS, class_folder_files, subdirs
 from .manifest import default_manifest_paths, load_or_build_manifest
-from .transforms import clip_transform, item_rng
+from .transforms import clip_transform
 from .video_io import VideoReadError, read_clip, resolve_backend
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov")
@@ -95,7 +94,7 @@ def _official(root: Path, split: str, csv_path: Path) -> tuple[list[tuple[str, i
     return candidates, classes
 
 
-class Kinetics600(Dataset):
+class Kinetics600(FileDataset):
     """Kinetics-600 clips as ``(video, label)``: float32 ``3 x frames x resolution x resolution`` in
     [-1, 1] and the class index (-1 if unlabelled).
 
@@ -150,26 +149,7 @@ class Kinetics600(Dataset):
         self._bad.check()
         self.paths = [str(self.root / entry.path) for entry in self.entries]
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def bad_files(self) -> dict[str, str]:
-        """``{path: reason}`` of every skipped video (read failures only as seen by this process)."""
-        return dict(self._bad.reasons)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        rng = item_rng(self.seed, self.epoch, index)
-        return self._bad.load_first_good(
-            index, self.paths, lambda i: self._load(i, rng), VideoReadError
-        )
+    read_errors = VideoReadError
 
     def _load(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
         entry = self.entries[index]
