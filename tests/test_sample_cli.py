@@ -141,6 +141,7 @@ def test_cli_errors_are_one_line(pipeline, tmp_path, capsys):
 def test_pipeline_round_trip(pipeline):
     ul, base, path = pipeline
     ul2, base2 = load_pipeline(path)
+    assert not ul2.training and not base2.training  # loaded for sampling: dropout off
     for a, b in ((ul, ul2), (base, base2)):
         for (k, v), (k2, v2) in zip(a.state_dict().items(), b.state_dict().items()):
             assert k == k2 and torch.equal(v, v2)
@@ -215,3 +216,11 @@ def test_k600_protocol_from_a_stage2_export(pipeline, tmp_path):
     assert all(math.isfinite(v) and v > 0 for v in report["fvd_groups"])
     assert report["fvd_groups"][0] != report["fvd_groups"][1]  # independent noise per group
     assert json.loads((tmp_path / "report.json").read_text())["fvd"] == report["fvd"]
+
+
+def test_demo_flags_parse_booleans():
+    from ulvideo.cli import build_parser
+
+    args = build_parser().parse_args(["demo", "--fvd", "false", "--stage1_steps", "7"])
+    assert args.fvd is False and args.stage1_steps == 7
+    assert build_parser().parse_args(["demo"]).fvd is None  # unset: DemoConfig's default applies

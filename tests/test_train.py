@@ -234,3 +234,40 @@ def test_bf16_on_cpu_trains_with_finite_gradients(tmp_path):
     assert result.nonfinite_steps == 0
     log = [r for r in read_metrics(tmp_path / "run") if "loss" in r]
     assert all(r["grad_norm"] is not None and r["grad_norm"] > 0 for r in log)
+
+
+@pytest.mark.parametrize("batches,grad_accum", [(5, 2), (6, 2), (7, 3), (4, 1)])
+def test_data_position_follows_accelerates_steps(batches, grad_accum):
+    # count the optimizer steps accelerate takes over 3 epochs and where each one ends
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from torch.utils.data import DataLoader
+
+    from ulvideo.train.trainer import data_position
+
+    AcceleratorState._reset_state()
+    accelerator = Accelerator(cpu=True, gradient_accumulation_steps=grad_accum)
+    model = accelerator.prepare(torch.nn.Linear(1, 1))
+    loader = accelerator.prepare(DataLoader(torch.zeros(batches, 1), batch_size=1))
+    step = 0
+    for epoch in range(3):
+        assert data_position(step, batches, grad_accum) == (epoch, 0)
+        for i, batch in enumerate(loader):
+            with accelerator.accumulate(model):
+                model(batch).sum().backward()
+                if accelerator.sync_gradients:
+                    step += 1
+                    if i + 1 < batches:  # mid-epoch: resume skips exactly the batches seen
+                        assert data_position(step, batches, grad_accum) == (epoch, i + 1)
+    AcceleratorState._reset_state()
+
+
+def test_stage2_accepts_base_size_overrides(tmp_path):
+    from ulvideo.models import get_preset
+    from ulvideo.train.stages import Stage2
+    from ulvideo.ul import UnifiedLatents
+
+    ul = UnifiedLatents(get_preset("tiny", resolution=16))
+    cfg = tiny(tmp_path, stage=2, model={"base_widths": [32, 64], "base_depths": [2, 1]})
+    stage = Stage2(cfg, ul, num_classes=0)
+    assert stage.model_config.base_widths == (32, 64) and stage.model_config.base_depths == (2, 1)

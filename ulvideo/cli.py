@@ -32,9 +32,8 @@ def _read_video(path, frames: int, resolution: int) -> torch.Tensor:
 def cmd_demo(args) -> None:
     from .demo import DemoConfig, run_demo
 
-    config = DemoConfig(
-        **{k: v for k, v in vars(args).items() if k in DemoConfig.__dataclass_fields__}
-    )
+    fields = DemoConfig.__dataclass_fields__
+    config = DemoConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
     run_demo(config)
 
 
@@ -164,6 +163,7 @@ def cmd_info(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from .demo import DemoConfig
+    from .train.config import add_dataclass_arguments
 
     parser = argparse.ArgumentParser(prog="ulvideo", description="Unified Latents video toolkit")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -172,13 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo", help="end-to-end: stage 1, stage 2, samples, reconstructions, metrics"
     )
-    for name, field in DemoConfig.__dataclass_fields__.items():
-        demo.add_argument(
-            f"--{name}",
-            type=type(field.default),
-            default=field.default,
-            help=f"default: {field.default}",
-        )
+    add_dataclass_arguments(demo, DemoConfig)
     demo.set_defaults(func=cmd_demo)
 
     def with_checkpoint(p):

@@ -28,7 +28,8 @@ def save_pipeline(
 
 
 def load_pipeline(directory, map_location="cpu") -> tuple[UnifiedLatents, nn.Module | None]:
-    """Load an export written by `save_pipeline`. Accepts the export dir or a training checkpoint dir."""
+    """Load an export written by `save_pipeline`, in eval mode. Accepts the export dir or a training
+    checkpoint dir."""
     directory = Path(directory)
     if (directory / "export").is_dir():
         directory = directory / "export"
@@ -41,4 +42,4 @@ def load_pipeline(directory, map_location="cpu") -> tuple[UnifiedLatents, nn.Mod
     base = None
     if (directory / "base").is_dir():
         base, _ = load_module(directory / "base", map_location, kind="base")
-    return ul, base
+    return ul.eval(), (base.eval() if base is not None else None)  # no dropout when sampling

@@ -67,7 +67,7 @@ def save_checkpoint(accelerator, run_dir, step: int, meta: dict, write_extra=Non
 
 
 def prune_checkpoints(run_dir, keep_last: int) -> None:
-    """Delete all but the newest `keep_last` complete checkpoints, and stale temporaries."""
+    """Delete all but the newest `keep_last` complete checkpoints."""
     for old in complete_checkpoints(run_dir)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
 

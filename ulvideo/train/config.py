@@ -91,7 +91,8 @@ class TrainConfig:
                 raise FileNotFoundError(
                     f"stage1_checkpoint {self.stage1_checkpoint!r} does not exist"
                 )
-        for name in ("batch_size", "grad_accum", "max_steps", "log_every", "checkpoint_every"):
+        for name in ("batch_size", "grad_accum", "max_steps", "log_every", "checkpoint_every",
+                     "eval_every", "keep_last"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.mixed_precision not in ("no", "bf16", "fp16"):

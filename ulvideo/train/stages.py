@@ -55,7 +55,7 @@ class Stage2(nn.Module):
         super().__init__()
         overrides = {**config.model, "num_classes": num_classes if config.class_conditional else 0}
         base_sizes = get_preset(config.preset)
-        model_config = dataclasses.replace(ul.config, **_base_fields(base_sizes), **overrides)
+        model_config = dataclasses.replace(ul.config, **{**_base_fields(base_sizes), **overrides})
         self.network = build_base(model_config)
         self.model_config = model_config
         self.schedule = LinearLogSNR(ul.config.logsnr_latent, ul.config.logsnr_min_latent)

@@ -49,6 +49,13 @@ def lr_lambda(config: TrainConfig):
     return factor
 
 
+def data_position(step: int, batches_per_epoch: int, grad_accum: int) -> tuple[int, int]:
+    """(epoch, batches to skip in it) after `step` optimizer steps. An epoch is
+    ceil(batches / grad_accum) steps: accelerate still steps on the last, partial group."""
+    epoch, step_in_epoch = divmod(step, math.ceil(batches_per_epoch / grad_accum))
+    return epoch, step_in_epoch * grad_accum
+
+
 def stage1_model_config(config: TrainConfig):
     """The stage-1 ModelConfig: the preset, at the run's resolution, with `config.model` overrides."""
     from ..models import get_preset
@@ -150,7 +157,7 @@ def train(config: TrainConfig) -> TrainResult:
     )
     tic, tic_step = time.perf_counter(), step
     while step < config.max_steps:
-        epoch, skip = divmod(step * config.grad_accum, batches_per_epoch)
+        epoch, skip = data_position(step, batches_per_epoch, config.grad_accum)
         loader.set_epoch(epoch)
         data.set_epoch(epoch)
         epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
@@ -165,8 +172,9 @@ def train(config: TrainConfig) -> TrainResult:
                 # one decision on every rank: the loss summed over ranks, and the global grad norm
                 total_loss = accelerator.reduce(loss.detach().float(), reduction="sum")
                 finite = bool(torch.isfinite(total_loss) and torch.isfinite(grad_norm))
+                if finite or accelerator.scaler is not None:
+                    optimizer.step()  # fp16: the GradScaler skips inf gradients and lowers its scale
                 if finite:
-                    optimizer.step()
                     nonfinite_run = 0
                 else:
                     nonfinite_total, nonfinite_run = nonfinite_total + 1, nonfinite_run + 1
