@@ -1,5 +1,6 @@
 """Sampling (UL Algorithm 2), export, the `ulvideo` CLI and the end-to-end demo."""
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -38,7 +39,7 @@ def test_sampler_is_deterministic_under_a_seed(pipeline):
     labels = torch.tensor([1, 2, 3])
     a = generate(ul, base, 3, 5, 16, cfg, labels=labels)
     b = generate(ul, base, 3, 5, 16, cfg, labels=labels)
-    c = generate(ul, base, 3, 5, 16, SamplingConfig(**{**cfg.__dict__, "seed": 8}), labels=labels)
+    c = generate(ul, base, 3, 5, 16, dataclasses.replace(cfg, seed=8), labels=labels)
     assert a.shape == (3, 3, 5, 16, 16)
     assert torch.equal(a, b)
     assert (a - c).abs().mean() > 1e-3

@@ -7,7 +7,7 @@ prediction) -> samples -> reconstructions -> metrics.json, a loss plot and a sum
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -108,7 +108,7 @@ def run_demo(config: DemoConfig) -> dict:
             n,
             FRAMES,
             RESOLUTION,
-            SamplingConfig(**{**asdict(sampling), "cfg_scale": 1.0}),
+            replace(sampling, cfg_scale=1.0),
             labels=torch.full((n,), base.num_classes),
         ),
         "frame_prediction": generate(

@@ -3,7 +3,7 @@
 Classifier-free guidance for class labels and frame prediction from given context frames.
 """
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -116,7 +116,7 @@ def generate(
         if context is not None:
             ul.validate_video(context[sl])
             ctx_latents = ul.encode(context[sl].to(device))
-        batch_cfg = SamplingConfig(**{**asdict(cfg), "batch_size": n})
+        batch_cfg = replace(cfg, batch_size=n)
         z0 = sample_z0(
             ul, base, shape, batch_cfg, labels=y, context_latents=ctx_latents, generator=generator
         )
@@ -140,7 +140,7 @@ def frame_predictor(ul, base, cfg: SamplingConfig):
 
     def predict(context: Tensor, num_frames: int, labels: Tensor) -> Tensor:
         seed = int(torch.randint(0, 2**62, ()))
-        run = SamplingConfig(**{**asdict(cfg), "seed": seed, "batch_size": len(context)})
+        run = replace(cfg, seed=seed, batch_size=len(context))
         y = labels.long() if base.num_classes else None
         res = context.shape[-1]
         video = generate(ul, base, len(context), num_frames, res, run, labels=y, context=context)
