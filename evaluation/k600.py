@@ -1,5 +1,7 @@
 """Kinetics-600 frame prediction FVD (UL_METHOD §8): condition on 5 real frames, generate the rest,
-and score the first 16 frames against the real clips; 50,000 samples; mean ± std over groups.
+and score the first 16 frames against the real clips under the `magvit-k600` FVD protocol by
+default (evaluation.fvd): MAGVIT's 64x64-then-224x224 TF 1.x resize, 50,000 samples, mean ± std
+over 4 groups.
 
 The protocol is independent of how videos are generated. `generate(context, num_frames, labels)`
 receives `B x 3 x 5 x H x W` real context frames in [-1, 1], the clip length T and the class labels,
@@ -20,9 +22,19 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from .frechet import FeatureStats
-from .fvd import NUM_FRAMES, default_i3d, embed, fvd_report, module_device, protocol_settings
+from .fvd import (
+    PROTOCOLS,
+    Protocol,
+    default_i3d,
+    embed,
+    fvd_report,
+    get_protocol,
+    module_device,
+    protocol_settings,
+)
 
 CONTEXT_FRAMES = 5
+DEFAULT_PROTOCOL = "magvit-k600"
 Generate = Callable[[Tensor, int, Tensor], Tensor]
 
 
@@ -52,23 +64,27 @@ def check_clips(batch, context_frames: int, num_frames: int) -> None:
 def frame_prediction_features(
     generate: Generate,
     dataset: Dataset,
-    num_samples: int = 50_000,
-    groups: int = 1,
+    num_samples: int | None = None,
+    groups: int | None = None,
     batch_size: int = 16,
     accelerator=None,
     context_frames: int = CONTEXT_FRAMES,
-    num_frames: int = NUM_FRAMES,
-    intermediate_size: int | None = None,
+    protocol: Protocol | str = DEFAULT_PROTOCOL,
     i3d: nn.Module | None = None,
     seed: int = 0,
     num_workers: int = 0,
 ) -> tuple[Tensor, Tensor]:
     """(real `N x D`, generated `groups * N x D`) float64 features in dataset order, on every
-    process.
+    process; `num_samples` and `groups` default to the protocol's.
 
     Sample i is clip `i % len(dataset)`; each group generates from the same N clips again, with
     the global torch seed set to `seed + group * num_processes + rank` before it starts.
     """
+    protocol = get_protocol(protocol)
+    num_samples = protocol.num_samples if num_samples is None else num_samples
+    groups = protocol.groups if groups is None else groups
+    if num_samples is None:
+        raise ValueError(f"protocol {protocol.name!r} fixes no sample count: pass num_samples")
     if num_samples < 2 or groups < 1:
         raise ValueError(f"need num_samples >= 2 and groups >= 1, got {num_samples} and {groups}")
     if len(dataset) == 0:
@@ -86,7 +102,7 @@ def frame_prediction_features(
     for group in range(groups):
         torch.manual_seed(seed + group * world + rank)
         for batch in loader:
-            check_clips(batch, context_frames, num_frames)
+            check_clips(batch, context_frames, protocol.num_frames)
             video, labels = batch[0].to(module_device(i3d)), batch[1]
             with torch.no_grad():
                 generated = generate(video[:, :, :context_frames], video.shape[2], labels)
@@ -95,22 +111,21 @@ def frame_prediction_features(
                     f"generate returned {list(generated.shape)} for clips of {list(video.shape)}: "
                     "it must return whole clips, context frames included"
                 )
-            fake.append(gather(embed(generated, i3d, num_frames, intermediate_size)).cpu())
+            fake.append(gather(embed(generated, i3d, protocol)).cpu())
             if group == 0:
-                real.append(gather(embed(video, i3d, num_frames, intermediate_size)).cpu())
+                real.append(gather(embed(video, i3d, protocol)).cpu())
     return torch.cat(real), torch.cat(fake)
 
 
 def frame_prediction_fvd(
     generate: Generate,
     dataset: Dataset,
-    num_samples: int = 50_000,
-    groups: int = 1,
+    num_samples: int | None = None,
+    groups: int | None = None,
     batch_size: int = 16,
     accelerator=None,
     context_frames: int = CONTEXT_FRAMES,
-    num_frames: int = NUM_FRAMES,
-    intermediate_size: int | None = None,
+    protocol: Protocol | str = DEFAULT_PROTOCOL,
     i3d: nn.Module | None = None,
     seed: int = 0,
     num_workers: int = 0,
@@ -118,18 +133,21 @@ def frame_prediction_fvd(
 ) -> dict:
     """The K600 frame prediction FVD of `generate` (module doc); writes the JSON report on the main
     process if `report_path` is given. Each group is compared with the features of the same N real
-    clips; the report has fvd (the mean over groups), fvd_std, fvd_groups and the protocol."""
+    clips; the report has fvd (the mean over groups), fvd_std, fvd_groups, the protocol and the
+    run's deviations from it (`num_samples` and `groups` default to the protocol's)."""
+    protocol = get_protocol(protocol)
+    num_samples = protocol.num_samples if num_samples is None else num_samples
+    groups = protocol.groups if groups is None else groups
     i3d = default_i3d() if i3d is None else i3d
     real, fake = frame_prediction_features(
         generate, dataset, num_samples, groups, batch_size, accelerator, context_frames,
-        num_frames, intermediate_size, i3d, seed, num_workers,
+        protocol, i3d, seed, num_workers,
     )  # fmt: skip
     reference = FeatureStats.from_features(real)  # every group against the same real clips
+    settings = protocol_settings(i3d, protocol)
     report = {
         "task": "kinetics600_frame_prediction",
-        **fvd_report(
-            reference, fake, groups, protocol_settings(i3d, num_frames, intermediate_size)
-        ),
+        **fvd_report(reference, fake, groups, settings, num_samples),
         "num_samples": num_samples,
         "dataset_size": len(dataset),
         "context_frames": context_frames,
@@ -158,9 +176,11 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--checkpoint", required=True, help="a stage-2 export (run/final)")
     parser.add_argument("--data_root", required=True, help="Kinetics-600 with its test split")
-    parser.add_argument("--num_samples", type=int, default=50_000)
-    parser.add_argument("--groups", type=int, default=1)
-    parser.add_argument("--intermediate_size", type=int, default=None, help="64: MAGVIT's resize")
+    parser.add_argument(
+        "--protocol", default=DEFAULT_PROTOCOL, choices=PROTOCOLS, help="the FVD protocol"
+    )
+    parser.add_argument("--num_samples", type=int, help="per group (default: the protocol's)")
+    parser.add_argument("--groups", type=int, help="default: the protocol's")
     parser.add_argument("--resolution", type=int, default=128, help="the protocol's 128 px")
     parser.add_argument("--out", default="k600_fvd.json")
     add_dataclass_arguments(parser, SamplingConfig)
@@ -180,7 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
         groups=args.groups,
         batch_size=sampling.batch_size,
         accelerator=accelerator,
-        intermediate_size=args.intermediate_size,
+        protocol=args.protocol,
         seed=sampling.seed,
         report_path=args.out,
     )

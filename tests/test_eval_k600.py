@@ -6,13 +6,14 @@ import os
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
-from test_eval_fvd import pooled_features
+from test_eval_fvd import MustNotRun, pooled_features
 
-from evaluation.fvd import video_features
+from evaluation.fvd import PROTOCOLS, video_features
 from evaluation.k600 import frame_prediction_features, frame_prediction_fvd
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,6 +63,7 @@ def test_an_oracle_scores_zero_and_copying_the_last_frame_does_not(tmp_path):
         oracle,
         dataset,
         num_samples=6,
+        groups=1,
         batch_size=4,
         i3d=pooled_features(),
         report_path=tmp_path / "r.json",
@@ -70,7 +72,12 @@ def test_an_oracle_scores_zero_and_copying_the_last_frame_does_not(tmp_path):
     assert report["fvd"] == pytest.approx(0, abs=1e-9)
     assert json.loads((tmp_path / "r.json").read_text()) == report
     assert report["num_samples"] == 6 and report["context_frames"] == 5
-    assert report["protocol"]["num_frames"] == 16
+    assert report["protocol"]["name"] == "magvit-k600"  # the default: MAGVIT's 64 px path
+    assert report["protocol"]["sizes"] == [64, 224] and report["protocol"]["num_frames"] == 16
+    assert report["protocol_deviations"] == [
+        "6 samples, the protocol fixes 50000",
+        "1 groups, the protocol fixes 4",
+    ]
 
     copied = frame_prediction_fvd(
         copy_last_context_frame, dataset, num_samples=6, i3d=pooled_features()
@@ -84,11 +91,33 @@ def test_features_follow_dataset_order_cycling_past_its_end():
         shifted_copy, dataset, num_samples=10, groups=2, batch_size=4, i3d=pooled_features()
     )
     videos = torch.stack([dataset[i % 6][0] for i in range(10)])
-    torch.testing.assert_close(real, video_features(videos, pooled_features()), rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        real, video_features(videos, pooled_features(), "magvit-k600"), rtol=0, atol=1e-12
+    )
     generated = shifted_copy(videos[:, :, :5], 17, torch.arange(10) % 6)
-    expected = video_features(generated, pooled_features())
+    expected = video_features(generated, pooled_features(), "magvit-k600")
     assert fake.shape == (20, 48)
     torch.testing.assert_close(fake, torch.cat([expected, expected]), rtol=0, atol=1e-12)
+
+
+def test_sample_count_and_groups_default_to_the_protocols():
+    small = replace(PROTOCOLS["magvit-k600"], num_samples=6, groups=2)
+    report = frame_prediction_fvd(
+        shifted_copy, clip_dataset(), protocol=small, i3d=pooled_features()
+    )
+    assert (
+        report["num_samples"] == 6 and report["num_fake"] == 12 and len(report["fvd_groups"]) == 2
+    )
+    assert report["protocol_deviations"] == [
+        "6 samples, the protocol fixes 50000",
+        "2 groups, the protocol fixes 4",
+    ]
+    direct = frame_prediction_fvd(
+        shifted_copy, clip_dataset(), 6, 2, protocol="tfgan", i3d=pooled_features()
+    )
+    assert direct["protocol"]["sizes"] == [224] and direct["fvd"] != report["fvd"]
+    with pytest.raises(ValueError, match="'tfgan' fixes no sample count: pass num_samples"):
+        frame_prediction_fvd(shifted_copy, clip_dataset(), protocol="tfgan", i3d=MustNotRun())
 
 
 def test_protocol_errors_name_the_problem():

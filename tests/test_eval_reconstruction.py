@@ -123,6 +123,11 @@ def test_evaluate_stage1_reports_the_metrics_of_the_reconstructions():
     assert report["bits_per_pixel"] == pytest.approx(float(((videos[:5] + 1) / 4).mean()), rel=1e-6)
     assert 15 < report["psnr"] < 40 and 0.2 < report["ssim"] < 1
     assert report["rfvd"] > 0 and report["rfvd_protocol"]["num_frames"] == 16
+    assert report["rfvd_protocol"]["name"] == "tfgan"
+    via_64 = evaluate_stage1(
+        model, dataset, 5, 2, 7, i3d=pooled_features(), protocol="magvit-k600"
+    )  # the same reconstructions, through MAGVIT's 64 px step
+    assert via_64["rfvd_protocol"]["sizes"] == [64, 224] and via_64["psnr"] == report["psnr"]
 
     perfect = evaluate_stage1(
         PoolingAutoencoder(lossless=True), list(videos), 4, i3d=pooled_features()
@@ -143,7 +148,7 @@ def test_evaluate_stage1_checks_its_inputs_first():
         evaluate_stage1(MustNotEncode(), short, num_videos=4)
 
 
-def test_cli_evaluates_a_stage1_checkpoint_on_a_dataset(tmp_path, capsys):
+def test_cli_evaluates_a_stage1_checkpoint_on_a_dataset(tmp_path, capsys, monkeypatch):
     from evaluation.reconstruction import main
     from ulvideo.models import get_preset
     from ulvideo.ul import UnifiedLatents
@@ -164,3 +169,6 @@ def test_cli_evaluates_a_stage1_checkpoint_on_a_dataset(tmp_path, capsys):
     assert (
         math.isfinite(report["psnr"]) and -1 <= report["ssim"] <= 1 and report["bits_per_pixel"] > 0
     )
+    monkeypatch.setattr("evaluation.reconstruction.load_i3d", lambda weights: pooled_features())
+    scored = main([*args, "--decode-steps", "2", "--rfvd", "--protocol", "stylegan-v"])
+    assert scored["rfvd_protocol"]["name"] == "stylegan-v" and scored["rfvd"] > 0

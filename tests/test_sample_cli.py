@@ -214,6 +214,7 @@ def test_k600_protocol_from_a_stage2_export(pipeline, tmp_path):
         ]  # fmt: skip
     )
     assert report["num_samples"] == 2 and len(report["fvd_groups"]) == 2
+    assert report["protocol"]["name"] == "magvit-k600"  # the default
     assert all(math.isfinite(v) and v > 0 for v in report["fvd_groups"])
     assert report["fvd_groups"][0] != report["fvd_groups"][1]  # independent noise per group
     assert json.loads((tmp_path / "report.json").read_text())["fvd"] == report["fvd"]

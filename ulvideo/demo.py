@@ -174,14 +174,16 @@ def _fvd(config: DemoConfig, real, recon, samples) -> dict:
         i3d = load_i3d()
     except FileNotFoundError as err:
         return {"skipped": str(err)}
-    protocol = protocol_settings(i3d, num_frames=16, intermediate_size=None)
-    real_features = video_features(real, i3d)  # the first 16 frames, as the FVD protocol takes
+    protocol = protocol_settings(i3d, "tfgan")
+    real_features = video_features(real, i3d, "tfgan")  # the first 16 frames, as FVD takes
     sets = {"rfvd": recon, **samples}
     result = {
-        k: fvd_report(real_features, video_features(v, i3d), 1, protocol)["fvd"]
+        k: fvd_report(real_features, video_features(v, i3d, "tfgan"), 1, protocol, len(v))["fvd"]
         for k, v in sets.items()
     }
-    result["note"] = f"{len(real)} videos per set: far too few for leaderboard numbers (50,000)"
+    result["note"] = (
+        f"FVD protocol tfgan; {len(real)} videos per set: far too few for leaderboard numbers"
+    )
     return result
 
 
