@@ -12,6 +12,7 @@ EXPORTS = {
     "frechet_distance": "frechet",
     "grouped_distance": "frechet",
     "stats_distance": "frechet",
+    "PROTOCOLS": "fvd",
     "compute_fvd": "fvd",
     "preprocess": "fvd",
     "video_features": "fvd",
