@@ -26,7 +26,7 @@ def _read_video(path, frames: int, resolution: int) -> torch.Tensor:
         raise ValueError(
             f"{path} has {available} frames; --frames {frames} needs at least that many"
         )
-    return clip_transform(read_clip(path, 0, frames), resolution, train=False, rng=None)[None]
+    return clip_transform(read_clip(path, 0, frames), resolution)[None]
 
 
 def cmd_demo(args) -> None:
