@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--input", default=None, help="a video file or a folder of .mp4 files")
     e.add_argument(
-        "--data", default=None, help="a dataset name (demo, kinetics600, imagenet): shards"
+        "--data", default=None, help="a dataset name (demo, kinetics600, imagenet, videos): shards"
     )
     e.add_argument("--data_root", default=None)
     e.add_argument("--split", default="train")

@@ -1,4 +1,5 @@
-"""Video data: decoding (decord | PyAV), Kinetics-600, image folders as 1-frame videos, demo digits."""
+"""Video data: decoding (decord | PyAV), Kinetics-600, any folder of videos, image folders as
+1-frame videos, demo digits."""
 
 from .bad_files import BadFiles, BadFileWarning, TooManyBadFilesError
 from .clips import ClipSampling, VideoClips
@@ -16,6 +17,7 @@ from .transforms import (
     resize_short_side,
 )
 from .video_io import VideoReadError, available_backends, read_clip, video_info, write_video
+from .videos import VideoFolder
 
 __all__ = [
     "DATASETS",
@@ -29,6 +31,7 @@ __all__ = [
     "TooManyBadFilesError",
     "VideoClips",
     "VideoEntry",
+    "VideoFolder",
     "VideoReadError",
     "adm_center_crop",
     "available_backends",

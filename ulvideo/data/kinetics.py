@@ -8,8 +8,8 @@ from pathlib import Path
 
 from .clips import VideoClips
 from .folders import SPLITS, class_folder_files, subdirs
+from .video_io import VIDEO_EXTENSIONS
 
-VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov")
 CSV_COLUMNS = ("youtube_id", "time_start", "time_end")
 
 
