@@ -201,9 +201,10 @@ def test_list_file_with_class_names_and_a_missing_video(tmp_path):
 UCF_CLASSES = ["ApplyEyeMakeup", "Basketball", "YoYo"]
 
 
-def ucf_tree(root):
+def ucf_tree(root, listed_but_missing=True):
     """UCF-101's layout: UCF-101/<class>/v_<class>_gNN_cMM.avi and ucfTrainTestlist/ with
-    classInd.txt, trainlist01.txt (1-based labels, CRLF) and testlist01.txt (no labels)."""
+    classInd.txt, trainlist01.txt (1-based labels, CRLF; a missing video listed if
+    listed_but_missing) and testlist01.txt (no labels)."""
     videos, lists = root / "UCF-101", root / "ucfTrainTestlist"
     train, test = [], []
     for label, name in enumerate(UCF_CLASSES):
@@ -216,7 +217,8 @@ def ucf_tree(root):
         "".join(f"{i} {name}\r\n" for i, name in enumerate(UCF_CLASSES, 1))
     )
     train_lines = [f"{p} {UCF_CLASSES.index(p.split('/')[0]) + 1}" for p in train]
-    train_lines.append("YoYo/v_YoYo_g09_c01.avi 3")  # listed, never extracted
+    if listed_but_missing:
+        train_lines.append("YoYo/v_YoYo_g09_c01.avi 3")  # listed, never extracted
     (lists / "trainlist01.txt").write_text("\r\n".join(train_lines) + "\r\n")
     (lists / "testlist01.txt").write_text("\r\n".join(test) + "\r\n")
     return videos, lists
