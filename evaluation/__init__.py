@@ -1,4 +1,5 @@
-"""Evaluation: I3D, Fréchet statistics, FVD, the Kinetics-600 frame prediction protocol, PSNR/SSIM.
+"""Evaluation: I3D, Fréchet statistics, FVD, the Kinetics-600 frame prediction and UCF-101
+class-conditional protocols, PSNR/SSIM.
 
 It reads videos (tensors, files) and models through ulvideo's public API only, so it can score any
 model's samples. Names load lazily, so that `python -m evaluation.fvd` (and `.reconstruction`) run
@@ -23,6 +24,7 @@ EXPORTS = {
     "evaluate_stage1": "reconstruction",
     "psnr": "reconstruction",
     "ssim": "reconstruction",
+    "ucf101_real_clips": "ucf101",
 }
 __all__ = sorted(EXPORTS)
 

@@ -5,27 +5,19 @@
     python recipes/kinetics600_stage1.py --preset tiny --data demo   # CPU smoke run, minutes
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from ulvideo.train import TrainConfig, parse_config, train
+from video_defaults import VideoStage1
+
+from ulvideo.train import parse_config, train
 
 
 @dataclass
-class Kinetics600Stage1(TrainConfig):
+class Kinetics600Stage1(VideoStage1):
     """K600 stage 1: 17 frames at 128x128, 4x8x8 causal compression."""
 
-    stage: int = 1
-    preset: str = "small"
-    model: dict = field(default_factory=lambda: {"spatial_downsample": 8, "temporal_downsample": 4})
     output_dir: str = "runs/k600_stage1"
     data: str = "kinetics600"
-    frames: int = 17
-    resolution: int = 128
-    batch_size: int = 32
-    lr: float = 1e-4
-    warmup_steps: int = 5000
-    max_steps: int = 300_000
-    mixed_precision: str = "bf16"
 
 
 if __name__ == "__main__":

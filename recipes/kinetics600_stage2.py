@@ -8,26 +8,19 @@
 
 from dataclasses import dataclass
 
-from ulvideo.train import TrainConfig, parse_config, train
+from video_defaults import VideoStage2
+
+from ulvideo.train import parse_config, train
 
 
 @dataclass
-class Kinetics600Stage2(TrainConfig):
+class Kinetics600Stage2(VideoStage2):
     """K600 stage 2: 5 context frames = 2 causal latent frames, given clean, outside the loss."""
 
-    stage: int = 2
-    preset: str = "medium"
     output_dir: str = "runs/k600_stage2"
     data: str = "kinetics600"
-    frames: int = 17
-    resolution: int = 128
     context_frames: int = 2
     context_prob: float = 1.0
-    batch_size: int = 64
-    lr: float = 1e-4
-    warmup_steps: int = 5000
-    max_steps: int = 500_000
-    mixed_precision: str = "bf16"
 
 
 if __name__ == "__main__":

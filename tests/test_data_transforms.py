@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from ulvideo.data import center_crop, clip_transform, item_rng, random_crop_flip, resize_short_side
+from ulvideo.data import (
+    center_crop,
+    clip_transform,
+    item_rng,
+    random_crop,
+    random_flip,
+    resize_short_side,
+)
 from ulvideo.data.transforms import as_frames, to_video_tensor
 
 
@@ -51,11 +58,12 @@ def test_center_crop_takes_the_middle_window():
     torch.testing.assert_close(center_crop(video, 6), video[..., 2:8, 4:10])
 
 
-def test_random_crop_flip_covers_every_offset_and_both_orientations():
+def test_random_crop_and_flip_cover_every_offset_and_both_orientations():
     video = torch.arange(8 * 12.0).reshape(1, 1, 8, 12)
     seen = set()
     for index in range(400):
-        crop = random_crop_flip(video, 8, item_rng(0, 0, index))
+        rng = item_rng(0, 0, index)
+        crop = random_flip(random_crop(video, 8, rng), rng)
         flipped = bool(crop[0, 0, 0, 0] > crop[0, 0, 0, -1])
         left = int(crop[0, 0, 0].min())  # the smallest column of the window
         window = video[..., left : left + 8]
@@ -72,7 +80,7 @@ def test_item_rng_is_a_function_of_seed_epoch_and_index():
 
 def test_clip_transform_evaluation_and_training():
     frames = np.random.default_rng(0).integers(0, 256, (5, 36, 64, 3), dtype=np.uint8)
-    evaluation = clip_transform(frames, 32, train=False, rng=item_rng(0, 0, 0))
+    evaluation = clip_transform(frames, 32)
     assert evaluation.shape == (3, 5, 32, 32) and evaluation.dtype == torch.float32
     assert evaluation.min() >= -1 and evaluation.max() <= 1
     # Reference in float: resize the 36 x 64 frames to 32 x 57, take columns 12 .. 43.
@@ -83,9 +91,11 @@ def test_clip_transform_evaluation_and_training():
     torch.testing.assert_close(evaluation, reference, atol=1.01 / 127.5, rtol=0)  # one uint8 level
     full = full.permute(1, 0, 2, 3) / 127.5 - 1
     for index in range(10):
-        training = clip_transform(frames, 32, train=True, rng=item_rng(0, 0, index))
+        training = clip_transform(frames, 32, item_rng(0, 0, index), crop="random", flip=True)
         windows = [full[..., left : left + 32] for left in range(full.shape[-1] - 31)]
         closest = min(
             min((training - w).abs().max(), (training - w.flip(-1)).abs().max()) for w in windows
         )
         assert closest <= 1.01 / 127.5
+    with pytest.raises(ValueError, match="unknown crop 'middle'"):
+        clip_transform(frames, 32, crop="middle")

@@ -1,6 +1,7 @@
 """Every recipe runs on the embedded demo data with `--preset tiny --data demo`."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,38 +13,81 @@ from ulvideo.train.metrics import read_metrics
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["--preset", "tiny", "--data", "demo", "--max_steps", "2", "--batch_size", "2",
          "--eval_every", "1000", "--num_workers", "0", "--log_every", "1"]  # fmt: skip
+# Recipes run as scripts: put this checkout first on the path, not an installed copy of ulvideo.
+ENV = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+}
 
 
 def run_recipe(name: str, *args: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, str(ROOT / "recipes" / f"{name}.py"), *QUICK, *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
 
-@pytest.mark.parametrize("dataset", ["kinetics600", "imagenet512"])
-def test_recipe_pair_runs_on_demo_data(tmp_path, dataset):
-    s1, s2 = tmp_path / "stage1", tmp_path / "stage2"
-    run_recipe(f"{dataset}_stage1", "--output_dir", str(s1))
-    run_recipe(
-        f"{dataset}_stage2", "--output_dir", str(s2), "--stage1_checkpoint", str(s1 / "final")
-    )
+CAUSAL_4X8X8 = {"temporal_downsample": 4, "spatial_downsample": 8}
+# Each recipe pair: its stage-1 model settings that survive the demo overrides, the base model's
+# classes on the demo's 10 digits (0: not class-conditional), and extra flags.
+RECIPE_PAIRS = {
+    "kinetics600": (CAUSAL_4X8X8, 0, []),
+    "imagenet512": ({"spatial_downsample": 16, "latent_channels": 32}, 10, []),
+    "ucf101": (CAUSAL_4X8X8, 10, ["--mixed_precision", "no"]),
+}
+
+
+def check_pair(s1, s2, model_settings, num_classes):
     for run in (s1, s2):
         records = [r for r in read_metrics(run) if "loss" in r]
         assert [r["step"] for r in records] == [1, 2]
         assert all(r["loss"] is not None and r["loss"] > 0 for r in records)
     config = json.loads((s1 / "final" / "ul" / "config.json").read_text())["config"]
-    if dataset == "kinetics600":  # the recipe's 4x8x8 compression survives the demo overrides
-        assert (config["temporal_downsample"], config["spatial_downsample"]) == (4, 8)
-    else:  # ImageNet: 16x spatial, 32 latent channels, one-frame videos
-        assert (config["spatial_downsample"], config["latent_channels"]) == (16, 32)
+    assert {name: config[name] for name in model_settings} == model_settings
     base = json.loads((s2 / "final" / "base" / "config.json").read_text())["config"]
-    assert base["num_classes"] == (10 if dataset == "imagenet512" else 0)
+    assert base["num_classes"] == num_classes
+
+
+@pytest.mark.parametrize("dataset", RECIPE_PAIRS)
+def test_recipe_pair_runs_on_demo_data(tmp_path, dataset):
+    model_settings, num_classes, flags = RECIPE_PAIRS[dataset]
+    s1, s2 = tmp_path / "stage1", tmp_path / "stage2"
+    run_recipe(f"{dataset}_stage1", "--output_dir", str(s1), *flags)
+    run_recipe(
+        f"{dataset}_stage2",
+        *("--output_dir", str(s2), "--stage1_checkpoint", str(s1 / "final"), *flags),
+    )
+    check_pair(s1, s2, model_settings, num_classes)
+
+
+def test_videos_recipes_train_on_a_folder_of_videos(tmp_path):
+    from test_data_video import coded_frames
+
+    from ulvideo.data import write_video
+
+    footage = tmp_path / "footage"
+    footage.mkdir()
+    for i in range(3):  # a flat folder: unlabelled
+        write_video(footage / f"take{i}.mp4", coded_frames(20, clip_id=i))
+    data = ["--data", "videos", "--data_root", str(footage), "--resolution", "32"]
+    flags = [*data, "--mixed_precision", "no", "--target_fps", "12.5"]  # 25 fps: every 2nd frame
+    s1, s2 = tmp_path / "stage1", tmp_path / "stage2"
+    run_recipe("videos_stage1", "--output_dir", str(s1), "--frames", "9", *flags)
+    run_recipe(
+        "videos_stage2",
+        *("--output_dir", str(s2), "--stage1_checkpoint", str(s1 / "final"), "--frames", "9"),
+        *flags,
+    )
+    check_pair(s1, s2, CAUSAL_4X8X8, 0)
+    saved = json.loads((footage / ".ulvideo" / "manifest-train.json").read_text())
+    assert sorted(row[:3] for row in saved["entries"]) == [
+        [f"take{i}.mp4", 20, 25.0] for i in range(3)
+    ]
 
 
 def test_recipe_reports_bad_flags_before_training(tmp_path):
     cmd = [sys.executable, str(ROOT / "recipes" / "kinetics600_stage1.py"), "--data", "kinetics600",
            "--data_root", str(tmp_path / "missing"), "--output_dir", str(tmp_path / "run")]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
     assert proc.returncode != 0 and "does not exist" in proc.stderr
     assert not (tmp_path / "run").exists()

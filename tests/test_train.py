@@ -187,7 +187,7 @@ def test_two_processes_gloo_identical_weights(tmp_path):
         "rank, world = r.accelerator.process_index, r.accelerator.num_processes\n"
         f"open(r'{tmp_path}/rank%d.json' % rank, 'w').write(json.dumps({{'world': world, 'hash': h.hexdigest()}}))\n"
     )
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script),

@@ -26,7 +26,7 @@ def _read_video(path, frames: int, resolution: int) -> torch.Tensor:
         raise ValueError(
             f"{path} has {available} frames; --frames {frames} needs at least that many"
         )
-    return clip_transform(read_clip(path, 0, frames), resolution, train=False, rng=None)[None]
+    return clip_transform(read_clip(path, 0, frames), resolution)[None]
 
 
 def cmd_demo(args) -> None:
@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--input", default=None, help="a video file or a folder of .mp4 files")
     e.add_argument(
-        "--data", default=None, help="a dataset name (demo, kinetics600, imagenet): shards"
+        "--data", default=None, help="a dataset name (demo, kinetics600, imagenet, videos): shards"
     )
     e.add_argument("--data_root", default=None)
     e.add_argument("--split", default="train")

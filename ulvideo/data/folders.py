@@ -14,25 +14,26 @@ def subdirs(path: Path) -> list[Path]:
 
 
 def class_folder_files(
-    root: Path, split: str, extensions: Iterable[str]
+    root: Path, split: str | None, extensions: Iterable[str], recursive: bool = False
 ) -> tuple[list[tuple[str, int]], list[str]]:
-    """``([(path relative to root, label), ...], classes)`` of the files with these extensions in
-    ``root/split/<class>/``, plus files directly in ``root/split`` with label -1.
+    """``([(path relative to root, label), ...], classes)`` of the visible files with these
+    extensions in ``root/split/<class>/`` (with ``recursive``, at any depth below it), plus files
+    directly in ``root/split`` with label -1. Split None: ``root`` itself holds the class folders.
 
     Classes are the sorted folder names of all splits, so indices agree across splits.
     """
     extensions = {e.lower() for e in extensions}
-    classes = sorted(
-        {p.name for s in {*SPLITS, split} if (root / s).is_dir() for p in subdirs(root / s)}
-    )
-    split_dir = root / split
+    split_dir = root if split is None else root / split
+    split_dirs = [root] if split is None else [root / s for s in {*SPLITS, split}]
+    classes = sorted({p.name for d in split_dirs if d.is_dir() for p in subdirs(d)})
     folders = [(split_dir, -1)] + [(split_dir / n, i) for i, n in enumerate(classes)]
     candidates = [
         (file.relative_to(root).as_posix(), label)
         for folder, label in folders
         if folder.is_dir()
-        for file in sorted(folder.iterdir())
+        for file in sorted(folder.rglob("*") if recursive and label >= 0 else folder.iterdir())
         if file.is_file() or file.is_symlink()
         if file.suffix.lower() in extensions
+        if not any(part.startswith(".") for part in file.relative_to(folder).parts)
     ]
     return candidates, classes

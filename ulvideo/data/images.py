@@ -11,7 +11,7 @@ from PIL import Image
 
 from .bad_files import BadFiles, FileDataset
 from .folders import class_folder_files
-from .transforms import to_video_tensor
+from .transforms import random_flip, to_video_tensor
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
 
@@ -63,4 +63,4 @@ class ImageFolder(FileDataset):
     def _load(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
         with Image.open(self.paths[index]) as image:  # OSError: missing, unidentified, truncated
             video = to_video_tensor(adm_center_crop(image, self.resolution)[None])
-        return (video.flip(-1) if self.train and rng.random() < 0.5 else video), self.labels[index]
+        return (random_flip(video, rng) if self.train else video), self.labels[index]

@@ -6,16 +6,10 @@ import csv
 import os
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from .bad_files import BadFiles, FileDataset
+from .clips import VideoClips
 from .folders import SPLITS, class_folder_files, subdirs
-from .manifest import default_manifest_paths, load_or_build_manifest
-from .transforms import clip_transform
-from .video_io import VideoReadError, read_clip, resolve_backend
+from .video_io import VIDEO_EXTENSIONS
 
-VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov")
 CSV_COLUMNS = ("youtube_id", "time_start", "time_end")
 
 
@@ -94,17 +88,10 @@ def _official(root: Path, split: str, csv_path: Path) -> tuple[list[tuple[str, i
     return candidates, classes
 
 
-class Kinetics600(FileDataset):
-    """Kinetics-600 clips as ``(video, label)``: float32 ``3 x frames x resolution x resolution`` in
-    [-1, 1] and the class index (-1 if unlabelled).
-
-    Training (default for split "train") takes a random start, random crop and flip; evaluation a
-    centred start and centre crop. Randomness depends on (seed, epoch, index) only; call
-    ``set_epoch`` each epoch. Missing, corrupt and too-short videos are skipped with a warning and
-    listed in ``bad_files``; more than ``max_bad_fraction`` of them raises TooManyBadFilesError.
-    The index is cached in a manifest (``manifest`` path, default under root, else the user cache);
-    under several processes build it on one first (``with accelerator.main_process_first():``).
-    """
+class Kinetics600(VideoClips):
+    """Kinetics-600 clips as ``(video, label)``, from ``root`` in the official layout or one folder
+    per class (see ``layout_help``). Every other option is VideoClips's: clip sampling, bad files,
+    the manifest cache."""
 
     def __init__(
         self,
@@ -112,48 +99,11 @@ class Kinetics600(FileDataset):
         split: str = "train",
         frames: int = 17,
         resolution: int = 128,
-        stride: int = 1,
-        train: bool | None = None,
-        backend: str | None = None,
-        max_bad_fraction: float = 0.01,
-        manifest: str | os.PathLike | None = None,
-        seed: int = 0,
+        **options,
     ):
         if split not in SPLITS:
             raise ValueError(f"unknown Kinetics-600 split {split!r}: use one of {SPLITS}")
-        if frames < 1 or resolution < 1 or stride < 1:
-            raise ValueError(
-                f"need frames, resolution, stride >= 1, got {frames}, {resolution}, {stride}"
-            )
-        self.backend = resolve_backend(backend)
-        self.root = Path(root)
-        self.split, self.frames, self.resolution, self.stride = split, frames, resolution, stride
-        self.train = split == "train" if train is None else train
-        self.seed, self.epoch = seed, 0
-        candidates, self.classes = find_videos(self.root, split)
-        cache_paths = (
-            [Path(manifest)] if manifest is not None else default_manifest_paths(root, split)
-        )
-        self._bad = BadFiles(len(candidates), max_bad_fraction, "video")
-        index = load_or_build_manifest(self.root, candidates, cache_paths, self.backend)
-        for relative, reason in index.bad.items():
-            self._bad.add(str(self.root / relative), reason)
-        span = (frames - 1) * stride + 1
-        self.entries = []
-        for entry in index.entries:
-            if entry.num_frames >= span:
-                self.entries.append(entry)
-            else:
-                reason = f"too short: {entry.num_frames} frames, a clip needs {span}"
-                self._bad.add(str(self.root / entry.path), reason)
-        self._bad.check()
-        self.paths = [str(self.root / entry.path) for entry in self.entries]
+        super().__init__(root, split, frames, resolution, **options)
 
-    read_errors = VideoReadError
-
-    def _load(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
-        entry = self.entries[index]
-        last_start = entry.num_frames - (self.frames - 1) * self.stride - 1
-        start = int(rng.integers(0, last_start + 1)) if self.train else last_start // 2
-        frames = read_clip(self.paths[index], start, self.frames, self.stride, self.backend)
-        return clip_transform(frames, self.resolution, self.train, rng), entry.label
+    def _find_videos(self) -> tuple[list[tuple[str, int]], list[str]]:
+        return find_videos(self.root, self.split)

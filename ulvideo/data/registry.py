@@ -1,4 +1,5 @@
-"""Build a dataset by name: the demo digits, Kinetics-600 or an ImageNet-layout image folder."""
+"""Build a dataset by name: the demo digits, Kinetics-600, an ImageNet-layout image folder or any
+folder of videos."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from torch.utils.data import Dataset
 from .demo import MovingDigits
 from .images import ImageFolder
 from .kinetics import Kinetics600
+from .videos import VideoFolder
 
-DATASETS = ("demo", "kinetics600", "imagenet")
+DATASETS = ("demo", "kinetics600", "imagenet", "videos")
 
 
 def build_dataset(
@@ -31,6 +33,8 @@ def build_dataset(
         raise ValueError(f"dataset {name!r} needs root: the folder of your local copy")
     if name == "kinetics600":
         return Kinetics600(root, split=split, frames=frames, resolution=resolution, **kwargs)
+    if name == "videos":
+        return VideoFolder(root, split=split, frames=frames, resolution=resolution, **kwargs)
     if frames != 1:
         raise ValueError(
             f"dataset 'imagenet' holds images, i.e. 1-frame videos; got frames={frames}"

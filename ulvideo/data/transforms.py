@@ -63,22 +63,39 @@ def center_crop(frames: torch.Tensor, size: int) -> torch.Tensor:
     return crop(frames, (height - size) // 2, (width - size) // 2, size)
 
 
-def random_crop_flip(frames: torch.Tensor, size: int, rng: np.random.Generator) -> torch.Tensor:
-    """A uniformly placed ``size x size`` window, mirrored left-right with probability 1/2."""
+def random_crop(frames: torch.Tensor, size: int, rng: np.random.Generator) -> torch.Tensor:
+    """A uniformly placed ``size x size`` window."""
     height, width = frames.shape[-2:]
     top = int(rng.integers(0, height - size + 1))
     left = int(rng.integers(0, width - size + 1))
-    frames = crop(frames, top, left, size)
+    return crop(frames, top, left, size)
+
+
+def random_flip(frames: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """The frames mirrored left-right with probability 1/2."""
     return frames.flip(-1) if rng.random() < 0.5 else frames
 
 
+CROPS = ("random", "center")
+
+
 def clip_transform(
-    frames: np.ndarray, resolution: int, train: bool, rng: np.random.Generator
+    frames: np.ndarray,
+    resolution: int,
+    rng: np.random.Generator | None = None,
+    crop: str = "center",
+    flip: bool = False,
 ) -> torch.Tensor:
     """uint8 ``(T, H, W, 3)`` frames to a float32 ``3 x T x resolution x resolution`` video in
-    [-1, 1]: shorter side resized, then a centre crop (evaluation) or random crop and flip (training)."""
+    [-1, 1]: shorter side resized to ``resolution``, then a ``crop`` ("center" or "random") window,
+    mirrored with probability 1/2 if ``flip``. Random choices (which need ``rng``) are drawn in the
+    order crop, flip."""
+    if crop not in CROPS:
+        raise ValueError(f"unknown crop {crop!r}: use one of {CROPS}")
     resized = resize_short_side(as_frames(frames), resolution)
     square = (
-        random_crop_flip(resized, resolution, rng) if train else center_crop(resized, resolution)
+        random_crop(resized, resolution, rng)
+        if crop == "random"
+        else center_crop(resized, resolution)
     )
-    return to_video(square)
+    return to_video(random_flip(square, rng) if flip else square)

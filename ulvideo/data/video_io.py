@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 BACKENDS = ("decord", "pyav")
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov")  # what dataset discovery reads
 
 
 class VideoReadError(OSError, ValueError):

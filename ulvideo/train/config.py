@@ -8,7 +8,10 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DATASETS = ("demo", "kinetics600", "imagenet")
+DATASETS = ("demo", "kinetics600", "imagenet", "videos")
+# How clips are cut from video files (ulvideo.data.ClipSampling), and the datasets taking them.
+CLIP_OPTIONS = ("frame_stride", "target_fps", "temporal_crop", "spatial_crop", "flip")
+DATASET_OPTIONS = {"kinetics600": CLIP_OPTIONS, "videos": (*CLIP_OPTIONS, "split_file")}
 
 # What `--data demo` changes, unless the option is given explicitly: the demo clips are 32x32 and
 # small enough that every recipe finishes on 2 CPU cores in a few minutes.
@@ -41,6 +44,12 @@ class TrainConfig:
     resolution: int = 128
     num_workers: int = 4
     latents_dir: str | None = None  # stage 2: train from pre-computed latent shards
+    split_file: str | None = None  # videos: a `path [label]` list, e.g. UCF-101's trainlist01.txt
+    frame_stride: int = 1  # video files: every n-th frame
+    target_fps: float | None = None  # instead of frame_stride: stride nearest to video fps / this
+    temporal_crop: str | None = None  # "random" | "center" first frame; None: random if training
+    spatial_crop: str | None = None  # "random" | "center" window; None: random if training
+    flip: bool | None = None  # mirror training clips with probability 1/2; None: yes
 
     # optimisation
     batch_size: int = 8  # per process
@@ -84,6 +93,17 @@ class TrainConfig:
                 raise ValueError(f"--data {self.data} needs --data_root (the dataset's folder)")
             if not Path(self.data_root).is_dir():
                 raise FileNotFoundError(f"data_root {self.data_root!r} does not exist")
+        ignored = [
+            f"--{name}"
+            for name in DATASET_OPTIONS["videos"]
+            if name not in DATASET_OPTIONS.get(self.data, ())
+            and getattr(self, name) != _default(type(self), name)
+        ]
+        if ignored:
+            raise ValueError(
+                f"--data {self.data} does not use {', '.join(ignored)}: drop them, or use "
+                "--data videos (kinetics600 takes all but --split_file)"
+            )
         if self.stage == 2:
             if self.stage1_checkpoint is None:
                 raise ValueError("stage 2 needs --stage1_checkpoint (an export of a stage-1 run)")

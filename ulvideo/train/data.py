@@ -6,7 +6,11 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset
 
-from .config import TrainConfig
+from .config import DATASET_OPTIONS, TrainConfig
+
+ARGUMENT_NAMES = {"frame_stride": "stride", "target_fps": "fps"}  # config field: dataset argument
+# Options of the training split only: evaluation clips stay centred and unflipped.
+TRAINING_ONLY = ("temporal_crop", "spatial_crop", "flip")
 
 
 @dataclass
@@ -48,12 +52,19 @@ def build_training_data(config: TrainConfig) -> TrainingData:
         shards = LatentShards(config.latents_dir)
         return TrainingData(shards, None, shards.num_classes, from_latents=True)
     kwargs = dict(frames=config.frames, resolution=config.resolution)
-    train_set = build_dataset(config.data, config.data_root, "train", **kwargs)
-    eval_split = "test" if config.data == "demo" else "val"
-    try:
-        eval_set = build_dataset(config.data, config.data_root, eval_split, **kwargs)
-    except (FileNotFoundError, ValueError):
-        eval_set = None
+    kwargs.update(
+        (ARGUMENT_NAMES.get(name, name), getattr(config, name))
+        for name in DATASET_OPTIONS.get(config.data, ())
+    )
+    train_only = {name: kwargs.pop(name) for name in TRAINING_ONLY if name in kwargs}
+    train_set = build_dataset(config.data, config.data_root, "train", **kwargs, **train_only)
+    eval_set = None
+    for eval_split in ("test",) if config.data == "demo" else ("val", "test"):
+        try:
+            eval_set = build_dataset(config.data, config.data_root, eval_split, **kwargs)
+            break
+        except (FileNotFoundError, ValueError):
+            pass
     return TrainingData(
         train_set, eval_set, getattr(train_set, "num_classes", 0), from_latents=False
     )
