@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, broadcast_object_list, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -98,6 +98,12 @@ def train(config: TrainConfig) -> TrainResult:
         project_dir=str(out),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
+    # before anything is built, the main process verifies the checkpoint to resume from (moving
+    # aside any newer one that fails); every rank loads the one it chose
+    resume_from = None
+    if accelerator.is_main_process:
+        resume_from = resolve_resume(out, config.resume, warn=accelerator.print)
+    resume_from = broadcast_object_list([resume_from])[0]
     if accelerator.device.type == "cpu" and config.mixed_precision == "bf16":
         # oneDNN's bf16 Conv3d gives wrong weight gradients on 2-frame inputs (torch 2.13, CPU)
         torch.backends.mkldnn.enabled = False
@@ -131,7 +137,6 @@ def train(config: TrainConfig) -> TrainResult:
     accelerator.register_for_checkpointing(scheduler, ema)
 
     step = 0
-    resume_from = resolve_resume(out, config.resume)
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
         step = read_meta(resume_from)["step"]
