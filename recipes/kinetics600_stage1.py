@@ -5,9 +5,10 @@
     python recipes/kinetics600_stage1.py --preset tiny --data demo   # CPU smoke run, minutes
 """
 
+import sys
 from dataclasses import dataclass, field
 
-from ulvideo.train import TrainConfig, parse_config, train
+from ulvideo.train import TrainConfig, train_main
 
 
 @dataclass
@@ -29,4 +30,4 @@ class Kinetics600Stage1(TrainConfig):
 
 
 if __name__ == "__main__":
-    train(parse_config(Kinetics600Stage1))
+    sys.exit(train_main(Kinetics600Stage1))

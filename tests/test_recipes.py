@@ -1,6 +1,7 @@
 """Every recipe runs on the embedded demo data with `--preset tiny --data demo`."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,13 +11,14 @@ import pytest
 from ulvideo.train.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's ulvideo, whatever is installed
 QUICK = ["--preset", "tiny", "--data", "demo", "--max_steps", "2", "--batch_size", "2",
          "--eval_every", "1000", "--num_workers", "0", "--log_every", "1"]  # fmt: skip
 
 
 def run_recipe(name: str, *args: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, str(ROOT / "recipes" / f"{name}.py"), *QUICK, *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -44,6 +46,13 @@ def test_recipe_pair_runs_on_demo_data(tmp_path, dataset):
 def test_recipe_reports_bad_flags_before_training(tmp_path):
     cmd = [sys.executable, str(ROOT / "recipes" / "kinetics600_stage1.py"), "--data", "kinetics600",
            "--data_root", str(tmp_path / "missing"), "--output_dir", str(tmp_path / "run")]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0 and "does not exist" in proc.stderr
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
+    assert proc.returncode == 2 and proc.stderr == (
+        f"kinetics600_stage1.py: error: data_root {str(tmp_path / 'missing')!r} does not exist "
+        "(--debug shows the traceback)\n"
+    )
     assert not (tmp_path / "run").exists()
+    proc = subprocess.run([*cmd, "--debug"], capture_output=True, text=True, env=ENV, timeout=300)
+    assert (
+        proc.returncode == 1 and "Traceback" in proc.stderr and "FileNotFoundError" in proc.stderr
+    )

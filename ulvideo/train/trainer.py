@@ -1,6 +1,7 @@
 """The Accelerate training loop for both UL stages (k-diffusion / DiT style: one screen per step)."""
 
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,8 +13,9 @@ from accelerate.utils import DataLoaderConfiguration, broadcast_object_list, set
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..errors import run_main
 from .checkpoint import prune_checkpoints, read_meta, resolve_resume, save_checkpoint
-from .config import TrainConfig
+from .config import TrainConfig, parse_config
 from .data import build_training_data, latent_tokens
 from .ema import EMA
 from .metrics import MetricsLog
@@ -80,6 +82,11 @@ def build_stage(config: TrainConfig, num_classes: int):
     if config.stage == 1:
         return Stage1(stage1_model_config(config))
     return Stage2(config, load_stage1(config.stage1_checkpoint), num_classes)
+
+
+def train_main(cls: type[TrainConfig] = TrainConfig, argv: list[str] | None = None) -> int:
+    """A recipe's command line: `cls` from the flags, then train; user errors are one line."""
+    return run_main(Path(sys.argv[0]).name, lambda argv: train(parse_config(cls, argv)), argv)
 
 
 def train(config: TrainConfig) -> TrainResult:
