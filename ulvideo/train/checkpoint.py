@@ -62,9 +62,9 @@ def read_meta(checkpoint: Path) -> dict:
     return json.loads((Path(checkpoint) / META).read_text())
 
 
-def verify_checkpoint(checkpoint) -> dict:
-    """The checkpoint's meta, once each file it records has its recorded size and sha256;
-    CorruptFileError naming the first file that does not."""
+def verify_checkpoint(checkpoint) -> None:
+    """CorruptFileError naming the first file of the checkpoint that is missing or does not have
+    the size and sha256 recorded in its meta.json (or meta.json itself, if unreadable)."""
     checkpoint = Path(checkpoint)
     fix = "resume from an earlier checkpoint (--resume auto moves this one aside and does that)"
     try:
@@ -74,7 +74,6 @@ def verify_checkpoint(checkpoint) -> dict:
     if not isinstance(meta, dict) or not isinstance(meta.get("files"), dict) or "step" not in meta:
         raise CorruptFileError(checkpoint / META, "it records no step or file checksums", fix)
     verify_files(checkpoint, meta["files"], fix)
-    return meta
 
 
 def move_aside(checkpoint: Path) -> Path:
