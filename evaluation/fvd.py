@@ -432,4 +432,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from ulvideo.errors import run_main
+
+    sys.exit(run_main("python -m evaluation.fvd", main))

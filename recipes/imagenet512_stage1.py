@@ -5,9 +5,10 @@
     python recipes/imagenet512_stage1.py --preset tiny --data demo   # CPU smoke run, minutes
 """
 
+import sys
 from dataclasses import dataclass, field
 
-from ulvideo.train import TrainConfig, parse_config, train
+from ulvideo.train import TrainConfig, train_main
 
 
 @dataclass
@@ -35,4 +36,4 @@ class ImageNet512Stage1(TrainConfig):
 
 
 if __name__ == "__main__":
-    train(parse_config(ImageNet512Stage1))
+    sys.exit(train_main(ImageNet512Stage1))

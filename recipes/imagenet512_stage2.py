@@ -6,9 +6,10 @@
         --stage1_checkpoint runs/in512_stage1/final   # CPU smoke run, minutes
 """
 
+import sys
 from dataclasses import dataclass
 
-from ulvideo.train import TrainConfig, parse_config, train
+from ulvideo.train import TrainConfig, train_main
 
 
 @dataclass
@@ -31,4 +32,4 @@ class ImageNet512Stage2(TrainConfig):
 
 
 if __name__ == "__main__":
-    train(parse_config(ImageNet512Stage2))
+    sys.exit(train_main(ImageNet512Stage2))

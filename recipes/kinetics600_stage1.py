@@ -5,11 +5,12 @@
     python recipes/kinetics600_stage1.py --preset tiny --data demo   # CPU smoke run, minutes
 """
 
+import sys
 from dataclasses import dataclass
 
 from video_defaults import VideoStage1
 
-from ulvideo.train import parse_config, train
+from ulvideo.train import train_main
 
 
 @dataclass
@@ -21,4 +22,4 @@ class Kinetics600Stage1(VideoStage1):
 
 
 if __name__ == "__main__":
-    train(parse_config(Kinetics600Stage1))
+    sys.exit(train_main(Kinetics600Stage1))

@@ -6,11 +6,12 @@
         --stage1_checkpoint runs/k600_stage1/final   # CPU smoke run, minutes
 """
 
+import sys
 from dataclasses import dataclass
 
 from video_defaults import VideoStage2
 
-from ulvideo.train import parse_config, train
+from ulvideo.train import train_main
 
 
 @dataclass
@@ -24,4 +25,4 @@ class Kinetics600Stage2(VideoStage2):
 
 
 if __name__ == "__main__":
-    train(parse_config(Kinetics600Stage2))
+    sys.exit(train_main(Kinetics600Stage2))

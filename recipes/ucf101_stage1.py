@@ -6,11 +6,12 @@ official split 1 (`--split_file` picks the split; the test list is the held-out 
     python recipes/ucf101_stage1.py --preset tiny --data demo   # CPU smoke run, minutes
 """
 
+import sys
 from dataclasses import dataclass
 
 from video_defaults import VideoStage1
 
-from ulvideo.train import parse_config, train
+from ulvideo.train import train_main
 
 
 @dataclass
@@ -22,4 +23,4 @@ class UCF101Stage1(VideoStage1):
 
 
 if __name__ == "__main__":
-    train(parse_config(UCF101Stage1))
+    sys.exit(train_main(UCF101Stage1))

@@ -8,11 +8,12 @@ by the protocol of `evaluation.ucf101`.
         --stage1_checkpoint runs/ucf101_stage1/final   # CPU smoke run, minutes
 """
 
+import sys
 from dataclasses import dataclass
 
 from video_defaults import VideoStage2
 
-from ulvideo.train import parse_config, train
+from ulvideo.train import train_main
 
 
 @dataclass
@@ -26,4 +27,4 @@ class UCF101Stage2(VideoStage2):
 
 
 if __name__ == "__main__":
-    train(parse_config(UCF101Stage2))
+    sys.exit(train_main(UCF101Stage2))

@@ -7,11 +7,12 @@ The folder may be flat, hold one folder per class, train/ val/ test/ folders, or
     python recipes/videos_stage1.py --preset tiny --data demo   # CPU smoke run, minutes
 """
 
+import sys
 from dataclasses import dataclass
 
 from video_defaults import VideoStage1
 
-from ulvideo.train import parse_config, train
+from ulvideo.train import train_main
 
 
 @dataclass
@@ -23,4 +24,4 @@ class VideosStage1(VideoStage1):
 
 
 if __name__ == "__main__":
-    train(parse_config(VideosStage1))
+    sys.exit(train_main(VideosStage1))

@@ -7,11 +7,12 @@
         --stage1_checkpoint runs/videos_stage1/final   # CPU smoke run, minutes
 """
 
+import sys
 from dataclasses import dataclass
 
 from video_defaults import VideoStage2
 
-from ulvideo.train import parse_config, train
+from ulvideo.train import train_main
 
 
 @dataclass
@@ -23,4 +24,4 @@ class VideosStage2(VideoStage2):
 
 
 if __name__ == "__main__":
-    train(parse_config(VideosStage2))
+    sys.exit(train_main(VideosStage2))

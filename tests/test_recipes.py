@@ -11,6 +11,7 @@ import pytest
 from ulvideo.train.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's ulvideo, whatever is installed
 QUICK = ["--preset", "tiny", "--data", "demo", "--max_steps", "2", "--batch_size", "2",
          "--eval_every", "1000", "--num_workers", "0", "--log_every", "1"]  # fmt: skip
 # Recipes run as scripts: put this checkout first on the path, not an installed copy of ulvideo.
@@ -89,5 +90,12 @@ def test_recipe_reports_bad_flags_before_training(tmp_path):
     cmd = [sys.executable, str(ROOT / "recipes" / "kinetics600_stage1.py"), "--data", "kinetics600",
            "--data_root", str(tmp_path / "missing"), "--output_dir", str(tmp_path / "run")]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
-    assert proc.returncode != 0 and "does not exist" in proc.stderr
+    assert proc.returncode == 2 and proc.stderr == (
+        f"kinetics600_stage1.py: error: data_root {str(tmp_path / 'missing')!r} does not exist "
+        "(--debug shows the traceback)\n"
+    )
     assert not (tmp_path / "run").exists()
+    proc = subprocess.run([*cmd, "--debug"], capture_output=True, text=True, env=ENV, timeout=300)
+    assert (
+        proc.returncode == 1 and "Traceback" in proc.stderr and "FileNotFoundError" in proc.stderr
+    )

@@ -3,6 +3,8 @@
 import dataclasses
 import json
 import math
+import os
+import shutil
 from pathlib import Path
 
 import av
@@ -11,6 +13,7 @@ import torch
 
 from ulvideo.cli import main
 from ulvideo.export import write_mp4
+from ulvideo.integrity import CorruptFileError
 from ulvideo.models import build_base, get_preset
 from ulvideo.pipeline import load_pipeline, save_pipeline
 from ulvideo.sample import SamplingConfig, generate, guided_denoiser, sample_z0
@@ -137,6 +140,41 @@ def test_cli_errors_are_one_line(pipeline, tmp_path, capsys):
     assert "has 3 frames" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError):
         main(["--debug", "info", str(tmp_path / "nope")])
+
+
+def test_corrupt_or_edited_export_is_one_line(pipeline, tmp_path, capsys):
+    _, _, path = pipeline
+    write_mp4(torch.rand(3, 5, 16, 16) * 2 - 1, tmp_path / "in.mp4")
+    copies = {name: shutil.copytree(path, tmp_path / name) for name in ("cut", "flip", "edit")}
+    weights = copies["cut"] / "ul" / "model.safetensors"
+    size = weights.stat().st_size
+    os.truncate(weights, size - 100)
+    flipped = copies["flip"] / "base" / "model.safetensors"
+    data = bytearray(flipped.read_bytes())
+    data[-1] ^= 0x01
+    flipped.write_bytes(bytes(data))
+    edited = copies["edit"] / "ul" / "config.json"
+    meta = json.loads(edited.read_text())
+    meta["config"]["latent_channels"] = 4
+    edited.write_text(json.dumps(meta))
+    expected = {
+        "cut": f"{weights} is corrupt: {size - 100} bytes where {size} were written (truncated?); "
+        "copy the export again",
+        "flip": f"{flipped} is corrupt: its sha256 differs from the one written with it",
+        "edit": f"{edited.parent / 'model.safetensors'} does not match config.json: missing [], "
+        "unexpected [], wrong shapes ['decoder.",
+    }
+    capsys.readouterr()
+    for name, message in expected.items():
+        args = ["--checkpoint", str(copies[name]), "--frames", "5", "--out", str(tmp_path / "o")]
+        assert (
+            main(["sample", *args, "--num", "1", "--base_steps", "1", "--decoder_steps", "1"]) == 2
+        )
+        err = capsys.readouterr().err
+        assert err.startswith(f"ulvideo: error: {message}") and err.count("\n") == 1, err
+        assert "restore the config.json" in err if name == "edit" else "Traceback" not in err
+    with pytest.raises(CorruptFileError):
+        main(["--debug", "info", str(copies["cut"])])
 
 
 def test_pipeline_round_trip(pipeline):

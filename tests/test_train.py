@@ -1,7 +1,10 @@
 """Training: stage 1 and 2 learn, exact resume, atomic checkpoints, the non-finite guard, 2 processes."""
 
+import importlib.util
 import json
 import os
+import random
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ulvideo.integrity import CorruptFileError
 from ulvideo.train import NonFiniteLossError, TrainConfig, train
 from ulvideo.train import checkpoint as ckpt_module
 from ulvideo.train import trainer as trainer_module
@@ -93,6 +97,71 @@ def test_crash_during_checkpoint_write_keeps_previous(tmp_path, monkeypatch):
     assert [p.name for p in complete_checkpoints(run)][-1] == "checkpoint-00000006"
     steps = [r["step"] for r in read_metrics(run) if "loss" in r]
     assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_falls_back_past_corrupt_checkpoints(tmp_path, capsys):
+    first = train(tiny(tmp_path, checkpoint_every=2))  # checkpoints 2, 4, 6: uninterrupted
+    run = tmp_path / "run"
+    truncated = run / "checkpoint-00000006" / "model.safetensors"
+    size = truncated.stat().st_size
+    os.truncate(truncated, size // 2)
+    flipped = run / "checkpoint-00000004" / "optimizer.bin"
+    data = bytearray(flipped.read_bytes())
+    data[len(data) // 2] ^= 0x10  # one bit flipped: same size, different sha256
+    flipped.write_bytes(bytes(data))
+    capsys.readouterr()
+
+    resumed = train(tiny(tmp_path, checkpoint_every=2))  # --resume auto
+    out = capsys.readouterr().out.splitlines()
+    assert [line for line in out if line.startswith(("warning:", "resumed"))] == [
+        f"warning: {truncated}: {size // 2} bytes where {size} were written (truncated?); "
+        "moved checkpoint-00000006 to corrupt-checkpoint-00000006, resuming from checkpoint-00000004",
+        f"warning: {flipped}: its sha256 differs from the one written with it; "
+        "moved checkpoint-00000004 to corrupt-checkpoint-00000004, resuming from checkpoint-00000002",
+        f"resumed from {run / 'checkpoint-00000002'} at step 2",
+    ]
+    assert resumed.step == 6
+    for a, b in ((first.network, resumed.network), (first.ema, resumed.ema)):
+        for k, v in state(a).items():
+            assert torch.equal(v, state(b)[k]), k
+    # the bad checkpoints are kept as they were, beside the rewritten ones
+    assert (run / "corrupt-checkpoint-00000006" / "model.safetensors").stat().st_size == size // 2
+    assert (run / "corrupt-checkpoint-00000004" / "optimizer.bin").read_bytes() == bytes(data)
+    assert [p.name for p in complete_checkpoints(run)][-3:] == [
+        f"checkpoint-0000000{i}" for i in (2, 4, 6)
+    ]
+    # a corrupt checkpoint named explicitly is an error, before any model is built
+    with pytest.raises(CorruptFileError, match="optimizer.bin is corrupt: its sha256 differs"):
+        train(tiny(tmp_path, resume=str(run / "corrupt-checkpoint-00000004")))
+
+
+@pytest.mark.slow
+def test_killed_mid_checkpoint_then_corrupted_resumes_bit_exact(tmp_path):
+    """One case of benchmarks/fault_injection.py: SIGKILL half way through writing checkpoint 3,
+    then a bit flipped in checkpoint 2; the resumed run ends with the uninterrupted run's weights."""
+    spec = importlib.util.spec_from_file_location(
+        "fault_injection", ROOT / "benchmarks" / "fault_injection.py"
+    )
+    fault = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fault)
+    reference, run = tmp_path / "reference", tmp_path / "run"
+    assert fault.run_child(reference, max_steps=3).returncode == 0
+    # 5 file writes per checkpoint (model, optimizer, scheduler, EMA, meta.json): the 12th is
+    # checkpoint 3's optimizer, left half written
+    died = fault.run_child(run, kill="checkpoint:12", max_steps=3)
+    assert died.returncode == -signal.SIGKILL
+    assert [p.name for p in complete_checkpoints(run)] == [
+        "checkpoint-00000001",
+        "checkpoint-00000002",
+    ]
+    assert (run / ".tmp-checkpoint-00000003" / "optimizer.bin").is_file()
+    damaged = fault.corrupt_newest(run, "flip", random.Random(0))
+    assert damaged.startswith("checkpoint-00000002/")
+    resumed = fault.run_child(run, max_steps=3)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"warning: {run / damaged}: " in resumed.stdout
+    assert f"resumed from {run / 'checkpoint-00000001'} at step 1" in resumed.stdout
+    assert fault.same_weights(fault.final_weights(run), fault.final_weights(reference))
 
 
 def test_nonfinite_guard_skips_counts_and_stops(tmp_path, monkeypatch):

@@ -1,5 +1,6 @@
 """UnifiedLatents: encode / noisy_latent / stage1_loss / decode, training, save and load."""
 
+import hashlib
 import json
 import math
 
@@ -206,6 +207,11 @@ def test_save_load_roundtrip_exact(tmp_path, model):
         "config.json",
         "model.safetensors",
     ]
+    weights = (tmp_path / "ckpt" / "model.safetensors").read_bytes()
+    recorded = json.loads((tmp_path / "ckpt" / "config.json").read_text())["files"]
+    assert recorded == {
+        "model.safetensors": {"size": len(weights), "sha256": hashlib.sha256(weights).hexdigest()}
+    }
     loaded = UnifiedLatents.from_pretrained(tmp_path / "ckpt")
     assert loaded.config == model.config
     original = model.state_dict()

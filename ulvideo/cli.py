@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from .errors import run_main
+
 
 def _load(checkpoint):
     from .pipeline import load_pipeline
@@ -165,8 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .demo import DemoConfig
     from .train.config import add_dataclass_arguments
 
-    parser = argparse.ArgumentParser(prog="ulvideo", description="Unified Latents video toolkit")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    parser = argparse.ArgumentParser(
+        prog="ulvideo",
+        description="Unified Latents video toolkit",
+        epilog="--debug (anywhere on the command line): show the full traceback of an error",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser(
@@ -231,15 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_main("ulvideo", _run, argv)
+
+
+def _run(argv: list[str]) -> None:
     args = build_parser().parse_args(argv)
-    try:
-        args.func(args)
-    except (ValueError, OSError, RuntimeError, KeyError) as err:
-        if args.debug:
-            raise
-        print(f"ulvideo {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    args.func(args)
 
 
 if __name__ == "__main__":

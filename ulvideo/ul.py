@@ -1,7 +1,8 @@
 """UnifiedLatents: encoder + prior + decoder tied by the UL losses (UL_METHOD §2-§4, §6).
 
 Also the self-describing checkpoint format shared by every network: `model.safetensors` with the
-weights beside `config.json` holding the ModelConfig and which network it is.
+weights beside `config.json` holding the ModelConfig, which network it is, and the size and sha256
+of `model.safetensors` (written after it, verified before it is read).
 """
 
 import json
@@ -23,10 +24,14 @@ from .diffusion import (
     prior_elbo,
     sample,
 )
+from .integrity import CorruptFileError, file_records, verify_files
 from .models import Decoder, Encoder, ModelConfig, build_base, build_prior, check_video_shape
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+COPY_AGAIN = (
+    "copy the export again, or use the export inside a training checkpoint (checkpoint-N/export)"
+)
 
 
 class UnifiedLatents(nn.Module):
@@ -195,8 +200,13 @@ def save_module(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-    meta = {"kind": kind, "ulvideo_version": __version__, "config": config.to_dict()}
     _atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(tensors, str(p), {"kind": kind}))
+    meta = {
+        "kind": kind,
+        "ulvideo_version": __version__,
+        "config": config.to_dict(),
+        "files": file_records(directory, [WEIGHTS_NAME]),
+    }
     _atomic_write(directory / CONFIG_NAME, lambda p: p.write_text(json.dumps(meta, indent=2)))
     return directory
 
@@ -214,15 +224,28 @@ def load_module(
                 f"{directory / name} not found: a checkpoint folder holds {CONFIG_NAME} and "
                 f"{WEIGHTS_NAME}, as written by save_pretrained / save_module"
             )
-    meta = json.loads((directory / CONFIG_NAME).read_text())
-    if not isinstance(meta, dict) or meta.get("kind") not in BUILDERS or "config" not in meta:
+    try:
+        meta = json.loads((directory / CONFIG_NAME).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CorruptFileError(directory / CONFIG_NAME, f"not JSON ({err})", COPY_AGAIN) from err
+    needed = ("kind", "config", "files")
+    if (
+        not isinstance(meta, dict)
+        or meta.get("kind") not in BUILDERS
+        or not set(needed) <= set(meta)
+    ):
         raise ValueError(
             f"{directory / CONFIG_NAME} is not a ulvideo checkpoint config "
-            f"(needs 'kind' in {sorted(BUILDERS)} and 'config')"
+            f"(needs {needed}, with 'kind' in {sorted(BUILDERS)})"
         )
     if kind is not None and meta["kind"] != kind:
         raise ValueError(f"{directory} holds a {meta['kind']!r} checkpoint, not {kind!r}")
-    config = ModelConfig.from_dict(meta["config"])
+    verify_files(directory, meta["files"], COPY_AGAIN)
+    restore = f"restore the {CONFIG_NAME} written with these weights (was it edited?)"
+    try:
+        config = ModelConfig.from_dict(meta["config"])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{directory / CONFIG_NAME}: {err}; {restore}") from err
     module = BUILDERS[meta["kind"]](config)
     state = load_file(str(directory / WEIGHTS_NAME), device=str(map_location))
     expected = module.state_dict()
@@ -231,7 +254,7 @@ def load_module(
     if missing or unexpected or wrong:
         raise ValueError(
             f"{directory / WEIGHTS_NAME} does not match {CONFIG_NAME}: missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}, wrong shapes {wrong[:5]}; was the config edited?"
+            f"unexpected {unexpected[:5]}, wrong shapes {wrong[:5]}; {restore}"
         )
     module.load_state_dict(state)
     return module.to(map_location), config

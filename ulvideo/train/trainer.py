@@ -1,6 +1,7 @@
 """The Accelerate training loop for both UL stages (k-diffusion / DiT style: one screen per step)."""
 
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -8,12 +9,13 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, broadcast_object_list, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..errors import run_main
 from .checkpoint import prune_checkpoints, read_meta, resolve_resume, save_checkpoint
-from .config import TrainConfig
+from .config import TrainConfig, parse_config
 from .data import build_training_data, latent_tokens
 from .ema import EMA
 from .metrics import MetricsLog
@@ -82,6 +84,11 @@ def build_stage(config: TrainConfig, num_classes: int):
     return Stage2(config, load_stage1(config.stage1_checkpoint), num_classes)
 
 
+def train_main(cls: type[TrainConfig] = TrainConfig, argv: list[str] | None = None) -> int:
+    """A recipe's command line: `cls` from the flags, then train; user errors are one line."""
+    return run_main(Path(sys.argv[0]).name, lambda argv: train(parse_config(cls, argv)), argv)
+
+
 def train(config: TrainConfig) -> TrainResult:
     """Run (or resume) a training run described by `config`."""
     config.validate()
@@ -98,6 +105,12 @@ def train(config: TrainConfig) -> TrainResult:
         project_dir=str(out),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
+    # before anything is built, the main process verifies the checkpoint to resume from (moving
+    # aside any newer one that fails); every rank loads the one it chose
+    resume_from = None
+    if accelerator.is_main_process:
+        resume_from = resolve_resume(out, config.resume, warn=accelerator.print)
+    resume_from = broadcast_object_list([resume_from])[0]
     if accelerator.device.type == "cpu" and config.mixed_precision == "bf16":
         # oneDNN's bf16 Conv3d gives wrong weight gradients on 2-frame inputs (torch 2.13, CPU)
         torch.backends.mkldnn.enabled = False
@@ -131,7 +144,6 @@ def train(config: TrainConfig) -> TrainResult:
     accelerator.register_for_checkpointing(scheduler, ema)
 
     step = 0
-    resume_from = resolve_resume(out, config.resume)
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
         step = read_meta(resume_from)["step"]
