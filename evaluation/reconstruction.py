@@ -86,6 +86,28 @@ def ssim(x: Tensor, y: Tensor, per: str = "frame") -> Tensor:
     return per_video(ssim_map.mean(dim=(1, 2, 3)).view(b, t), per)
 
 
+def latent_usage(model: nn.Module, video: Tensor, decode_steps: int, seed: int = 0) -> dict:
+    """Decode `video` from its own noisy latent and from another clip's (the batch rolled by one),
+    under the same noise. Returns the reconstructions `recon` and the per-video `psnr` and
+    `psnr_swapped`: a decoder that ignores its latent scores the same on both."""
+    if len(video) < 2:
+        raise ValueError("the swapped-latent check needs at least 2 videos in the batch")
+
+    def generator():
+        return torch.Generator(video.device).manual_seed(seed)
+
+    z0 = model.noisy_latent(model.encode(video), generator=generator())
+    recon, swapped = (
+        model.decode(z, steps=decode_steps, generator=generator()).clamp(-1, 1)
+        for z in (z0, z0.roll(1, dims=0))
+    )
+    return {
+        "recon": recon,
+        "psnr": psnr(recon, video, per="video"),
+        "psnr_swapped": psnr(swapped, video, per="video"),
+    }
+
+
 def evaluate_stage1(
     model: nn.Module,
     dataset: Dataset,
@@ -97,8 +119,9 @@ def evaluate_stage1(
 ) -> dict:
     """Reconstructs `num_videos` videos of `dataset` (items: video, or (video, label)) through
     encode -> noisy_latent -> decode, and reports PSNR/SSIM (mean over videos of the per-video
-    means, and per frame index), the prior's bits/pixel and, given an `i3d`, the rFVD under the
-    FVD `protocol` (evaluation.fvd; one group of `num_videos`)."""
+    means, and per frame index), the PSNR of each video decoded from another one's latent, the
+    prior's bits/pixel and, given an `i3d`, the rFVD under the FVD `protocol` (evaluation.fvd;
+    one group of `num_videos`)."""
     protocol = get_protocol(protocol)
     if not 1 <= num_videos <= len(dataset):
         raise ValueError(f"num_videos={num_videos}, but the dataset holds {len(dataset)} videos")
@@ -107,16 +130,21 @@ def evaluate_stage1(
             raise ValueError("rFVD needs at least 2 videos")
         first = dataset[0][0] if isinstance(dataset[0], (tuple, list)) else dataset[0]
         check_videos(first[None], protocol.num_frames)
+    if batch_size < 2 or num_videos % batch_size == 1:
+        raise ValueError(
+            f"batch_size={batch_size} with num_videos={num_videos} leaves a batch of one video; "
+            "the swapped-latent PSNR needs at least 2 per batch: change either"
+        )
     device = module_device(model)
     model.eval()
-    psnrs, ssims, bits, real, fake, seen = [], [], [], [], [], 0
+    psnrs, swapped, ssims, bits, real, fake, seen = [], [], [], [], [], [], 0
     with torch.no_grad():
         for batch in DataLoader(dataset, batch_size=batch_size):
             video = batch[0] if isinstance(batch, (tuple, list)) else batch
             video = video[: num_videos - seen].to(device)
-            recon = model.decode(model.noisy_latent(model.encode(video)), steps=decode_steps).clamp(
-                -1, 1
-            )
+            usage = latent_usage(model, video, decode_steps, seed=seen)
+            recon = usage["recon"]
+            swapped.append(usage["psnr_swapped"].cpu())
             psnrs.append(psnr(recon, video).cpu())
             ssims.append(ssim(recon, video).cpu())
             bpp = (
@@ -134,6 +162,7 @@ def evaluate_stage1(
         "num_videos": seen,
         "decode_steps": decode_steps,
         "psnr": float(psnrs.mean(dim=1).mean()),
+        "psnr_swapped_latent": float(torch.cat(swapped).mean()),
         "ssim": float(ssims.mean(dim=1).mean()),
         "psnr_per_frame": psnrs.mean(dim=0).tolist(),
         "ssim_per_frame": ssims.mean(dim=0).tolist(),

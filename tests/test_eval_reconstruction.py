@@ -76,8 +76,10 @@ def test_metric_errors_name_the_problem():
 
 
 class PoolingAutoencoder(nn.Module):
-    """The UnifiedLatents API on a stand-in: 2x2 average-pool encoder, identity noise,
-    nearest-upsampling decoder, and bits/pixel = the batch mean of (video + 1) / 4."""
+    """The UnifiedLatents API on a stand-in: 2x2 average-pool encoder, a known offset as the
+    latent noise, nearest-upsampling decoder, and bits/pixel = the batch mean of (video + 1) / 4."""
+
+    OFFSET = 0.05
 
     def __init__(self, lossless: bool = False):
         super().__init__()
@@ -88,10 +90,10 @@ class PoolingAutoencoder(nn.Module):
     def encode(self, video):
         return video if self.lossless else F.avg_pool3d(video, (1, 2, 2))
 
-    def noisy_latent(self, z):
-        return z
+    def noisy_latent(self, z, generator=None):
+        return z if self.lossless else z + self.OFFSET
 
-    def decode(self, z0, steps):
+    def decode(self, z0, steps, generator=None):
         self.decode_steps.append(steps)
         return z0 if self.lossless else F.interpolate(z0, scale_factor=(1, 2, 2), mode="nearest")
 
@@ -104,28 +106,28 @@ def test_evaluate_stage1_reports_the_metrics_of_the_reconstructions():
     dataset = [(video, label) for label, video in enumerate(videos)]
     model = PoolingAutoencoder()
     report = evaluate_stage1(
-        model, dataset, num_videos=5, batch_size=2, decode_steps=7, i3d=pooled_features()
+        model, dataset, num_videos=6, batch_size=2, decode_steps=7, i3d=pooled_features()
     )
-    assert model.decode_steps == [7, 7, 7] and report["num_videos"] == 5
-    recon = F.interpolate(
-        F.avg_pool3d(videos[:5], (1, 2, 2)), scale_factor=(1, 2, 2), mode="nearest"
+    assert model.decode_steps == [7] * 6 and report["num_videos"] == 6  # own + swapped latents
+    latent = F.avg_pool3d(videos, (1, 2, 2)) + PoolingAutoencoder.OFFSET
+    recon = F.interpolate(latent, scale_factor=(1, 2, 2), mode="nearest").clamp(-1, 1)
+    assert report["psnr"] == pytest.approx(float(psnr(recon, videos, per="video").mean()), rel=1e-9)
+    swapped = recon.view(3, 2, *recon.shape[1:]).roll(1, dims=1).reshape(recon.shape)
+    assert report["psnr_swapped_latent"] == pytest.approx(
+        float(psnr(swapped, videos, per="video").mean()), rel=1e-9
     )
-    assert report["psnr"] == pytest.approx(
-        float(psnr(recon, videos[:5], per="video").mean()), rel=1e-9
-    )
-    assert report["ssim"] == pytest.approx(
-        float(ssim(recon, videos[:5], per="video").mean()), rel=1e-9
-    )
+    assert report["psnr_swapped_latent"] < report["psnr"] - 3
+    assert report["ssim"] == pytest.approx(float(ssim(recon, videos, per="video").mean()), rel=1e-9)
     assert report["psnr_per_frame"] == pytest.approx(
-        psnr(recon, videos[:5]).mean(dim=0).tolist(), rel=1e-9
+        psnr(recon, videos).mean(dim=0).tolist(), rel=1e-9
     )
     assert len(report["ssim_per_frame"]) == 16
-    assert report["bits_per_pixel"] == pytest.approx(float(((videos[:5] + 1) / 4).mean()), rel=1e-6)
+    assert report["bits_per_pixel"] == pytest.approx(float(((videos + 1) / 4).mean()), rel=1e-6)
     assert 15 < report["psnr"] < 40 and 0.2 < report["ssim"] < 1
     assert report["rfvd"] > 0 and report["rfvd_protocol"]["num_frames"] == 16
     assert report["rfvd_protocol"]["name"] == "tfgan"
     via_64 = evaluate_stage1(
-        model, dataset, 5, 2, 7, i3d=pooled_features(), protocol="magvit-k600"
+        model, dataset, 6, 2, 7, i3d=pooled_features(), protocol="magvit-k600"
     )  # the same reconstructions, through MAGVIT's 64 px step
     assert via_64["rfvd_protocol"]["sizes"] == [64, 224] and via_64["psnr"] == report["psnr"]
 
@@ -133,6 +135,8 @@ def test_evaluate_stage1_reports_the_metrics_of_the_reconstructions():
         PoolingAutoencoder(lossless=True), list(videos), 4, i3d=pooled_features()
     )
     assert perfect["rfvd"] == pytest.approx(0, abs=1e-9) and perfect["ssim"] == pytest.approx(1)
+    with pytest.raises(ValueError, match="batch of one video"):
+        evaluate_stage1(model, dataset, num_videos=5, batch_size=2)
 
 
 class MustNotEncode(PoolingAutoencoder):

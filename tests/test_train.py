@@ -299,10 +299,21 @@ def test_stage2_from_precomputed_latents(tmp_path):
 
 def test_bf16_on_cpu_trains_with_finite_gradients(tmp_path):
     # 5-frame clips give 2-frame conv inputs, where CPU oneDNN bf16 Conv3d weight gradients are NaN
-    result = train(tiny(tmp_path, mixed_precision="bf16", max_steps=3, checkpoint_every=100))
+    config = tiny(
+        tmp_path, mixed_precision="bf16", cpu_bf16=True, max_steps=3, checkpoint_every=100
+    )
+    result = train(config)
+    assert result.accelerator.mixed_precision == "bf16"
     assert result.nonfinite_steps == 0
     log = [r for r in read_metrics(tmp_path / "run") if "loss" in r]
     assert all(r["grad_norm"] is not None and r["grad_norm"] > 0 for r in log)
+
+
+def test_bf16_falls_back_to_fp32_on_a_cpu_with_one_warning(tmp_path, capsys):
+    result = train(tiny(tmp_path, mixed_precision="bf16", max_steps=1, checkpoint_every=100))
+    assert result.accelerator.mixed_precision == "no"
+    warnings = [line for line in capsys.readouterr().out.splitlines() if "cpu_bf16" in line]
+    assert len(warnings) == 1 and "fp32" in warnings[0]
 
 
 @pytest.mark.parametrize("batches,grad_accum", [(5, 2), (6, 2), (7, 3), (4, 1)])

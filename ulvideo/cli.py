@@ -1,4 +1,4 @@
-"""The `ulvideo` command line: demo | sample | reconstruct | encode | info (thin over the library)."""
+"""The `ulvideo` command line: demo | sample | reconstruct | encode | rd | info (thin over the library)."""
 
 import argparse
 import json
@@ -163,6 +163,12 @@ def cmd_info(args) -> None:
     print(json.dumps(info, indent=2))
 
 
+def cmd_rd(args) -> None:
+    from .train.rd import main as rd_main
+
+    rd_main(args.rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .demo import DemoConfig
     from .train.config import add_dataclass_arguments
@@ -227,6 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="latents.safetensors, or a folder for --data")
     e.set_defaults(func=cmd_encode)
 
+    rd = sub.add_parser(
+        "rd",
+        help="train stage 1 at a grid of (loss factor, bias): bits/pixel vs PSNR table and plot",
+        add_help=False,
+    )
+    rd.set_defaults(func=cmd_rd)
+
     i = sub.add_parser("info", help="config, parameters, FLOPs/example and step of a checkpoint")
     i.add_argument("checkpoint")
     i.add_argument("--frames", type=int, default=17)
@@ -240,7 +253,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(argv: list[str]) -> None:
-    args = build_parser().parse_args(argv)
+    args, rest = build_parser().parse_known_args(argv)
+    if rest and args.command != "rd":  # only `ulvideo rd` passes its flags on (to ulvideo.train.rd)
+        build_parser().parse_args(argv)
+    args.rest = rest
     args.func(args)
 
 

@@ -122,11 +122,13 @@ def run_demo(config: DemoConfig) -> dict:
             context=real[:, :, :CONTEXT_PIXEL_FRAMES],
         ),
     }
-    print(f"[4/5] reconstructing {n} test clips")
-    gen = torch.Generator().manual_seed(config.seed)
+    print(f"[4/5] reconstructing {n} test clips, from their own latents and from swapped ones")
+    from evaluation.reconstruction import latent_usage
+
     with torch.no_grad():
-        recon = ul.reconstruct(real, steps=config.decoder_steps, generator=gen)
+        usage = latent_usage(ul, real, config.decoder_steps, seed=config.seed)
         bpp = float(torch.stack([ul.stage1_loss(real)["bits_per_pixel"] for _ in range(4)]).mean())
+    recon = usage["recon"]
 
     for name, videos in samples.items():
         for i, video in enumerate(videos[:4]):
@@ -141,7 +143,7 @@ def run_demo(config: DemoConfig) -> dict:
     )
 
     print("[5/5] metrics")
-    metrics = _metrics(config, real, recon, samples, bpp)
+    metrics = _metrics(config, real, labels, usage, samples, bpp)
     metrics["wall_time_s"] = round(time.perf_counter() - start, 1)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     _plot_stage1(out / "stage1", out / "stage1_losses.png")
@@ -151,16 +153,26 @@ def run_demo(config: DemoConfig) -> dict:
     return metrics
 
 
-def _metrics(config: DemoConfig, real, recon, samples, bpp) -> dict:
-    from evaluation.reconstruction import psnr, ssim
+def _metrics(config: DemoConfig, real, labels, usage, samples, bpp) -> dict:
+    from evaluation.digits import class_accuracy
+    from evaluation.reconstruction import ssim
 
+    own, swapped = float(usage["psnr"].mean()), float(usage["psnr_swapped"].mean())
+    digit_size = RESOLUTION // 2  # MovingDigits draws digits half the canvas wide
     metrics = {
         "bits_per_pixel": bpp,
-        "psnr": float(psnr(recon, real).mean()),
-        "ssim": float(ssim(recon, real).mean()),
+        "psnr": own,
+        "psnr_swapped_latent": swapped,
+        "latent_gap_db": own - swapped,
+        "ssim": float(ssim(usage["recon"], real).mean()),
         "num_videos": len(real),
+        # the fraction of samples a digit classifier assigns to the requested label
+        "class_accuracy": {
+            name: class_accuracy(samples[name], labels, digit_size)
+            for name in ("class_conditional", "unconditional")
+        },
     }
-    metrics["fvd"] = _fvd(config, real, recon, samples)
+    metrics["fvd"] = _fvd(config, real, usage["recon"], samples)
     return metrics
 
 
@@ -211,12 +223,16 @@ def _plot_stage1(run_dir: Path, path: Path) -> None:
 
 
 def _summary(metrics: dict, out: Path) -> str:
-    fvd = metrics["fvd"]
+    fvd, accuracy = metrics["fvd"], metrics["class_accuracy"]
     fmt = lambda v: f"{v:.1f}" if isinstance(v, float) and math.isfinite(v) else str(v)  # noqa: E731
     lines = [
         f"ulvideo demo finished in {metrics['wall_time_s']:.0f} s; outputs in {out}/",
         f"  latent rate     {metrics['bits_per_pixel']:.4f} bits/pixel",
         f"  reconstruction  PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f} ({metrics['num_videos']} test clips)",
+        f"  latent used     PSNR {metrics['psnr_swapped_latent']:.2f} dB from another clip's latent"
+        f" ({metrics['latent_gap_db']:.1f} dB worse)",
+        f"  class accuracy  {accuracy['class_conditional']:.0%} class-conditional, "
+        f"{accuracy['unconditional']:.0%} unconditional (chance 10%)",
     ]
     if "skipped" in fvd:
         lines.append(f"  FVD             skipped: {fvd['skipped']}")

@@ -63,6 +63,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     max_steps: int = 100_000
     mixed_precision: str = "no"  # "no" | "bf16" | "fp16"
+    cpu_bf16: bool = False  # keep bf16 on a CPU (else fp32 there: bf16 autocast is ~28x slower)
     seed: int = 0
     cpu: bool = False  # force the CPU even where CUDA exists
 

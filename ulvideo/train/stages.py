@@ -15,6 +15,8 @@ from ..models import build_base, get_preset
 from ..pipeline import load_pipeline, save_pipeline
 from ..ul import UnifiedLatents
 
+MIN_LATENT_GAP_DB = 1.0  # below this swapped-latent PSNR gap, stage 1 has collapsed
+
 
 class Stage1(nn.Module):
     """UL stage 1: encoder, prior and decoder trained jointly on L_z + L_x."""
@@ -33,16 +35,32 @@ class Stage1(nn.Module):
 
     @torch.no_grad()
     def evaluate(self, ema_network, video, labels, decode_steps: int) -> dict:
-        """Reconstruction PSNR through the decoder sampler, and bits/pixel, on a fixed batch."""
-        from evaluation.reconstruction import psnr  # evaluation sits above ulvideo: import late
+        """Reconstruction PSNR through the decoder sampler with each clip's own latent and with
+        another clip's, and bits/pixel, on a fixed batch."""
+        from evaluation.reconstruction import latent_usage  # evaluation sits above ulvideo
 
-        gen = torch.Generator(device=video.device).manual_seed(0)
-        recon = ema_network.reconstruct(video, steps=decode_steps, generator=gen)
+        usage = latent_usage(ema_network, video, decode_steps)
         bpp = sum(float(ema_network.stage1_loss(video)["bits_per_pixel"]) for _ in range(4)) / 4
+        own, swapped = float(usage["psnr"].mean()), float(usage["psnr_swapped"].mean())
         return {
-            "eval_psnr": float(psnr(recon, video, per="video").mean()),
+            "eval_psnr": own,
+            "eval_psnr_swapped": swapped,
+            "eval_latent_gap_db": own - swapped,
             "eval_bits_per_pixel": bpp,
         }
+
+    @staticmethod
+    def collapse_warning(evaluation: dict, step: int) -> str | None:
+        """One line when the decoder barely uses the latent (a collapsed stage 1), else None."""
+        gap = evaluation["eval_latent_gap_db"]
+        if gap >= MIN_LATENT_GAP_DB:
+            return None
+        return (
+            f"warning: the latent is not used: at step {step} decoding with another clip's latent "
+            f"costs only {gap:.2f} dB of PSNR (< {MIN_LATENT_GAP_DB} dB) at "
+            f"{evaluation['eval_bits_per_pixel']:.4f} bits/pixel; raise the loss factor or the "
+            "decoder bias (ulvideo rd sweeps them) before spending a stage-2 run on these latents"
+        )
 
     def export(self, ema_network, directory) -> None:
         save_pipeline(directory, ema_network)

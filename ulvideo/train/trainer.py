@@ -78,6 +78,17 @@ def check_clip_shape(config: TrainConfig) -> None:
     )
 
 
+def effective_precision(config: TrainConfig, on_cpu: bool) -> str:
+    """The run's mixed precision: bf16 falls back to fp32 on a CPU unless `cpu_bf16` forces it."""
+    if on_cpu and config.mixed_precision == "bf16" and not config.cpu_bf16:
+        print(
+            "warning: --mixed_precision bf16 runs in fp32 on this CPU (bf16 autocast is ~28x slower "
+            "here); pass --cpu_bf16 true to keep bf16"
+        )
+        return "no"
+    return config.mixed_precision
+
+
 def build_stage(config: TrainConfig, num_classes: int):
     if config.stage == 1:
         return Stage1(stage1_model_config(config))
@@ -97,9 +108,10 @@ def train(config: TrainConfig) -> TrainResult:
     # a second run in one process (the demo, tests) may change mixed precision: accelerate keeps
     # its settings in a singleton, so clear them (the distributed PartialState is kept)
     AcceleratorState._reset_state()
+    on_cpu = config.cpu or not torch.cuda.is_available()
     accelerator = Accelerator(
-        cpu=config.cpu or not torch.cuda.is_available(),
-        mixed_precision=config.mixed_precision,
+        cpu=on_cpu,
+        mixed_precision=effective_precision(config, on_cpu),
         gradient_accumulation_steps=config.grad_accum,
         log_with=_trackers(),
         project_dir=str(out),
@@ -111,7 +123,7 @@ def train(config: TrainConfig) -> TrainResult:
     if accelerator.is_main_process:
         resume_from = resolve_resume(out, config.resume, warn=accelerator.print)
     resume_from = broadcast_object_list([resume_from])[0]
-    if accelerator.device.type == "cpu" and config.mixed_precision == "bf16":
+    if accelerator.device.type == "cpu" and accelerator.mixed_precision == "bf16":
         # oneDNN's bf16 Conv3d gives wrong weight gradients on 2-frame inputs (torch 2.13, CPU)
         torch.backends.mkldnn.enabled = False
     set_seed(config.seed)  # identical initialisation on every rank
@@ -234,6 +246,10 @@ def train(config: TrainConfig) -> TrainResult:
                             ema.model, *eval_batch, config.eval_decode_steps
                         )
                     log.log(step, evaluation)
+                    if config.stage == 1 and step > config.warmup_steps:
+                        warning = unwrapped.collapse_warning(evaluation, step)
+                        if warning:
+                            accelerator.print(warning)
             if step % config.checkpoint_every == 0 or step == config.max_steps:
                 meta = {"config": config.to_dict(), "stage": config.stage}
                 save_checkpoint(

@@ -1,0 +1,73 @@
+"""The rate-distortion sweep (`ulvideo rd`) and the latent-usage check of stage-1 evaluation."""
+
+import json
+
+import pytest
+import torch
+
+from evaluation.reconstruction import evaluate_stage1, latent_usage
+from ulvideo.cli import main as cli_main
+from ulvideo.data import build_dataset
+from ulvideo.models import get_preset
+from ulvideo.pipeline import load_pipeline
+from ulvideo.train.stages import MIN_LATENT_GAP_DB, Stage1
+from ulvideo.ul import UnifiedLatents
+
+TRAIN_FLAGS = [
+    "--preset", "tiny", "--data", "demo", "--frames", "5", "--resolution", "16",
+    "--batch_size", "2", "--max_steps", "2", "--warmup_steps", "1", "--log_every", "1",
+    "--checkpoint_every", "2", "--eval_every", "100", "--eval_decode_steps", "2",
+]  # fmt: skip
+
+
+def test_sweep_trains_one_run_per_setting_and_scores_each_export(tmp_path):
+    out = tmp_path / "rd"
+    argv = ["rd", "--loss_factors", "1.3,2", "--biases", "0,1", "--eval_videos", "4"]
+    argv += ["--eval_batch_size", "2", "--eval_decode_steps", "2", "--rfvd", "false"]
+    assert cli_main([*argv, *TRAIN_FLAGS, "--output_dir", str(out)]) == 0
+    rows = json.loads((out / "rd.json").read_text())
+    assert [(r["loss_factor"], r["decoder_bias"]) for r in rows] == [
+        (1.3, 0), (1.3, 1), (2, 0), (2, 1)
+    ]  # fmt: skip
+    assert (out / "rd.png").stat().st_size > 1000
+    test = build_dataset("demo", None, "test", frames=5, resolution=16)
+    for row in rows:
+        ul, _ = load_pipeline(
+            out / f"clf{row['loss_factor']:g}_bias{row['decoder_bias']:g}" / "final"
+        )
+        assert (ul.config.loss_factor, ul.config.decoder_bias) == (
+            row["loss_factor"], row["decoder_bias"]
+        )  # fmt: skip
+        torch.manual_seed(0)  # evaluate_stage1 draws the bits/pixel noise from the global RNG
+        again = evaluate_stage1(ul, test, 4, 2, 2)
+        for key in ("psnr", "psnr_swapped_latent", "ssim"):  # the same decodes, seeded per batch
+            assert row[key] == pytest.approx(again[key], rel=1e-6), key  # float32 decodes
+        assert row["bits_per_pixel"] > 0 and "rfvd" not in row
+
+
+def test_sweep_checks_every_setting_before_training(tmp_path):
+    out = ["--output_dir", str(tmp_path / "rd")]
+    code = cli_main(["rd", "--biases", "0,1", *TRAIN_FLAGS, *out, "--batch_size", "0"])
+    assert code == 2 and not (tmp_path / "rd").exists()
+    assert cli_main(["rd", "--recipe", str(tmp_path / "missing.py"), *TRAIN_FLAGS]) == 2
+
+
+class IgnoresItsLatent(UnifiedLatents):
+    def decode(self, z0, **kwargs):
+        return super().decode(torch.zeros_like(z0), **kwargs)
+
+
+def test_a_decoder_that_ignores_its_latent_is_flagged_as_collapsed():
+    torch.manual_seed(0)
+    video = torch.rand(4, 3, 5, 32, 32) * 2 - 1
+    collapsed = IgnoresItsLatent(get_preset("tiny"))
+    usage = latent_usage(collapsed, video, decode_steps=3)
+    torch.testing.assert_close(usage["psnr"], usage["psnr_swapped"], rtol=0, atol=0)
+    evaluation = Stage1.evaluate(None, collapsed, video, None, decode_steps=3)
+    assert evaluation["eval_latent_gap_db"] == 0.0
+    warning = Stage1.collapse_warning(evaluation, step=500)
+    assert (
+        warning.startswith("warning: the latent is not used: at step 500") and "\n" not in warning
+    )
+    used = {**evaluation, "eval_latent_gap_db": MIN_LATENT_GAP_DB + 0.5}
+    assert Stage1.collapse_warning(used, step=500) is None
