@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check, under 5 minutes on one H100: the CUDA tests (attention backends against the
-# reference in bf16 and fp32, training steps under bf16 autocast), then the training-step
-# benchmark for the small and medium presets with torch.compile off and on, and the attention
-# backends at bf16. Everything lands as JSON in the output folder.
+# reference in bf16 and fp32, training steps under bf16 autocast) and their mutation check, then
+# the training-step benchmark for the small and medium presets with torch.compile off and on, and
+# the attention backends at bf16. Everything lands as JSON in the output folder.
 #
 #   benchmarks/gpu_check.sh [OUT_DIR]    (default: $OUT if set, else benchmarks/results/gpu_check)
 #
@@ -41,6 +41,10 @@ summary = {o: sum(c["outcome"] == o for c in cases) for o in ("passed", "failure
 json.dump({"summary": summary, "tests": cases}, open(sys.argv[2], "w"), indent=2)
 print("cuda tests:", summary)
 EOF
+
+# 1b. The CUDA breakage of tests/mutation_check.py (~30 s): a 0.5% bf16 loss error must fail them
+"$python" tests/mutation_check.py bf16_loss_off >"$out/mutation_check.txt" 2>&1 || tests_rc=$?
+tail -n 2 "$out/mutation_check.txt"
 
 # 2. Training-step throughput (~3 min with compilation): 2 presets x 2 stages x compile off/on,
 # the MFU target (medium, stage 2) first. No setting starts after 180 s; the JSON is rewritten

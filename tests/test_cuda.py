@@ -1,9 +1,11 @@
 """Training steps on CUDA under bf16 autocast (the GPU path): finite, and close to float32.
 
 Each test computes the loss and gradients twice with the same weights, timesteps and noise, in
-float32 and under bf16 autocast, then takes an AdamW step. On CPU autocast the tiny preset gives
-a relative loss difference below 5e-4 and a gradient cosine above 0.9999; the tolerances below
-leave room for different kernels (cuDNN convolutions, flash attention).
+float32 and under bf16 autocast, then takes an AdamW step. On CPU autocast (torch 2.13) the same
+cases give relative loss differences of 1.6e-5 (stage 1), 2.9e-5 and 6.5e-4 (stage 2, factorised
+and full attention) and gradient cosines of 0.99982, 0.99997 and 0.99998; the tolerances below are
+about 5x those gaps, room for different kernels (cuDNN convolutions, flash attention) but not for a
+loss or gradient that bf16 gets wrong. `benchmarks/gpu_check.sh` runs these tests on a GPU.
 """
 
 import pytest
@@ -18,8 +20,8 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
 ]
 
-LOSS_RTOL = 1e-2  # |loss_bf16 - loss_fp32| / |loss_fp32|
-GRAD_COSINE = 0.99  # cosine similarity of all gradients, bf16 against fp32
+LOSS_RTOL = 3e-3  # |loss_bf16 - loss_fp32| / |loss_fp32|
+GRAD_COSINE = 0.999  # cosine similarity of all gradients, bf16 against fp32
 
 
 def loss_and_gradient(network, loss_fn, bf16: bool):

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from evaluation.frechet import FeatureStats, stats_distance
 from evaluation.fvd import (
     PROTOCOLS,
     center_square,
@@ -182,10 +183,20 @@ def test_compute_fvd_is_the_frechet_distance_of_the_features():
     result = compute_fvd(real, iter(fake), i3d=pooled_features(), batch_size=4)
     assert result["num_real"] == result["num_fake"] == 6
     assert result["protocol"]["weights_sha256"] == "pooled-test-features"
-    assert result["fvd"] > 0.01
+    # the Fréchet distance of feature statistics computed here, from the 224 px TF1-resized inputs
+    features = pooled_features()
+
+    def stats(videos):
+        return FeatureStats.from_features(features(preprocess(videos, "tfgan")))
+
+    expected = stats_distance(stats(real), stats(fake))
+    assert expected > 0.01
+    assert result["fvd"] == pytest.approx(expected, rel=1e-9)
     assert compute_fvd(real, real, i3d=pooled_features())["fvd"] == pytest.approx(0, abs=1e-10)
     grouped = compute_fvd(real, fake, i3d=pooled_features(), groups=2)
-    assert len(grouped["fvd_groups"]) == 2 and grouped["fvd_std"] > 0
+    halves = [stats_distance(stats(r), stats(f)) for r, f in zip(real.split(3), fake.split(3))]
+    assert grouped["fvd_groups"] == pytest.approx(halves, rel=1e-9)
+    assert grouped["fvd_std"] == pytest.approx(abs(halves[0] - halves[1]) / 2, rel=1e-9)
 
 
 def test_reports_name_their_protocol_and_list_departures_from_it():

@@ -152,7 +152,9 @@ def test_evaluate_stage1_checks_its_inputs_first():
         evaluate_stage1(MustNotEncode(), short, num_videos=4)
 
 
-def test_cli_evaluates_a_stage1_checkpoint_on_a_dataset(tmp_path, capsys, monkeypatch):
+def test_cli_evaluates_a_stage1_checkpoint_on_a_dataset_smoke(tmp_path, capsys, monkeypatch):
+    """A smoke test of the CLI on an untrained checkpoint (report, files, finite numbers); the
+    metrics themselves are checked on the stand-in model above."""
     from evaluation.reconstruction import main
     from ulvideo.models import get_preset
     from ulvideo.ul import UnifiedLatents

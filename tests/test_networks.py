@@ -168,12 +168,20 @@ def test_labels_null_class_and_context_frames_condition_the_base():
 
 
 def test_prior_outputs_x_prediction_consistent_with_v_parameterisation():
-    # At logsnr -> +inf (alpha -> 1, sigma -> 0) an x-prediction from v must return z_t itself
+    # x = alpha z_t - sigma v. At log-SNR +30 (alpha ~ 1, sigma ~ 3e-7) x_hat is z_t itself; at -30
+    # (alpha ~ 3e-7, sigma ~ 1) it is -v, of the network's own scale, where an eps-parameterised
+    # x = (z_t - sigma eps) / alpha would be ~1e6 times larger.
     prior = randomise(build_prior(TINY))
-    z = torch.randn(2, 8, 2, 4, 4)
+    z = torch.randn(2, 8, 2, 4, 4, generator=torch.Generator().manual_seed(6))
+    raw = []
+    prior.patch_out.register_forward_hook(lambda module, args, out: raw.append(out))
     with torch.no_grad():
         x_hat = prior(z, torch.tensor([30.0, 30.0]))
-    torch.testing.assert_close(x_hat, z, rtol=0, atol=1e-5)
+        torch.testing.assert_close(x_hat, z, rtol=0, atol=1e-5)
+        x_hat = prior(z, torch.tensor([-30.0, -30.0]))
+    v = unpatchify(raw[-1].permute(0, 4, 1, 2, 3), prior.patch_size)  # the network's output
+    assert 0.01 < v.abs().mean() < 10
+    torch.testing.assert_close(x_hat, -v, rtol=0, atol=1e-5)
 
 
 # ---------------------------------------------------------------- building blocks

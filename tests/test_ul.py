@@ -114,11 +114,19 @@ def test_stage1_loss_under_bf16_autocast_matches_float32(model):
         torch.testing.assert_close(mixed[key].detach(), full[key].detach(), rtol=1e-2, atol=0)
 
 
-def test_gradients_reach_every_parameter():
+def test_gradients_reach_every_parameter(monkeypatch):
     torch.manual_seed(1)
     model = UnifiedLatents(TINY)
     model.stage1_loss(astronaut_clips())["loss"].backward()
     dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert dead == []
+    # The decoder term alone (prior ELBO set to 0) must reach every encoder parameter through the
+    # noisy latent z0: the encoder learns what the decoder needs, not only what the prior can code.
+    model.zero_grad(set_to_none=True)
+    monkeypatch.setattr("ulvideo.ul.prior_elbo", lambda prior, z, schedule: z.new_zeros(len(z)))
+    model.stage1_loss(astronaut_clips())["loss"].backward()
+    assert all(p.grad is None for p in model.prior.parameters())  # the prior term is really off
+    dead = [n for n, p in model.encoder.named_parameters() if p.grad is None or not p.grad.any()]
     assert dead == []
 
 

@@ -1,0 +1,292 @@
+"""Mutation check: break the code on purpose and confirm that the tests meant to catch it fail.
+
+    python tests/mutation_check.py            # every breakage; exit 1 if one is not caught
+    python tests/mutation_check.py ddim_noise # some of them, by name
+
+Each breakage is a monkeypatch applied in a fresh subprocess (`--apply NAME`) before pytest imports
+the tests, so the repository is never edited. The matching tests first run unbroken (they must
+pass), then once per breakage (they must fail). CUDA breakages are reported as skipped on a
+machine without a GPU. Not collected by pytest (the name does not start with `test_`).
+"""
+
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def detach_decoder_latent():
+    from ulvideo.ul import UnifiedLatents
+
+    noisy = UnifiedLatents.noisy_latent
+    UnifiedLatents.noisy_latent = lambda self, z, generator=None: noisy(self, z.detach(), generator)
+
+
+def patch_guidance(**fixed):
+    import ulvideo.sample as sample
+
+    guided = sample.guided_denoiser
+
+    def broken(base, labels, cfg_scale, context_frames):
+        args = {"labels": labels, "cfg_scale": cfg_scale, "context_frames": context_frames}
+        return guided(base, **{**args, **fixed})
+
+    sample.guided_denoiser = broken
+
+
+def context_not_pinned():
+    import ulvideo.sample as sample
+
+    reverse = sample.sample
+    sample.sample = lambda *a, clean=None, keep_clean=None, **kw: reverse(*a, **kw)
+
+
+def cfg_ignored_by_sample_z0():
+    import ulvideo.sample as sample
+
+    sample_z0 = sample.sample_z0
+    sample.sample_z0 = lambda ul, base, shape, cfg, **kw: sample_z0(
+        ul, base, shape, dataclasses.replace(cfg, cfg_scale=1.0), **kw
+    )
+
+
+def eps_parameterisation():
+    import ulvideo.models.transformer as transformer
+    from ulvideo.diffusion.vp import eps_to_x
+
+    transformer.v_to_x = eps_to_x
+
+
+def ddim_adds_noise():
+    import torch
+
+    import ulvideo.diffusion as diffusion
+    import ulvideo.diffusion.samplers as samplers
+
+    reverse, ddim_step, drawn = samplers.sample, samplers.ddim_step, {}
+
+    def sample(*args, generator=None, **kwargs):
+        drawn["generator"] = generator
+        return reverse(*args, generator=generator, **kwargs)
+
+    def noisy_ddim_step(z, x_hat, l_from, l_to):  # + 0.5% of sigma_to in noise from the generator
+        noise = torch.randn(z.shape, dtype=z.dtype, generator=drawn["generator"])
+        return ddim_step(z, x_hat, l_from, l_to) + 0.005 * torch.sigmoid(-l_to).sqrt() * noise
+
+    samplers.sample = diffusion.sample = sample
+    samplers.ddim_step = noisy_ddim_step
+
+
+def fvd_means_only():
+    import evaluation.fvd as fvd
+    from evaluation.frechet import as_float64
+
+    def broken(real, fake, groups):  # the squared distance of the feature means, no covariances
+        real, fake = as_float64(real), as_float64(fake)
+        values = [
+            float((r.mean(0) - f.mean(0)).square().sum())
+            for r, f in zip(real.chunk(groups), fake.chunk(groups))
+        ]
+        mean = sum(values) / groups
+        std = (sum((v - mean) ** 2 for v in values) / groups) ** 0.5
+        return {"mean": mean, "std": std, "values": values}
+
+    fvd.grouped_distance = broken
+
+
+def reconstruction_skips_noise():
+    import evaluation.reconstruction as reconstruction
+
+    usage = reconstruction.latent_usage
+
+    class Noiseless:
+        def __init__(self, model):
+            self.model = model
+
+        def __getattr__(self, name):
+            return getattr(self.model, name)
+
+        def noisy_latent(self, z, generator=None):
+            return z
+
+    reconstruction.latent_usage = lambda model, *a, **kw: usage(Noiseless(model), *a, **kw)
+
+
+def bf16_loss_off():
+    import torch
+
+    import ulvideo.diffusion as diffusion
+    from ulvideo.ul import UnifiedLatents
+
+    def off(loss):  # 0.5% too large under CUDA autocast: inside the old 1e-2 tolerance
+        return loss * 1.005 if torch.is_autocast_enabled("cuda") else loss
+
+    stage1 = UnifiedLatents.stage1_loss
+
+    def stage1_off(self, video):
+        out = stage1(self, video)
+        return {**out, "loss": off(out["loss"])}
+
+    UnifiedLatents.stage1_loss = stage1_off
+    base_loss = diffusion.base_loss
+    diffusion.base_loss = lambda *a, **kw: off(base_loss(*a, **kw))
+
+
+SAMPLING = "tests/test_sample_cli.py::"
+FRAME_PREDICTION = [
+    SAMPLING + "test_frame_prediction_keeps_context_latents",
+    SAMPLING + "test_frame_prediction_conditions_the_base_on_the_context",
+]
+CONDITIONING = [
+    SAMPLING + "test_sampler_is_deterministic_under_a_seed",
+    SAMPLING + "test_labels_and_cfg_scale_change_the_samples_under_one_seed",
+    "tests/test_registry.py::test_custom_base_samples_with_guidance",
+]
+
+# name: (what is broken, the breakage, the tests that must catch it, needs CUDA)
+MUTATIONS = {
+    "decoder_loss_detached": (
+        "noisy_latent on z_clean.detach(): the decoder loss never reaches the encoder",
+        detach_decoder_latent,
+        ["tests/test_ul.py::test_gradients_reach_every_parameter"],
+        False,
+    ),
+    "context_frames_zero": (
+        "the base model is called with context_frames=0",
+        lambda: patch_guidance(context_frames=0),
+        FRAME_PREDICTION,
+        False,
+    ),
+    "context_not_pinned": (
+        "the context latents are never put into the base model's input",
+        context_not_pinned,
+        FRAME_PREDICTION,
+        False,
+    ),
+    "labels_dropped": (
+        "labels are dropped inside sampling",
+        lambda: patch_guidance(labels=None),
+        FRAME_PREDICTION + CONDITIONING,
+        False,
+    ),
+    "cfg_ignored_by_guidance": (
+        "cfg_scale is ignored by the guided denoiser",
+        lambda: patch_guidance(cfg_scale=1.0),
+        CONDITIONING,
+        False,
+    ),
+    "cfg_ignored_by_sample_z0": (
+        "cfg_scale is ignored by sample_z0 / generate",
+        cfg_ignored_by_sample_z0,
+        CONDITIONING,
+        False,
+    ),
+    "eps_parameterisation": (
+        "the network output is read as eps, not v",
+        eps_parameterisation,
+        [
+            "tests/test_networks.py::"
+            "test_prior_outputs_x_prediction_consistent_with_v_parameterisation"
+        ],
+        False,
+    ),
+    "ddim_noise": (
+        "DDIM adds a little noise (0.5% of sigma) from the generator at every step",
+        ddim_adds_noise,
+        ["tests/test_diffusion.py::test_sampler_recovers_gaussian_statistics"],
+        False,
+    ),
+    "fvd_means_only": (
+        "FVD is the squared distance of the feature means (no covariance term)",
+        fvd_means_only,
+        ["tests/test_eval_fvd.py::test_compute_fvd_is_the_frechet_distance_of_the_features"],
+        False,
+    ),
+    "reconstruction_no_noise": (
+        "evaluate_stage1 skips the log-SNR-5 noising of the latent",
+        reconstruction_skips_noise,
+        [
+            "tests/test_eval_reconstruction.py::"
+            "test_evaluate_stage1_reports_the_metrics_of_the_reconstructions"
+        ],
+        False,
+    ),
+    "bf16_loss_off": (
+        "the loss under CUDA bf16 autocast is 0.5% off",
+        bf16_loss_off,
+        ["tests/test_cuda.py"],
+        True,
+    ),
+}
+
+
+def apply_and_test(name: str) -> int:
+    """In the subprocess: apply the breakage (none for 'none'), then run its tests."""
+    import pytest
+
+    if name != "none":
+        MUTATIONS[name][1]()
+    tests = sorted({t for n in NAMES for t in MUTATIONS[n][2]}) if name == "none" else None
+    return pytest.main(["-q", "-x", "-p", "no:cacheprovider", *(tests or MUTATIONS[name][2])])
+
+
+def run(name: str) -> tuple[int, float]:
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}  # this checkout's code, not an installed copy
+    env.setdefault("OMP_NUM_THREADS", "1")
+    began = time.time()
+    proc = subprocess.run(
+        [sys.executable, __file__, "--apply", name, *NAMES],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode not in (0, 1):
+        print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
+    failed = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("FAILED ")]
+    return proc.returncode, time.time() - began, failed
+
+
+def main() -> int:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    baseline, seconds, _ = run("none")
+    print(f"unbroken code: tests {'pass' if baseline == 0 else 'FAIL'} ({seconds:.0f} s)")
+    if baseline != 0:
+        print("the matching tests must pass on unbroken code first", file=sys.stderr)
+        return 1
+    rows, missed = [], []
+    for name in NAMES:
+        what, _, tests, needs_cuda = MUTATIONS[name]
+        if needs_cuda and not cuda:
+            rows.append((name, "skipped (no CUDA)", what))
+            continue
+        rc, seconds, failed = run(name)
+        verdict = {0: "NOT CAUGHT", 1: "caught"}.get(rc, f"ERROR (pytest exit {rc})")
+        if rc != 1:
+            missed.append(name)
+        by = f"; failed: {failed[0].split('::')[-1]}" if failed else ""
+        rows.append((name, f"{verdict} ({seconds:.0f} s)", what + by))
+    width = max(len(r[0]) for r in rows)
+    print(f"{'breakage':<{width}}  {'result':<18}  what is broken")
+    for name, verdict, what in rows:
+        print(f"{name:<{width}}  {verdict:<18}  {what}")
+    if missed:
+        print(f"not caught: {', '.join(missed)}", file=sys.stderr)
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    apply = args[:2] if args[:1] == ["--apply"] else None
+    NAMES = (args[2:] if apply else args) or list(MUTATIONS)
+    unknown = [n for n in NAMES if n not in MUTATIONS]
+    if unknown:
+        sys.exit(f"unknown breakage(s) {unknown}; known: {', '.join(MUTATIONS)}")
+    sys.exit(apply_and_test(apply[1]) if apply else main())
