@@ -167,7 +167,8 @@ class VideoClips(FileDataset):
         self.paths = [str(self.root / entry.path) for entry in self.entries]
 
     def _find_videos(self) -> tuple[list[tuple[str, int]], list[str]]:
-        raise NotImplementedError
+        """Each subclass's layout: (relative path, label) of every video, and the class names."""
+        raise NotImplementedError(f"{type(self).__name__} must say where its videos are")
 
     def _manifest_name(self) -> str:
         """Names this index's cached manifest among the root's others."""
