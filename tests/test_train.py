@@ -310,6 +310,16 @@ def test_bf16_on_cpu_trains_with_finite_gradients(tmp_path):
     assert all(r["grad_norm"] is not None and r["grad_norm"] > 0 for r in log)
 
 
+def test_rate_warm_up_holds_then_ramps_the_priors_gradient(tmp_path):
+    config = tiny(tmp_path, rate_hold_steps=2, rate_ramp_steps=2, max_steps=5)
+    assert [trainer_module.rate_gradient(config, s) for s in range(6)] == [0, 0, 0.5, 1, 1, 1]
+    train(config)
+    logged = [r["rate_gradient"] for r in read_metrics(tmp_path / "run") if "loss" in r]
+    assert logged == [0, 0, 0.5, 1, 1]
+    with pytest.raises(ValueError, match="rate_hold_steps"):
+        tiny(tmp_path, rate_hold_steps=-1).validate()
+
+
 def test_bf16_falls_back_to_fp32_on_a_cpu_with_one_warning(tmp_path, capsys):
     result = train(tiny(tmp_path, mixed_precision="bf16", max_steps=1, checkpoint_every=100))
     assert result.accelerator.mixed_precision == "no"

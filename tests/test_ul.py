@@ -130,6 +130,32 @@ def test_gradients_reach_every_parameter(monkeypatch):
     assert dead == []
 
 
+def test_rate_gradient_scales_only_the_priors_pull_on_the_encoder():
+    torch.manual_seed(5)
+    model = UnifiedLatents(TINY)
+    video = astronaut_clips()
+
+    def grads(rate_gradient: float):
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(6)  # the same t and noise for every call
+        out = model.stage1_loss(video, rate_gradient)
+        out["loss"].backward()
+        encoder = torch.cat([p.grad.flatten() for p in model.encoder.parameters()])
+        prior = torch.cat([p.grad.flatten() for p in model.prior.parameters()])
+        return out["loss"].detach(), encoder, prior
+
+    loss_0, encoder_0, prior_0 = grads(0.0)
+    loss_1, encoder_1, prior_1 = grads(1.0)
+    loss_h, encoder_h, prior_h = grads(0.5)
+    assert loss_0 == loss_1 == loss_h  # the value is the UL loss whatever the warm-up
+    torch.testing.assert_close(prior_0, prior_1, rtol=0, atol=0)
+    torch.testing.assert_close(prior_h, prior_1, rtol=0, atol=0)
+    # the encoder's gradient is linear in the scale: decoder part + scale * prior part
+    linear = (encoder_0 + encoder_1) / 2
+    assert (encoder_h - linear).norm() < 1e-5 * encoder_1.norm()  # float32 sums in another order
+    assert (encoder_1 - encoder_0).norm() > 0.1 * encoder_1.norm()  # the prior's pull is real
+
+
 def test_base_gradients_reach_every_parameter_with_labels_and_context():
     from ulvideo.diffusion import LinearLogSNR, base_loss
     from ulvideo.models import build_base

@@ -90,14 +90,18 @@ class UnifiedLatents(nn.Module):
         logsnr = torch.full((z_clean.shape[0],), self.config.logsnr_latent, device=z_clean.device)
         return diffuse(z_clean, logsnr.to(z_clean.dtype), eps)
 
-    def stage1_loss(self, video: Tensor) -> dict[str, Tensor]:
+    def stage1_loss(self, video: Tensor, rate_gradient: float = 1.0) -> dict[str, Tensor]:
         """UL Algorithm 1: L = L_z (prior ELBO, w = 1) + L_x (sigmoid-weighted decoder loss).
 
-        Returns `loss` (mean over the batch, differentiable) and the detached batch means
-        `prior_nats`, `decoder_nats`, `bits_per_pixel`, `bits_per_latent_dim`.
+        `rate_gradient` scales the gradient that L_z sends into the encoder (through z_t and the
+        target alike); the loss value and the prior's own gradient stay as they are. The trainer's
+        rate warm-up uses it (docs/STAGE1_DIAGNOSTICS.md). Returns `loss` (mean over the batch,
+        differentiable) and the detached batch means `prior_nats`, `decoder_nats`,
+        `bits_per_pixel`, `bits_per_latent_dim`.
         """
         z_clean = self.encode(video).to(video.dtype)  # losses in the data's precision (autocast)
-        prior_nats = prior_elbo(self.prior, z_clean, self.latent_schedule)
+        z_rate = z_clean.detach() + rate_gradient * (z_clean - z_clean.detach())  # same value
+        prior_nats = prior_elbo(self.prior, z_rate, self.latent_schedule)
         decoder_nats = decoder_loss(
             self.decoder,
             video,

@@ -51,6 +51,14 @@ def lr_lambda(config: TrainConfig):
     return factor
 
 
+def rate_gradient(config: TrainConfig, step: int) -> float:
+    """The stage-1 rate warm-up after `step` optimizer steps: 0 while holding, then a linear ramp."""
+    ramp_step = step - config.rate_hold_steps
+    if ramp_step < 0:
+        return 0.0
+    return min(1.0, (ramp_step + 1) / max(1, config.rate_ramp_steps))
+
+
 def data_position(step: int, batches_per_epoch: int, grad_accum: int) -> tuple[int, int]:
     """(epoch, batches to skip in it) after `step` optimizer steps. An epoch is
     ceil(batches / grad_accum) steps: accelerate still steps on the last, partial group."""
@@ -186,6 +194,8 @@ def train(config: TrainConfig) -> TrainResult:
         data.set_epoch(epoch)
         epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
         for batch in epoch_loader:
+            if config.stage == 1:
+                unwrapped.rate_gradient = rate_gradient(config, step)
             with accelerator.accumulate(stage):
                 inputs, labels = data.prepare_batch(batch, unwrapped, accelerator)
                 loss, logs = stage(inputs, labels)
@@ -246,7 +256,8 @@ def train(config: TrainConfig) -> TrainResult:
                             ema.model, *eval_batch, config.eval_decode_steps
                         )
                     log.log(step, evaluation)
-                    if config.stage == 1 and step > config.warmup_steps:
+                    warm = max(config.warmup_steps, config.rate_hold_steps + config.rate_ramp_steps)
+                    if config.stage == 1 and step > warm:
                         warning = unwrapped.collapse_warning(evaluation, step)
                         if warning:
                             accelerator.print(warning)
