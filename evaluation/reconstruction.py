@@ -108,6 +108,11 @@ def latent_usage(model: nn.Module, video: Tensor, decode_steps: int, seed: int =
     }
 
 
+def mean_bits_per_pixel(model: nn.Module, video: Tensor, draws: int = 4) -> float:
+    """The prior's bits/pixel of `video`, averaged over `draws` Monte-Carlo draws of t and noise."""
+    return sum(float(model.stage1_loss(video)["bits_per_pixel"]) for _ in range(draws)) / draws
+
+
 def evaluate_stage1(
     model: nn.Module,
     dataset: Dataset,

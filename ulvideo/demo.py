@@ -123,11 +123,11 @@ def run_demo(config: DemoConfig) -> dict:
         ),
     }
     print(f"[4/5] reconstructing {n} test clips, from their own latents and from swapped ones")
-    from evaluation.reconstruction import latent_usage
+    from evaluation.reconstruction import latent_usage, mean_bits_per_pixel
 
     with torch.no_grad():
         usage = latent_usage(ul, real, config.decoder_steps, seed=config.seed)
-        bpp = float(torch.stack([ul.stage1_loss(real)["bits_per_pixel"] for _ in range(4)]).mean())
+        bpp = mean_bits_per_pixel(ul, real)
     recon = usage["recon"]
 
     for name, videos in samples.items():

@@ -38,10 +38,10 @@ class Stage1(nn.Module):
     def evaluate(self, ema_network, video, labels, decode_steps: int) -> dict:
         """Reconstruction PSNR through the decoder sampler with each clip's own latent and with
         another clip's, and bits/pixel, on a fixed batch."""
-        from evaluation.reconstruction import latent_usage  # evaluation sits above ulvideo
+        from evaluation.reconstruction import latent_usage, mean_bits_per_pixel  # (above ulvideo)
 
         usage = latent_usage(ema_network, video, decode_steps)
-        bpp = sum(float(ema_network.stage1_loss(video)["bits_per_pixel"]) for _ in range(4)) / 4
+        bpp = mean_bits_per_pixel(ema_network, video)
         own, swapped = float(usage["psnr"].mean()), float(usage["psnr_swapped"].mean())
         return {
             "eval_psnr": own,
