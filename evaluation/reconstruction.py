@@ -152,10 +152,7 @@ def evaluate_stage1(
             swapped.append(usage["psnr_swapped"].cpu())
             psnrs.append(psnr(recon, video).cpu())
             ssims.append(ssim(recon, video).cpu())
-            bpp = (
-                torch.as_tensor(model.stage1_loss(video)["bits_per_pixel"]).detach().double().cpu()
-            )
-            bits.append(bpp.expand(len(video)) if bpp.numel() == 1 else bpp.reshape(-1))
+            bits.append(torch.full((len(video),), mean_bits_per_pixel(model, video)))
             if i3d is not None:
                 real.append(embed(video, i3d, protocol).cpu())
                 fake.append(embed(recon, i3d, protocol).cpu())

@@ -127,8 +127,8 @@ def bf16_loss_off():
 
     stage1 = UnifiedLatents.stage1_loss
 
-    def stage1_off(self, video):
-        out = stage1(self, video)
+    def stage1_off(self, video, warmup=0.0):
+        out = stage1(self, video, warmup)
         return {**out, "loss": off(out["loss"])}
 
     UnifiedLatents.stage1_loss = stage1_off

@@ -200,13 +200,15 @@ def test_stage1_learns_then_stage2_learns(tmp_path):
             log_every=5,
             checkpoint_every=steps,
             warmup_steps=5,
+            latent_hold_steps=0,  # plain UL: the loss is one objective throughout
+            latent_ramp_steps=0,
         )
     )
     log = [r for r in read_metrics(tmp_path / "s1") if "loss" in r]
     first, last = log[0], log[-1]
-    # stated margins: the total loss falls by at least 30%, bits/pixel by at least 20%
+    # a stated margin: the total loss falls by at least 30%. (A falling bits/pixel is not asserted:
+    # it is also what a collapse looks like. tests/test_rd.py checks what stage 1 learns.)
     assert last["loss"] < 0.7 * first["loss"], (first, last)
-    assert last["bits_per_pixel"] < 0.8 * first["bits_per_pixel"], (first, last)
     assert s1.step == steps and (tmp_path / "s1" / "final" / "ul").is_dir()
 
     s2 = train(
@@ -310,14 +312,14 @@ def test_bf16_on_cpu_trains_with_finite_gradients(tmp_path):
     assert all(r["grad_norm"] is not None and r["grad_norm"] > 0 for r in log)
 
 
-def test_rate_warm_up_holds_then_ramps_the_priors_gradient(tmp_path):
-    config = tiny(tmp_path, rate_hold_steps=2, rate_ramp_steps=2, max_steps=5)
-    assert [trainer_module.rate_gradient(config, s) for s in range(6)] == [0, 0, 0.5, 1, 1, 1]
+def test_latent_warm_up_holds_then_ramps_to_plain_ul(tmp_path):
+    config = tiny(tmp_path, latent_hold_steps=2, latent_ramp_steps=2, max_steps=5)
+    assert [trainer_module.latent_warmup(config, s) for s in range(6)] == [1, 1, 0.5, 0, 0, 0]
     train(config)
-    logged = [r["rate_gradient"] for r in read_metrics(tmp_path / "run") if "loss" in r]
-    assert logged == [0, 0, 0.5, 1, 1]
-    with pytest.raises(ValueError, match="rate_hold_steps"):
-        tiny(tmp_path, rate_hold_steps=-1).validate()
+    logged = [r["latent_warmup"] for r in read_metrics(tmp_path / "run") if "loss" in r]
+    assert logged == [1, 1, 0.5, 0, 0]
+    with pytest.raises(ValueError, match="latent_hold_steps"):
+        tiny(tmp_path, latent_hold_steps=-1).validate()
 
 
 def test_bf16_falls_back_to_fp32_on_a_cpu_with_one_warning(tmp_path, capsys):

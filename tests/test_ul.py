@@ -84,6 +84,7 @@ def test_stage1_loss_terms_and_units(model):
         "loss",
         "prior_nats",
         "decoder_nats",
+        "read_nats",
         "bits_per_pixel",
         "bits_per_latent_dim",
     }
@@ -130,30 +131,52 @@ def test_gradients_reach_every_parameter(monkeypatch):
     assert dead == []
 
 
-def test_rate_gradient_scales_only_the_priors_pull_on_the_encoder():
+def test_warmup_scales_the_priors_pull_on_the_encoder_and_adds_the_read_term():
     torch.manual_seed(5)
     model = UnifiedLatents(TINY)
     video = astronaut_clips()
 
-    def grads(rate_gradient: float):
+    def grads(warmup: float):
         model.zero_grad(set_to_none=True)
         torch.manual_seed(6)  # the same t and noise for every call
-        out = model.stage1_loss(video, rate_gradient)
+        out = model.stage1_loss(video, warmup)
         out["loss"].backward()
-        encoder = torch.cat([p.grad.flatten() for p in model.encoder.parameters()])
-        prior = torch.cat([p.grad.flatten() for p in model.prior.parameters()])
-        return out["loss"].detach(), encoder, prior
+        parts = (model.encoder, model.prior, model.decoder)
+        return out, [torch.cat([p.grad.flatten() for p in m.parameters()]) for m in parts]
 
-    loss_0, encoder_0, prior_0 = grads(0.0)
-    loss_1, encoder_1, prior_1 = grads(1.0)
-    loss_h, encoder_h, prior_h = grads(0.5)
-    assert loss_0 == loss_1 == loss_h  # the value is the UL loss whatever the warm-up
-    torch.testing.assert_close(prior_0, prior_1, rtol=0, atol=0)
+    (out_0, (enc_0, prior_0, dec_0)), (out_1, (enc_1, prior_1, dec_1)) = grads(0.0), grads(1.0)
+    out_h, (enc_h, prior_h, dec_h) = grads(0.5)
+    for out in (out_0, out_h, out_1):  # one draw: the UL terms do not depend on the warm-up
+        assert out["prior_nats"] == out_0["prior_nats"] and out["read_nats"] == out_0["read_nats"]
+    ul = out_0["prior_nats"] + out_0["decoder_nats"]
+    torch.testing.assert_close(out_0["loss"], ul)
+    torch.testing.assert_close(out_h["loss"], ul + 0.5 * out_0["read_nats"])
+    torch.testing.assert_close(out_1["loss"], ul + out_0["read_nats"])
+    torch.testing.assert_close(prior_0, prior_1, rtol=0, atol=0)  # the prior learns the same
     torch.testing.assert_close(prior_h, prior_1, rtol=0, atol=0)
-    # the encoder's gradient is linear in the scale: decoder part + scale * prior part
-    linear = (encoder_0 + encoder_1) / 2
-    assert (encoder_h - linear).norm() < 1e-5 * encoder_1.norm()  # float32 sums in another order
-    assert (encoder_1 - encoder_0).norm() > 0.1 * encoder_1.norm()  # the prior's pull is real
+    # every gradient is linear in the warm-up: plain UL + warmup * (read term - the prior's pull)
+    for g_0, g_h, g_1 in ((enc_0, enc_h, enc_1), (dec_0, dec_h, dec_1)):
+        assert (g_h - (g_0 + g_1) / 2).norm() < 1e-5 * g_1.norm()  # float32 sums in another order
+        assert (g_1 - g_0).norm() > 0.1 * g_0.norm()  # the warm-up changes both
+    with pytest.raises(ValueError, match="warmup must be in"):
+        model.stage1_loss(video, 1.5)
+
+
+def test_read_term_is_the_decoder_loss_without_exp_lambda():
+    from ulvideo.diffusion import ShiftedCosine, decoder_terms
+
+    schedule = ShiftedCosine(32)
+    x, z0 = torch.randn(4, 3, 1, 8, 8), torch.randn(4, 8, 1, 1, 1)
+    t, eps = torch.tensor([0.05, 0.3, 0.6, 0.95]), torch.randn(4, 3, 1, 8, 8)
+    x_hat = torch.randn(4, 3, 1, 8, 8)
+    lx, read = decoder_terms(
+        lambda x_t, z, lam: x_hat, x, z0, schedule, loss_factor=1.7, bias=1.0, t=t, eps=eps
+    )
+    lam = schedule(t)
+    sq = (x - x_hat).square().flatten(1).sum(1)
+    expected_read = 1.7 * schedule.neg_dlogsnr_dt(t) / 2 * torch.sigmoid(1.0 - lam) * sq
+    torch.testing.assert_close(read, expected_read)
+    torch.testing.assert_close(lx, expected_read * torch.exp(lam))  # UL eq. 4 integrand
 
 
 def test_base_gradients_reach_every_parameter_with_labels_and_context():

@@ -59,6 +59,9 @@ def run_demo(config: DemoConfig) -> dict:
         output_dir=str(out / "stage1"),
         max_steps=config.stage1_steps,
         warmup_steps=min(100, config.stage1_steps // 10 + 1),
+        # the latent warm-up: 3/8 of stage 1 held, 3/8 ramped to plain UL, the last 1/4 plain UL
+        latent_hold_steps=config.stage1_steps * 3 // 8,
+        latent_ramp_steps=config.stage1_steps * 3 // 8,
         checkpoint_every=config.stage1_steps,
         eval_every=max(1, config.stage1_steps // 4),
         **common,

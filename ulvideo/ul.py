@@ -19,7 +19,7 @@ from .diffusion import (
     ShiftedCosine,
     bits_per_latent_dim,
     bits_per_pixel,
-    decoder_loss,
+    decoder_terms,
     diffuse,
     prior_elbo,
     sample,
@@ -90,19 +90,22 @@ class UnifiedLatents(nn.Module):
         logsnr = torch.full((z_clean.shape[0],), self.config.logsnr_latent, device=z_clean.device)
         return diffuse(z_clean, logsnr.to(z_clean.dtype), eps)
 
-    def stage1_loss(self, video: Tensor, rate_gradient: float = 1.0) -> dict[str, Tensor]:
+    def stage1_loss(self, video: Tensor, warmup: float = 0.0) -> dict[str, Tensor]:
         """UL Algorithm 1: L = L_z (prior ELBO, w = 1) + L_x (sigmoid-weighted decoder loss).
 
-        `rate_gradient` scales the gradient that L_z sends into the encoder (through z_t and the
-        target alike); the loss value and the prior's own gradient stay as they are. The trainer's
-        rate warm-up uses it (docs/STAGE1_DIAGNOSTICS.md). Returns `loss` (mean over the batch,
-        differentiable) and the detached batch means `prior_nats`, `decoder_nats`,
-        `bits_per_pixel`, `bits_per_latent_dim`.
+        `warmup` in [0, 1] is the stage-1 latent warm-up (docs/STAGE1_DIAGNOSTICS.md); 0 is plain
+        UL. It scales the gradient that L_z sends into the encoder by 1 - warmup (the value of L_z
+        and the prior's own gradient are unchanged), and adds warmup * L_read, the decoder term
+        that teaches the decoder to read z0 before the rate can remove it. Returns `loss` (mean
+        over the batch, differentiable) and the detached batch means `prior_nats`, `decoder_nats`
+        (L_x), `read_nats`, `bits_per_pixel`, `bits_per_latent_dim`.
         """
+        if not 0.0 <= warmup <= 1.0:
+            raise ValueError(f"warmup must be in [0, 1] (0 is plain UL), got {warmup}")
         z_clean = self.encode(video).to(video.dtype)  # losses in the data's precision (autocast)
-        z_rate = z_clean.detach() + rate_gradient * (z_clean - z_clean.detach())  # same value
+        z_rate = z_clean.detach() + (1.0 - warmup) * (z_clean - z_clean.detach())  # same value
         prior_nats = prior_elbo(self.prior, z_rate, self.latent_schedule)
-        decoder_nats = decoder_loss(
+        decoder_nats, read_nats = decoder_terms(
             self.decoder,
             video,
             self.noisy_latent(z_clean),
@@ -110,12 +113,16 @@ class UnifiedLatents(nn.Module):
             loss_factor=self.config.loss_factor,
             bias=self.config.decoder_bias,
         )
+        loss = prior_nats + decoder_nats
+        if warmup > 0:
+            loss = loss + warmup * read_nats
         _, _, frames, height, width = video.shape
         prior_mean = prior_nats.detach().mean()
         return {
-            "loss": (prior_nats + decoder_nats).mean(),
+            "loss": loss.mean(),
             "prior_nats": prior_mean,
             "decoder_nats": decoder_nats.detach().mean(),
+            "read_nats": read_nats.detach().mean(),
             "bits_per_pixel": bits_per_pixel(prior_mean, frames, height, width),
             "bits_per_latent_dim": bits_per_latent_dim(prior_mean, z_clean[0].numel()),
         }

@@ -1,7 +1,15 @@
 """Pure diffusion math: VP process, schedules, UL losses, bitrate and samplers (no nn.Module state)."""
 
 from .bitrate import bits_per_latent_dim, bits_per_pixel
-from .losses import base_loss, context_mask, decoder_loss, prior_elbo, sigmoid_weight, terminal_kl
+from .losses import (
+    base_loss,
+    context_mask,
+    decoder_loss,
+    decoder_terms,
+    prior_elbo,
+    sigmoid_weight,
+    terminal_kl,
+)
 from .samplers import ddim_step, ddpm_step, logsnr_grid, sample
 from .schedules import LinearLogSNR, Schedule, ShiftedCosine, stratified_t
 from .vp import alpha_sigma, diffuse, eps_to_x, expand_to, v_to_x, x_to_eps, x_to_v
@@ -18,6 +26,7 @@ __all__ = [
     "ddim_step",
     "ddpm_step",
     "decoder_loss",
+    "decoder_terms",
     "diffuse",
     "eps_to_x",
     "expand_to",

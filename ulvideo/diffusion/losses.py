@@ -28,18 +28,16 @@ def check_input(name: str, x: Tensor, min_ndim: int = 2) -> None:
         )
 
 
-def _weighted_diffusion_mse(
+def _diffusion_sq_err(
     denoiser: Denoiser,
     x: Tensor,
     schedule: Schedule,
-    weight: Callable[[Tensor], Tensor] | None,
     t: Tensor | None,
     eps: Tensor | None,
     keep_clean: Tensor | None = None,
-) -> Tensor:
-    # UL eq. 3/4 integrand: -dlambda/dt * exp(lambda)/2 * w(lambda) * ||x - x_hat||^2, summed over dims
-    batch = x.shape[0]
-    t = stratified_t(batch, device=x.device) if t is None else t
+) -> tuple[Tensor, Tensor]:
+    """One Monte-Carlo draw: (||x - x_hat(x_t, lambda(t))||^2 summed per example in fp32 or wider, t)."""
+    t = stratified_t(x.shape[0], device=x.device) if t is None else t
     eps = torch.randn_like(x) if eps is None else eps
     logsnr = schedule(t).to(x.dtype)
     x_t = diffuse(x, logsnr, eps)
@@ -52,12 +50,29 @@ def _weighted_diffusion_mse(
     sq_err = (x - x_hat).to(weight_dtype).square()
     if keep_clean is not None:
         sq_err = sq_err * (~keep_clean)
-    per_example = sq_err.flatten(1).sum(1)
-    lam = schedule(t).to(weight_dtype)
-    w = schedule.neg_dlogsnr_dt(t).to(weight_dtype) * torch.exp(lam) / 2
+    return sq_err.flatten(1).sum(1), t.to(weight_dtype)
+
+
+def _elbo_weight(schedule: Schedule, t: Tensor) -> Tensor:
+    # UL eq. 3/4 integrand: -dlambda/dt * exp(lambda)/2 multiplies ||x - x_hat||^2
+    return schedule.neg_dlogsnr_dt(t) * torch.exp(schedule(t)) / 2
+
+
+def _weighted_diffusion_mse(
+    denoiser: Denoiser,
+    x: Tensor,
+    schedule: Schedule,
+    weight: Callable[[Tensor], Tensor] | None,
+    t: Tensor | None,
+    eps: Tensor | None,
+    keep_clean: Tensor | None = None,
+) -> Tensor:
+    # UL eq. 3/4: -dlambda/dt * exp(lambda)/2 * w(lambda) * ||x - x_hat||^2, summed over dims
+    sq_err, t = _diffusion_sq_err(denoiser, x, schedule, t, eps, keep_clean)
+    w = _elbo_weight(schedule, t)
     if weight is not None:
-        w = w * weight(lam)
-    return w * per_example
+        w = w * weight(schedule(t))
+    return w * sq_err
 
 
 def terminal_kl(z_clean: Tensor, logsnr_min: float) -> Tensor:
@@ -110,13 +125,38 @@ def decoder_loss(
     L_x = c_lf * E_t[-dlambda/dt * exp(lambda)/2 * sigmoid(b - lambda) * ||x - x_hat(x_t, z0, t)||^2].
     `denoiser(x_t, z0, logsnr) -> x_hat` is conditioned on the noisy latent z0.
     """
+    return decoder_terms(
+        denoiser, x, z0, schedule, loss_factor=loss_factor, bias=bias, t=t, eps=eps
+    )[0]
+
+
+def decoder_terms(
+    denoiser: Callable[[Tensor, Tensor, Tensor], Tensor],
+    x: Tensor,
+    z0: Tensor,
+    schedule: Schedule,
+    *,
+    loss_factor: float = 1.5,
+    bias: float = 0.0,
+    t: Tensor | None = None,
+    eps: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """(L_x, L_read) per example from one decoder evaluation at the same t and noise.
+
+    L_x is `decoder_loss`. L_read is the stage-1 warm-up's term [ours, docs/STAGE1_DIAGNOSTICS.md]:
+    the same integrand without exp(lambda), c_lf * E_t[-dlambda/dt / 2 * sigmoid(b - lambda) *
+    ||x - x_hat||^2], a v-prediction-like weight that stays large at the noisy end, where only z0
+    can tell the decoder what x is. It teaches the decoder to read z0 in tens of steps.
+    """
     check_input("x", x)
     check_input("z0", z0)
     if x.shape[0] != z0.shape[0]:
         raise ValueError(f"x and z0 have different batch sizes: {x.shape[0]} vs {z0.shape[0]}")
-    return loss_factor * _weighted_diffusion_mse(
-        lambda x_t, logsnr: denoiser(x_t, z0, logsnr), x, schedule, sigmoid_weight(bias), t, eps
+    sq_err, t = _diffusion_sq_err(
+        lambda x_t, logsnr: denoiser(x_t, z0, logsnr), x, schedule, t, eps
     )
+    read_weight = loss_factor * schedule.neg_dlogsnr_dt(t) / 2 * sigmoid_weight(bias)(schedule(t))
+    return read_weight * torch.exp(schedule(t)) * sq_err, read_weight * sq_err
 
 
 def context_mask(z: Tensor, context_frames: int) -> Tensor | None:

@@ -60,11 +60,12 @@ class TrainConfig:
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.99)
     clip_grad: float = 1.0
-    # stage-1 rate warm-up: the prior's gradient into the encoder is 0 for rate_hold_steps, then
-    # ramps linearly to 1 over rate_ramp_steps; the loss value never changes. Off by default: see
-    # docs/STAGE1_DIAGNOSTICS.md for where it helped (batch 32) and where it did not (batch 8)
-    rate_hold_steps: int = 0
-    rate_ramp_steps: int = 0
+    # stage-1 latent warm-up (UnifiedLatents.stage1_loss, docs/STAGE1_DIAGNOSTICS.md): for
+    # latent_hold_steps the rate's gradient is kept out of the encoder and the decoder is also
+    # trained to read z0 (L_read); both then ramp linearly to plain UL over latent_ramp_steps.
+    # Without it the rate removes the latent before the decoder reads it (issue 11)
+    latent_hold_steps: int = 1000
+    latent_ramp_steps: int = 1000
     ema_decay: float = 0.999
     max_steps: int = 100_000
     mixed_precision: str = "no"  # "no" | "bf16" | "fp16"
@@ -121,10 +122,10 @@ class TrainConfig:
                      "eval_every", "keep_last"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.rate_hold_steps < 0 or self.rate_ramp_steps < 0:
+        if self.latent_hold_steps < 0 or self.latent_ramp_steps < 0:
             raise ValueError(
-                "rate_hold_steps and rate_ramp_steps must be >= 0, got "
-                f"{self.rate_hold_steps} and {self.rate_ramp_steps}"
+                "latent_hold_steps and latent_ramp_steps must be >= 0 (0 and 0 is plain UL), got "
+                f"{self.latent_hold_steps} and {self.latent_ramp_steps}"
             )
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(

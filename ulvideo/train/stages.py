@@ -24,15 +24,12 @@ class Stage1(nn.Module):
     def __init__(self, model_config):
         super().__init__()
         self.network = UnifiedLatents(model_config)
-        self.rate_gradient = 1.0  # the trainer's rate warm-up sets it before every step
+        self.warmup = 0.0  # the trainer's latent warm-up sets it before every step
 
     def forward(self, video, labels):
-        out = self.network.stage1_loss(video, self.rate_gradient)
-        logs = {
-            k: out[k]
-            for k in ("prior_nats", "decoder_nats", "bits_per_pixel", "bits_per_latent_dim")
-        }
-        return out["loss"], {**logs, "rate_gradient": self.rate_gradient}
+        out = self.network.stage1_loss(video, self.warmup)
+        names = ("prior_nats", "decoder_nats", "read_nats", "bits_per_pixel", "bits_per_latent_dim")
+        return out["loss"], {**{k: out[k] for k in names}, "latent_warmup": self.warmup}
 
     @torch.no_grad()
     def evaluate(self, ema_network, video, labels, decode_steps: int) -> dict:

@@ -51,12 +51,13 @@ def lr_lambda(config: TrainConfig):
     return factor
 
 
-def rate_gradient(config: TrainConfig, step: int) -> float:
-    """The stage-1 rate warm-up after `step` optimizer steps: 0 while holding, then a linear ramp."""
-    ramp_step = step - config.rate_hold_steps
+def latent_warmup(config: TrainConfig, step: int) -> float:
+    """The stage-1 latent warm-up after `step` optimizer steps: 1 while holding, then a linear ramp
+    down to 0 (plain UL)."""
+    ramp_step = step - config.latent_hold_steps
     if ramp_step < 0:
-        return 0.0
-    return min(1.0, (ramp_step + 1) / max(1, config.rate_ramp_steps))
+        return 1.0
+    return max(0.0, 1.0 - (ramp_step + 1) / max(1, config.latent_ramp_steps))
 
 
 def data_position(step: int, batches_per_epoch: int, grad_accum: int) -> tuple[int, int]:
@@ -195,7 +196,7 @@ def train(config: TrainConfig) -> TrainResult:
         epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
         for batch in epoch_loader:
             if config.stage == 1:
-                unwrapped.rate_gradient = rate_gradient(config, step)
+                unwrapped.warmup = latent_warmup(config, step)
             with accelerator.accumulate(stage):
                 inputs, labels = data.prepare_batch(batch, unwrapped, accelerator)
                 loss, logs = stage(inputs, labels)
@@ -256,7 +257,9 @@ def train(config: TrainConfig) -> TrainResult:
                             ema.model, *eval_batch, config.eval_decode_steps
                         )
                     log.log(step, evaluation)
-                    warm = max(config.warmup_steps, config.rate_hold_steps + config.rate_ramp_steps)
+                    warm = max(
+                        config.warmup_steps, config.latent_hold_steps + config.latent_ramp_steps
+                    )
                     if config.stage == 1 and step > warm:
                         warning = unwrapped.collapse_warning(evaluation, step)
                         if warning:
