@@ -3,10 +3,12 @@ and score the first 16 frames against the real clips under the `magvit-k600` FVD
 default (evaluation.fvd): MAGVIT's 64x64-then-224x224 TF 1.x resize, 50,000 samples, mean ± std
 over 4 groups.
 
-The protocol is independent of how videos are generated. `generate(context, num_frames, labels)`
-receives `B x 3 x 5 x H x W` real context frames in [-1, 1], the clip length T and the class labels,
-and returns the whole `B x 3 x T x H x W` clip, its rendering of the context frames included.
-ulvideo.sample builds one from a stage-2 checkpoint; any model can be scored the same way.
+The protocol is independent of how videos are generated. `generate(context, num_frames, labels,
+sample_ids)` receives `B x 3 x 5 x H x W` real context frames in [-1, 1], the clip length T, the
+class labels and each clip's sample index (`group * num_samples + i`), and returns the whole
+`B x 3 x T x H x W` clip, its rendering of the context frames included. A sampler that seeds each
+clip's noise from its sample index alone (ulvideo.sample.frame_predictor does) scores the same clips
+on any number of processes. Any model can be scored the same way.
 
 Distributed with accelerate (`accelerate launch ...`, pass the `Accelerator`): each process takes a
 shard of the clips and the features are gathered in dataset order, `gather_for_metrics` dropping the
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from .frechet import FeatureStats
 from .fvd import (
@@ -35,7 +37,7 @@ from .fvd import (
 
 CONTEXT_FRAMES = 5
 DEFAULT_PROTOCOL = "magvit-k600"
-Generate = Callable[[Tensor, int, Tensor], Tensor]
+Generate = Callable[[Tensor, int, Tensor, Tensor], Tensor]
 
 
 def kinetics600_test_clips(root: str | Path, frames: int = 17, resolution: int = 128) -> Dataset:
@@ -45,10 +47,23 @@ def kinetics600_test_clips(root: str | Path, frames: int = 17, resolution: int =
     return Kinetics600(root, split="test", frames=frames, resolution=resolution, train=False)
 
 
-def check_clips(batch, context_frames: int, num_frames: int) -> None:
-    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-        raise ValueError("the dataset must yield (video 3 x T x H x W, label) pairs")
-    video = batch[0]
+class IndexedClips(Dataset):
+    """Sample i of the protocol: `(video, label, i)` of clip `i % len(dataset)`."""
+
+    def __init__(self, dataset: Dataset, num_samples: int):
+        self.dataset, self.num_samples = dataset, num_samples
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __getitem__(self, i: int):
+        item = self.dataset[i % len(self.dataset)]
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise ValueError("the dataset must yield (video 3 x T x H x W, label) pairs")
+        return item[0], item[1], i
+
+
+def check_clips(video: Tensor, context_frames: int, num_frames: int) -> None:
     if video.dim() != 5 or video.shape[1] != 3:
         raise ValueError(
             "the dataset must yield (video 3 x T x H x W, label) pairs, got video batches "
@@ -71,14 +86,13 @@ def frame_prediction_features(
     context_frames: int = CONTEXT_FRAMES,
     protocol: Protocol | str = DEFAULT_PROTOCOL,
     i3d: nn.Module | None = None,
-    seed: int = 0,
     num_workers: int = 0,
 ) -> tuple[Tensor, Tensor]:
     """(real `N x D`, generated `groups * N x D`) float64 features in dataset order, on every
     process; `num_samples` and `groups` default to the protocol's.
 
-    Sample i is clip `i % len(dataset)`; each group generates from the same N clips again, with
-    the global torch seed set to `seed + group * num_processes + rank` before it starts.
+    Sample i is clip `i % len(dataset)`; each group generates from the same N clips again, the
+    clips of group g getting sample ids `g * N + i`.
     """
     protocol = get_protocol(protocol)
     num_samples = protocol.num_samples if num_samples is None else num_samples
@@ -90,22 +104,22 @@ def frame_prediction_features(
     if len(dataset) == 0:
         raise ValueError("the dataset of real clips is empty")
     i3d = default_i3d() if i3d is None else i3d
-    clips = Subset(dataset, [i % len(dataset) for i in range(num_samples)])
-    loader = DataLoader(clips, batch_size=batch_size, num_workers=num_workers)
+    loader = DataLoader(
+        IndexedClips(dataset, num_samples), batch_size=batch_size, num_workers=num_workers
+    )
     if accelerator is not None:
         loader = accelerator.prepare_data_loader(loader)
         i3d = i3d.to(accelerator.device)
-    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     gather = accelerator.gather_for_metrics if accelerator else (lambda x: x)
 
     real, fake = [], []
     for group in range(groups):
-        torch.manual_seed(seed + group * world + rank)
-        for batch in loader:
-            check_clips(batch, context_frames, protocol.num_frames)
-            video, labels = batch[0].to(module_device(i3d)), batch[1]
+        for video, labels, ids in loader:
+            check_clips(video, context_frames, protocol.num_frames)
+            video = video.to(module_device(i3d))
             with torch.no_grad():
-                generated = generate(video[:, :, :context_frames], video.shape[2], labels)
+                context = video[:, :, :context_frames]
+                generated = generate(context, video.shape[2], labels, group * num_samples + ids)
             if generated.shape != video.shape:
                 raise ValueError(
                     f"generate returned {list(generated.shape)} for clips of {list(video.shape)}: "
@@ -127,7 +141,6 @@ def frame_prediction_fvd(
     context_frames: int = CONTEXT_FRAMES,
     protocol: Protocol | str = DEFAULT_PROTOCOL,
     i3d: nn.Module | None = None,
-    seed: int = 0,
     num_workers: int = 0,
     report_path: str | Path | None = None,
 ) -> dict:
@@ -141,7 +154,7 @@ def frame_prediction_fvd(
     i3d = default_i3d() if i3d is None else i3d
     real, fake = frame_prediction_features(
         generate, dataset, num_samples, groups, batch_size, accelerator, context_frames,
-        protocol, i3d, seed, num_workers,
+        protocol, i3d, num_workers,
     )  # fmt: skip
     reference = FeatureStats.from_features(real)  # every group against the same real clips
     settings = protocol_settings(i3d, protocol)
@@ -152,7 +165,6 @@ def frame_prediction_fvd(
         "dataset_size": len(dataset),
         "context_frames": context_frames,
         "num_processes": accelerator.num_processes if accelerator else 1,
-        "seed": seed,
     }
     if report_path is not None and (accelerator is None or accelerator.is_main_process):
         Path(report_path).parent.mkdir(parents=True, exist_ok=True)
@@ -201,7 +213,6 @@ def main(argv: list[str] | None = None) -> dict:
         batch_size=sampling.batch_size,
         accelerator=accelerator,
         protocol=args.protocol,
-        seed=sampling.seed,
         report_path=args.out,
     )
     if accelerator.is_main_process:

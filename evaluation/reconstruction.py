@@ -86,19 +86,26 @@ def ssim(x: Tensor, y: Tensor, per: str = "frame") -> Tensor:
     return per_video(ssim_map.mean(dim=(1, 2, 3)).view(b, t), per)
 
 
-def latent_usage(model: nn.Module, video: Tensor, decode_steps: int, seed: int = 0) -> dict:
+def latent_usage(
+    model: nn.Module, video: Tensor, decode_steps: int, seed: int = 0, first_index: int = 0
+) -> dict:
     """Decode `video` from its own noisy latent and from another clip's (the batch rolled by one),
-    under the same noise. Returns the reconstructions `recon` and the per-video `psnr` and
-    `psnr_swapped`: a decoder that ignores its latent scores the same on both."""
+    under the same noise: video k's from (seed, first_index + k) alone. Returns the reconstructions
+    `recon` and the per-video `psnr` and `psnr_swapped`: a decoder that ignores its latent scores
+    the same on both."""
+    from ulvideo.diffusion import StackedRandomGenerator
+
     if len(video) < 2:
         raise ValueError("the swapped-latent check needs at least 2 videos in the batch")
 
-    def generator():
-        return torch.Generator(video.device).manual_seed(seed)
+    def rng():
+        return StackedRandomGenerator(
+            video.device, seed, range(first_index, first_index + len(video))
+        )
 
-    z0 = model.noisy_latent(model.encode(video), generator=generator())
+    z0 = model.noisy_latent(model.encode(video), rng())
     recon, swapped = (
-        model.decode(z, steps=decode_steps, generator=generator()).clamp(-1, 1)
+        model.decode(z, steps=decode_steps, rng=rng()).clamp(-1, 1)
         for z in (z0, z0.roll(1, dims=0))
     )
     return {
@@ -147,7 +154,7 @@ def evaluate_stage1(
         for batch in DataLoader(dataset, batch_size=batch_size):
             video = batch[0] if isinstance(batch, (tuple, list)) else batch
             video = video[: num_videos - seen].to(device)
-            usage = latent_usage(model, video, decode_steps, seed=seen)
+            usage = latent_usage(model, video, decode_steps, first_index=seen)
             recon = usage["recon"]
             swapped.append(usage["psnr_swapped"].cpu())
             psnrs.append(psnr(recon, video).cpu())

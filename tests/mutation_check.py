@@ -23,7 +23,7 @@ def detach_decoder_latent():
     from ulvideo.ul import UnifiedLatents
 
     noisy = UnifiedLatents.noisy_latent
-    UnifiedLatents.noisy_latent = lambda self, z, generator=None: noisy(self, z.detach(), generator)
+    UnifiedLatents.noisy_latent = lambda self, z, rng=None: noisy(self, z.detach(), rng)
 
 
 def patch_guidance(**fixed):
@@ -69,12 +69,12 @@ def ddim_adds_noise():
 
     reverse, ddim_step, drawn = samplers.sample, samplers.ddim_step, {}
 
-    def sample(*args, generator=None, **kwargs):
-        drawn["generator"] = generator
-        return reverse(*args, generator=generator, **kwargs)
+    def sample(*args, noise_sampler=torch.randn_like, **kwargs):
+        drawn["noise_sampler"] = noise_sampler
+        return reverse(*args, noise_sampler=noise_sampler, **kwargs)
 
-    def noisy_ddim_step(z, x_hat, l_from, l_to):  # + 0.5% of sigma_to in noise from the generator
-        noise = torch.randn(z.shape, dtype=z.dtype, generator=drawn["generator"])
+    def noisy_ddim_step(z, x_hat, l_from, l_to):  # + 0.5% of sigma_to in noise from the sampler
+        noise = drawn["noise_sampler"](z)
         return ddim_step(z, x_hat, l_from, l_to) + 0.005 * torch.sigmoid(-l_to).sqrt() * noise
 
     samplers.sample = diffusion.sample = sample
@@ -110,7 +110,7 @@ def reconstruction_skips_noise():
         def __getattr__(self, name):
             return getattr(self.model, name)
 
-        def noisy_latent(self, z, generator=None):
+        def noisy_latent(self, z, rng=None):
             return z
 
     reconstruction.latent_usage = lambda model, *a, **kw: usage(Noiseless(model), *a, **kw)

@@ -293,8 +293,9 @@ def test_sampler_recovers_gaussian_statistics():
 
     def std(steps, method):
         g = torch.Generator().manual_seed(1)
+        draw = lambda z: torch.randn(z.shape, generator=g, dtype=z.dtype)  # noqa: E731
         return sample(
-            gaussian_denoiser(scale), noise, schedule, steps, method=method, generator=g
+            gaussian_denoiser(scale), noise, schedule, steps, method=method, noise_sampler=draw
         ).std()
 
     assert abs(std(256, "ddpm") - scale) < 0.01
@@ -305,8 +306,9 @@ def test_sampler_recovers_gaussian_statistics():
     # draws fresh noise at every step, so there the seeds give different samples
     def run(method, seed):
         g = torch.Generator().manual_seed(seed)
+        draw = lambda z: torch.randn(z.shape, generator=g, dtype=z.dtype)  # noqa: E731
         return sample(
-            gaussian_denoiser(scale), noise[:500], schedule, 16, method=method, generator=g
+            gaussian_denoiser(scale), noise[:500], schedule, 16, method=method, noise_sampler=draw
         )
 
     torch.testing.assert_close(run("ddim", 1), run("ddim", 2), rtol=0, atol=0)
@@ -314,7 +316,8 @@ def test_sampler_recovers_gaussian_statistics():
     # stopping at lambda = 5 returns the noisy state z0: variance alpha^2 s^2 + sigma^2
     g = torch.Generator().manual_seed(2)
     z0 = sample(
-        gaussian_denoiser(scale), noise, LinearLogSNR(), 256, return_denoised=False, generator=g
-    )
+        gaussian_denoiser(scale), noise, LinearLogSNR(), 256, return_denoised=False,
+        noise_sampler=lambda z: torch.randn(z.shape, generator=g, dtype=z.dtype),
+    )  # fmt: skip
     a2 = 1 / (1 + math.exp(-5))
     assert abs(z0.var().item() - (a2 * scale**2 + 1 - a2)) < 0.01

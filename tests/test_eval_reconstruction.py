@@ -90,10 +90,10 @@ class PoolingAutoencoder(nn.Module):
     def encode(self, video):
         return video if self.lossless else F.avg_pool3d(video, (1, 2, 2))
 
-    def noisy_latent(self, z, generator=None):
+    def noisy_latent(self, z, rng=None):
         return z if self.lossless else z + self.OFFSET
 
-    def decode(self, z0, steps, generator=None):
+    def decode(self, z0, steps, rng=None):
         self.decode_steps.append(steps)
         return z0 if self.lossless else F.interpolate(z0, scale_factor=(1, 2, 2), mode="nearest")
 

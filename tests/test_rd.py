@@ -41,7 +41,8 @@ def test_sweep_trains_one_run_per_setting_and_scores_each_export(tmp_path):
         torch.manual_seed(0)  # evaluate_stage1 draws the bits/pixel noise from the global RNG
         again = evaluate_stage1(ul, test, 4, 2, 2)
         for key in ("psnr", "psnr_swapped_latent", "ssim"):  # the same decodes, seeded per batch
-            assert row[key] == pytest.approx(again[key], rel=1e-6), key  # float32 decodes
+            # float32 decodes; SSIM is ~0.0075 here, so its rounding shows only in absolute terms
+            assert row[key] == pytest.approx(again[key], rel=1e-6, abs=1e-7), key
         assert row["bits_per_pixel"] > 0 and "rfvd" not in row
 
 

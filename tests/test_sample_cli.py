@@ -13,11 +13,12 @@ import torch
 from test_networks import randomise
 
 from ulvideo.cli import main
+from ulvideo.diffusion import StackedRandomGenerator
 from ulvideo.export import write_mp4
 from ulvideo.integrity import CorruptFileError
 from ulvideo.models import build_base, get_preset
 from ulvideo.pipeline import load_pipeline, save_pipeline
-from ulvideo.sample import SamplingConfig, generate, guided_denoiser, sample_z0
+from ulvideo.sample import SamplingConfig, frame_predictor, generate, guided_denoiser, sample_z0
 from ulvideo.ul import UnifiedLatents
 
 
@@ -48,6 +49,30 @@ def test_sampler_is_deterministic_under_a_seed(pipeline):
     assert torch.equal(a, b)
     assert (a - c).abs().mean() > 1e-3
     assert a.min() >= -1 and a.max() <= 1
+
+
+def test_samples_do_not_depend_on_the_batch_size(pipeline):
+    # per-sample seeds (EDM2): video k's noise depends only on (seed, k), for plain sampling and for
+    # frame prediction, whose context latents are noised per sample too. Equal up to the float
+    # rounding of batch-size-dependent matmul kernels (measured 2.4e-6; other noise differs by ~1)
+    ul, base, _ = pipeline
+    labels = torch.tensor([1, 2, 3, 4])
+    context = torch.rand(4, 3, 5, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+
+    def draw(batch_size, **kw):
+        cfg = SamplingConfig(base_steps=2, decoder_steps=2, batch_size=batch_size, seed=3)
+        return generate(ul, base, 4, 9, 16, cfg, labels=labels, **kw)
+
+    for kw in ({}, {"context": context}):
+        at4 = draw(4, **kw)
+        for batch_size in (1, 3):
+            torch.testing.assert_close(draw(batch_size, **kw), at4, rtol=0, atol=1e-5)
+    # the K600 frame predictor: sample 7 alone is sample 7 of a batch of ids 5..8
+    predict = frame_predictor(ul, base, SamplingConfig(base_steps=2, decoder_steps=2, seed=3))
+    batch = predict(context, 9, labels, torch.tensor([5, 6, 7, 8]))
+    alone = predict(context[2:3], 9, labels[2:3], torch.tensor([7]))
+    torch.testing.assert_close(alone, batch[2:3], rtol=0, atol=1e-5)
+    assert (batch[1:2] - alone).abs().mean() > 1e-2  # other ids: other noise
 
 
 def test_labels_and_cfg_scale_change_the_samples_under_one_seed(pipeline):
@@ -83,10 +108,8 @@ def test_frame_prediction_keeps_context_latents(pipeline):
     ctx = ul.encode(video[:, :, :5])
     cfg = SamplingConfig(base_steps=4, decoder_steps=2, batch_size=2)
     shape = ul.latent_shape(9, 16, 16)
-    gen = torch.Generator().manual_seed(0)
-    z0 = sample_z0(
-        ul, base, shape, cfg, context_latents=ctx, labels=torch.tensor([0, 1]), generator=gen
-    )
+    rng = StackedRandomGenerator("cpu", 0, [0, 1])
+    z0 = sample_z0(ul, base, shape, cfg, context_latents=ctx, labels=torch.tensor([0, 1]), rng=rng)
     # the given frames are the context latents noised to log-SNR 5: z0 = alpha_0 ctx + sigma_0 eps
     alpha0, sigma0 = math.sqrt(1 / (1 + math.exp(-5))), math.sqrt(1 / (1 + math.exp(5)))
     eps = (z0[:, :, :2] - alpha0 * ctx) / sigma0
@@ -115,11 +138,10 @@ def test_frame_prediction_conditions_the_base_on_the_context(pipeline):
     shape, labels = ul.latent_shape(9, 16, 16), torch.tensor([0, 1])
 
     def predicted(context):  # the base model's latent frames after the 2 given ones, one seed
-        gen = torch.Generator().manual_seed(0)
+        rng = StackedRandomGenerator("cpu", 0, [0, 1])
         z0 = sample_z0(
-            ul, recording, shape, cfg, context_latents=ul.encode(context), labels=labels,
-            generator=gen,
-        )  # fmt: skip
+            ul, recording, shape, cfg, context_latents=ul.encode(context), labels=labels, rng=rng
+        )
         return z0[:, :, 2:]
 
     first = predicted(video[:, :, :5])

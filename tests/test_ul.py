@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from skimage import data as skdata
 
+from ulvideo.diffusion import StackedRandomGenerator
 from ulvideo.models import get_preset
 from ulvideo.ul import UnifiedLatents, load_module, save_module
 
@@ -65,13 +66,15 @@ def test_validate_video_errors(model):
 
 def test_noisy_latent_is_forward_noise_at_logsnr_5(model):
     z = torch.randn(4, 8, 5, 16, 16)
-    g = torch.Generator().manual_seed(5)
-    z0 = model.noisy_latent(z, generator=g)
+    z0 = model.noisy_latent(z, StackedRandomGenerator("cpu", 5, range(4)))
     alpha, sigma = math.sqrt(1 / (1 + math.exp(-5))), math.sqrt(1 / (1 + math.exp(5)))
     eps = (z0 - alpha * z) / sigma  # must be standard normal: 40960 draws, std error ~0.005
     assert abs(eps.mean().item()) < 0.03 and abs(eps.std().item() - 1) < 0.03
-    again = model.noisy_latent(z, generator=torch.Generator().manual_seed(5))
+    again = model.noisy_latent(z, StackedRandomGenerator("cpu", 5, range(4)))
     torch.testing.assert_close(again, z0, rtol=0, atol=0)
+    # per-sample seeds: latent 2 drawn alone gets the noise it got in the batch of 4
+    alone = model.noisy_latent(z[2:3], StackedRandomGenerator("cpu", 5, [2]))
+    torch.testing.assert_close(alone, z0[2:3], rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------- stage-1 loss
@@ -207,11 +210,15 @@ def test_tiny_model_overfits_one_batch():
 
 def test_decode_shapes_range_and_determinism(model):
     z0 = model.noisy_latent(
-        model.encode(astronaut_clips()), generator=torch.Generator().manual_seed(0)
+        model.encode(astronaut_clips()), StackedRandomGenerator("cpu", 0, [0, 1])
     )
-    a = model.decode(z0, steps=3, generator=torch.Generator().manual_seed(7))
-    b = model.decode(z0, steps=3, generator=torch.Generator().manual_seed(7))
-    c = model.decode(z0, steps=3, method="ddim", generator=torch.Generator().manual_seed(7))
+
+    def decode(method="ddpm"):
+        return model.decode(
+            z0, steps=3, method=method, rng=StackedRandomGenerator("cpu", 7, [0, 1])
+        )
+
+    a, b, c = decode(), decode(), decode("ddim")
     assert a.shape == (2, 3, 5, 32, 32) and c.shape == a.shape
     assert a.min() >= -1 and a.max() <= 1
     torch.testing.assert_close(a, b, rtol=0, atol=0)
@@ -226,8 +233,8 @@ def test_decode_switches_off_dropout_and_restores_training_mode():
     torch.manual_seed(3)
     model = UnifiedLatents(get_preset("tiny", decoder_dropout=0.5)).train()
     z0 = torch.randn(1, 8, 1, 2, 2)
-    a = model.decode(z0, steps=2, generator=torch.Generator().manual_seed(1))
-    b = model.decode(z0, steps=2, generator=torch.Generator().manual_seed(1))
+    a = model.decode(z0, steps=2, rng=StackedRandomGenerator("cpu", 1, [0]))
+    b = model.decode(z0, steps=2, rng=StackedRandomGenerator("cpu", 1, [0]))
     torch.testing.assert_close(a, b, rtol=0, atol=0)  # with dropout on, these would differ
     assert model.decoder.training
 

@@ -81,9 +81,11 @@ def cmd_reconstruct(args) -> None:
     ul, _ = _load(args.checkpoint)
     video = _read_video(args.input, args.frames, args.resolution or ul.config.resolution)
     ul.validate_video(video)
-    gen = torch.Generator().manual_seed(args.seed)
+    from .diffusion import StackedRandomGenerator
+
+    rng = StackedRandomGenerator(video.device, args.seed, range(len(video)))
     with torch.no_grad():
-        recon = ul.reconstruct(video, steps=args.steps, generator=gen)
+        recon = ul.reconstruct(video, steps=args.steps, rng=rng)
         bpp = float(ul.stage1_loss(video)["bits_per_pixel"])
     out = Path(args.out)
     write_mp4(recon[0], out / "reconstruction.mp4")

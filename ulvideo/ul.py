@@ -7,6 +7,7 @@ of `model.safetensors` (written after it, verified before it is read).
 
 import json
 import os
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -17,11 +18,13 @@ from . import __version__
 from .diffusion import (
     LinearLogSNR,
     ShiftedCosine,
+    StackedRandomGenerator,
     bits_per_latent_dim,
     bits_per_pixel,
     decoder_loss,
     diffuse,
     prior_elbo,
+    randn_like,
     sample,
 )
 from .integrity import CorruptFileError, file_records, verify_files
@@ -82,11 +85,9 @@ class UnifiedLatents(nn.Module):
         self.validate_video(video)
         return self.encoder(video)
 
-    def noisy_latent(self, z_clean: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def noisy_latent(self, z_clean: Tensor, rng: StackedRandomGenerator | None = None) -> Tensor:
         # UL §2: z0 = alpha_0 z_clean + sigma_0 eps at the fixed log-SNR lambda_z(0) = 5
-        eps = torch.randn(
-            z_clean.shape, device=z_clean.device, dtype=z_clean.dtype, generator=generator
-        )
+        eps = randn_like(z_clean, rng)
         logsnr = torch.full((z_clean.shape[0],), self.config.logsnr_latent, device=z_clean.device)
         return diffuse(z_clean, logsnr.to(z_clean.dtype), eps)
 
@@ -126,12 +127,13 @@ class UnifiedLatents(nn.Module):
         z0: Tensor,
         steps: int = 32,
         method: str = "ddpm",
-        generator: torch.Generator | None = None,
+        rng: StackedRandomGenerator | None = None,
         progress: bool = False,
     ) -> Tensor:
         """Sample x ~ p(x | z0) by reverse diffusion in log-SNR space (UL Algorithm 2, steps 3-4).
 
-        Returns a video in [-1, 1]; predictions are clipped to [-1, 1] at every step. The
+        `rng` (one generator per video) makes video k depend only on its own seed; None draws from
+        torch's global RNG. Returns a video in [-1, 1]; predictions are clipped to [-1, 1] at every step. The
         decoder runs in eval mode (no dropout) and is put back in its previous mode afterwards.
         """
         if z0.ndim != 5 or z0.shape[1] != self.config.latent_channels:
@@ -139,7 +141,7 @@ class UnifiedLatents(nn.Module):
                 f"z0 must be B x {self.config.latent_channels} x T_z x H_z x W_z, got {tuple(z0.shape)}"
             )
         shape = (z0.shape[0], *self.pixel_shape(*z0.shape[2:]))
-        noise = torch.randn(shape, device=z0.device, dtype=z0.dtype, generator=generator)
+        noise = randn_like(z0.new_empty(shape), rng)
         was_training = self.decoder.training
         self.decoder.eval()
         try:
@@ -149,7 +151,7 @@ class UnifiedLatents(nn.Module):
                 self.pixel_schedule,
                 steps,
                 method=method,
-                generator=generator,
+                noise_sampler=partial(randn_like, rng=rng),
                 progress=progress,
                 x_hat_transform=lambda x: x.clamp(-1, 1),
             )
@@ -163,11 +165,11 @@ class UnifiedLatents(nn.Module):
         video: Tensor,
         steps: int = 32,
         method: str = "ddpm",
-        generator: torch.Generator | None = None,
+        rng: StackedRandomGenerator | None = None,
     ) -> Tensor:
         """encode -> noisy_latent -> decode."""
-        z0 = self.noisy_latent(self.encode(video), generator=generator)
-        return self.decode(z0, steps=steps, method=method, generator=generator)
+        z0 = self.noisy_latent(self.encode(video), rng)
+        return self.decode(z0, steps=steps, method=method, rng=rng)
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write model.safetensors + config.json into `directory` (atomically, file by file)."""

@@ -2,6 +2,7 @@
 
 from .bitrate import bits_per_latent_dim, bits_per_pixel
 from .losses import base_loss, context_mask, decoder_loss, prior_elbo, sigmoid_weight, terminal_kl
+from .noise import StackedRandomGenerator, randn_like, sample_seed
 from .samplers import ddim_step, ddpm_step, logsnr_grid, sample
 from .schedules import LinearLogSNR, Schedule, ShiftedCosine, stratified_t
 from .vp import alpha_sigma, diffuse, eps_to_x, expand_to, v_to_x, x_to_eps, x_to_v
@@ -9,6 +10,7 @@ from .vp import alpha_sigma, diffuse, eps_to_x, expand_to, v_to_x, x_to_eps, x_t
 __all__ = [
     "LinearLogSNR",
     "Schedule",
+    "StackedRandomGenerator",
     "ShiftedCosine",
     "alpha_sigma",
     "base_loss",
@@ -23,7 +25,9 @@ __all__ = [
     "expand_to",
     "logsnr_grid",
     "prior_elbo",
+    "randn_like",
     "sample",
+    "sample_seed",
     "sigmoid_weight",
     "stratified_t",
     "terminal_kl",

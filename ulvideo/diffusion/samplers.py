@@ -52,7 +52,7 @@ def sample(
     return_denoised: bool = True,
     clean: Tensor | None = None,
     keep_clean: Tensor | None = None,
-    generator: torch.Generator | None = None,
+    noise_sampler: Callable[[Tensor], Tensor] = torch.randn_like,
     progress: bool = False,
     x_hat_transform: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
@@ -61,7 +61,8 @@ def sample(
     With `return_denoised` the final prediction x_hat is returned (the decoder to pixels); without
     it the noisy state at `logsnr_end` is returned (the base model stops at lambda = 5 and hands
     z0 to the decoder, UL Algorithm 2). Where `keep_clean` is True, the state is pinned to `clean`
-    (given context frames). `x_hat_transform` post-processes predictions (e.g. clipping to [-1, 1]).
+    (given context frames). `noise_sampler(z)` draws the ancestral noise (per sample with a
+    StackedRandomGenerator). `x_hat_transform` post-processes predictions (e.g. clipping to [-1, 1]).
     """
     if method not in ("ddpm", "ddim"):
         raise ValueError(f"method must be 'ddpm' or 'ddim', got {method!r}")
@@ -78,8 +79,7 @@ def sample(
             x_hat = x_hat_transform(x_hat)
         lf, lt = l_from.to(noise.dtype), l_to.to(noise.dtype)
         if method == "ddpm":
-            eps = torch.randn(z.shape, device=z.device, dtype=z.dtype, generator=generator)
-            z = ddpm_step(z, x_hat, lf, lt, eps)
+            z = ddpm_step(z, x_hat, lf, lt, noise_sampler(z))
         else:
             z = ddim_step(z, x_hat, lf, lt)
     out = x_hat if return_denoised else z
