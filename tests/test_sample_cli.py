@@ -75,6 +75,13 @@ def test_samples_do_not_depend_on_the_batch_size(pipeline):
     assert (batch[1:2] - alone).abs().mean() > 1e-2  # other ids: other noise
 
 
+def test_labels_are_checked_once_where_they_enter(pipeline):
+    ul, base, _ = pipeline
+    cfg = SamplingConfig(base_steps=1, decoder_steps=1)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 10\] \(10 = the null class\)"):
+        generate(ul, base, 2, 5, 16, cfg, labels=torch.tensor([3, 11]))
+
+
 def test_labels_and_cfg_scale_change_the_samples_under_one_seed(pipeline):
     # A base with random (not zero-initialised) conditioning weights, so that labels matter
     ul, _, _ = pipeline

@@ -362,3 +362,38 @@ def test_stage2_accepts_base_size_overrides(tmp_path):
     cfg = tiny(tmp_path, stage=2, model={"base_widths": [32, 64], "base_depths": [2, 1]})
     stage = Stage2(cfg, ul, num_classes=0)
     assert stage.model_config.base_widths == (32, 64) and stage.model_config.base_depths == (2, 1)
+
+
+def test_training_losses_have_no_host_syncs_or_graph_breaks(tmp_path):
+    # finiteness and label checks live at the edges, so torch.compile sees each loss as one graph
+    from ulvideo.models import get_preset
+    from ulvideo.train.stages import Stage2
+
+    torch.manual_seed(0)
+    stage1 = Stage1(get_preset("tiny", resolution=16))
+    video = torch.rand(2, 3, 5, 16, 16) * 2 - 1
+    explained = torch._dynamo.explain(stage1.forward)(video, None)
+    assert explained.graph_break_count == 0, explained.break_reasons
+    assert explained.graph_count == 1
+
+    cfg = tiny(tmp_path, stage=2, context_frames=1, context_prob=1.0, class_conditional=True)
+    stage2 = Stage2(cfg, stage1.network, num_classes=10)
+    z_clean = torch.randn(2, 8, 2, 2, 2)
+    explained = torch._dynamo.explain(stage2.loss)(z_clean, torch.tensor([3, 9]), 1)
+    assert explained.graph_break_count == 0, explained.break_reasons
+    assert explained.graph_count == 1
+    torch._dynamo.reset()
+
+
+def test_nonfinite_latents_are_refused_where_they_are_written(tmp_path):
+    from ulvideo.data import build_dataset
+    from ulvideo.models import get_preset
+    from ulvideo.train.latents import precompute_latents
+    from ulvideo.ul import UnifiedLatents
+
+    ul = UnifiedLatents(get_preset("tiny", resolution=16))
+    ul.encoder.head.bias.data[0] = float("nan")
+    data = build_dataset("demo", None, "train", frames=5, resolution=16, size=2)
+    with pytest.raises(ValueError, match="the encoder returned NaN or inf latents"):
+        precompute_latents(ul, data, tmp_path / "latents")
+    assert not (tmp_path / "latents" / "manifest.json").exists()

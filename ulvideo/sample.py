@@ -106,8 +106,14 @@ def generate(
     frames are pasted into the output.
     """
     shape = ul.latent_shape(frames, resolution, resolution)
-    if labels is not None and base.num_classes == 0:
-        raise ValueError("this base model is unconditional: sample without labels")
+    if labels is not None:
+        if base.num_classes == 0:
+            raise ValueError("this base model is unconditional: sample without labels")
+        if labels.min() < 0 or labels.max() > base.num_classes:  # checked once, not per step
+            raise ValueError(
+                f"labels must lie in [0, {base.num_classes}] ({base.num_classes} = the null class), "
+                f"got {labels.tolist()}"
+            )
     device = next(base.parameters()).device
     indices = torch.arange(num_videos) if indices is None else indices
     if len(indices) != num_videos:

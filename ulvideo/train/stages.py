@@ -6,6 +6,7 @@ and `export`.
 """
 
 import dataclasses
+import random
 
 import torch
 from torch import nn
@@ -89,9 +90,14 @@ class Stage2(nn.Module):
         return self.ul[0]
 
     def forward(self, z_clean, labels):
+        # whether this batch gets context: Python's RNG (seeded and checkpointed by accelerate),
+        # as a tensor draw would be a host sync; the loss itself is one graph under torch.compile
+        use_context = self.context_frames > 0 and random.random() < self.context_prob
+        return self.loss(z_clean, labels, self.context_frames if use_context else 0)
+
+    def loss(self, z_clean, labels, ctx: int):
+        """The sigmoid-weighted base loss with `ctx` clean context latent frames."""
         labels = self._drop_labels(labels)
-        use_context = self.context_frames > 0 and bool(torch.rand(()) < self.context_prob)
-        ctx = self.context_frames if use_context else 0
         nats = base_loss(
             lambda z_t, logsnr: self.network(z_t, logsnr, labels=labels, context_frames=ctx),
             z_clean,
