@@ -35,7 +35,7 @@ from common import (
 
 from ulvideo.diffusion import LinearLogSNR, base_loss
 from ulvideo.models import Encoder, build_base, count_params, get_preset, training_flops_per_example
-from ulvideo.nn import ResBlock3d, TransformerBlock
+from ulvideo.nn import ResBlock3d, TransformerBlock, set_attention_backend
 from ulvideo.ul import UnifiedLatents
 
 CLIPS = {"tiny": (17, 32)}  # frames, resolution; every other preset: the K600 clip, 17 x 128 x 128
@@ -65,7 +65,7 @@ def compile_blocks(network: torch.nn.Module) -> None:
 
 def build(setting: Setting, device: torch.device, backend: str | None):
     """(network, loss function, latent tokens per example) for one setting, inputs on `device`."""
-    cfg = get_preset(setting.preset, resolution=setting.resolution, attention_backend=backend)
+    cfg = get_preset(setting.preset, resolution=setting.resolution)
     b, side = setting.batch_size, setting.resolution
     with torch.device("meta"):  # the encoder's output shape, at no cost
         latent_shape = Encoder(cfg)(torch.zeros(1, 3, setting.frames, side, side)).shape[1:]
@@ -83,6 +83,7 @@ def build(setting: Setting, device: torch.device, backend: str | None):
         def loss_fn():
             return base_loss(network, z_clean, schedule, bias=cfg.base_bias).mean()
 
+    set_attention_backend(network, backend)  # a runtime switch, not a model setting
     if setting.compile == "on":
         compile_blocks(network)
     return network, loss_fn, math.prod(latent_shape[1:]), cfg

@@ -23,6 +23,7 @@ from ulvideo.nn import (
     ResBlock3d,
     TransformerBlock,
     Upsample3d,
+    enable_activation_checkpointing,
     frame_group_norm,
     patchify,
     sincos_3d,
@@ -253,9 +254,7 @@ def test_activation_checkpointing_gives_identical_gradients():
     cfg = get_preset("tiny", prior_widths=(64, 64), prior_depths=(2, 2))
     torch.manual_seed(0)
     plain = build_prior(cfg)
-    ckpt = build_prior(
-        get_preset("tiny", prior_widths=(64, 64), prior_depths=(2, 2), checkpointing=True)
-    )
+    ckpt = enable_activation_checkpointing(build_prior(cfg))
     ckpt.load_state_dict(plain.state_dict())
     z, logsnr = torch.randn(2, 8, 3, 2, 2), torch.tensor([0.5, 2.0])
     grads = []

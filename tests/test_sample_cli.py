@@ -17,6 +17,7 @@ from ulvideo.diffusion import StackedRandomGenerator
 from ulvideo.export import write_mp4
 from ulvideo.integrity import CorruptFileError
 from ulvideo.models import build_base, get_preset
+from ulvideo.nn import SelfAttention, enable_activation_checkpointing, set_attention_backend
 from ulvideo.pipeline import load_pipeline, save_pipeline
 from ulvideo.sample import SamplingConfig, frame_predictor, generate, guided_denoiser, sample_z0
 from ulvideo.ul import UnifiedLatents
@@ -253,6 +254,29 @@ def test_corrupt_or_edited_export_is_one_line(pipeline, tmp_path, capsys):
         assert "restore the config.json" in err if name == "edit" else "Traceback" not in err
     with pytest.raises(CorruptFileError):
         main(["--debug", "info", str(copies["cut"])])
+
+
+def test_runtime_switches_are_never_saved(tmp_path, monkeypatch):
+    # a model trained with xformers and activation checkpointing loads and samples on a CPU
+    monkeypatch.setattr("ulvideo.nn.runtime.xformers_available", lambda: True)  # a GPU node
+    cfg = get_preset("tiny", resolution=16, num_classes=10)
+    ul, base = UnifiedLatents(cfg), build_base(cfg)
+    for network in (ul, base):
+        enable_activation_checkpointing(set_attention_backend(network, "xformers"))
+    assert {m.backend for m in base.modules() if isinstance(m, SelfAttention)} == {"xformers"}
+    save_pipeline(tmp_path, ul, base, cfg)
+    monkeypatch.undo()
+    for part in ("ul", "base"):
+        saved = (tmp_path / part / "config.json").read_text()
+        assert "xformers" not in saved and "checkpointing" not in saved
+    ul2, base2 = load_pipeline(tmp_path)
+    assert {m.backend for m in ul2.modules() if isinstance(m, SelfAttention)} == {None}
+    assert not base2.checkpointing and not ul2.decoder.checkpointing
+    cfg1 = SamplingConfig(base_steps=1, decoder_steps=1)
+    video = generate(ul2, base2, 1, 5, 16, cfg1, labels=torch.tensor([1]))
+    assert video.shape == (1, 3, 5, 16, 16) and torch.isfinite(video).all()
+    with pytest.raises(RuntimeError, match="xformers is not installed"):  # asked for at run time
+        set_attention_backend(base2, "xformers")
 
 
 def test_pipeline_round_trip(pipeline):

@@ -243,7 +243,21 @@ def test_config_errors_come_before_any_model(tmp_path):
         train(tiny(tmp_path, frames=6))
     with pytest.raises(ValueError, match="divisible by spatial_downsample=8"):
         train(tiny(tmp_path, resolution=20))
+    with pytest.raises(ValueError, match="attention_backend must be one of"):
+        train(tiny(tmp_path, attention_backend="flash"))
     assert not (tmp_path / "run").exists()
+
+
+def test_runtime_switches_apply_to_the_run_and_stay_out_of_its_export(tmp_path):
+    from ulvideo.nn import SelfAttention
+
+    run = tiny(tmp_path, max_steps=1, attention_backend="naive", activation_checkpointing=True)
+    result = train(run)
+    attention = [m for m in result.network.modules() if isinstance(m, SelfAttention)]
+    assert attention and {m.backend for m in attention} == {"naive"}
+    assert result.network.prior.checkpointing and result.network.decoder.checkpointing
+    saved = (tmp_path / "run" / "final" / "ul" / "config.json").read_text()
+    assert "naive" not in saved and "checkpointing" not in saved
 
 
 def test_two_processes_gloo_identical_weights(tmp_path):

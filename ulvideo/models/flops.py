@@ -6,12 +6,11 @@ running the real modules on the meta device under torch's FlopCounterMode, so th
 the implementation exactly and costs no compute.
 """
 
-import dataclasses
-
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..nn import set_attention_backend
 from .decoder import Decoder
 from .encoder import Encoder, check_video_shape
 from .presets import ModelConfig
@@ -39,7 +38,7 @@ def _check_part(part: str) -> None:
 
 def _forward_flops(config: ModelConfig, part: str, frames: int, height: int, width: int) -> int:
     # One forward pass of one example on the meta device, counted by FlopCounterMode
-    cfg = dataclasses.replace(config, attention_backend="sdpa")
+    cfg = config
     latent = (
         1,
         cfg.latent_channels,
@@ -48,7 +47,7 @@ def _forward_flops(config: ModelConfig, part: str, frames: int, height: int, wid
         width // cfg.spatial_downsample,
     )
     with torch.device("meta"):
-        net = build_part(cfg, part)
+        net = set_attention_backend(build_part(cfg, part), "sdpa")  # countable on meta
         video = torch.zeros(1, cfg.in_channels, frames, height, width)
         z, logsnr = torch.zeros(latent), torch.zeros(1)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:

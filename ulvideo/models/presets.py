@@ -8,7 +8,6 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from ..nn.attention import BACKENDS
 from ..nn.transformer import ATTENTION_MODES
 
 
@@ -50,8 +49,6 @@ class ModelConfig:
     head_dim: int = 64
     mlp_ratio: float = 4.0
     num_classes: int = 0  # 0 = unconditional; else labels in [0, num_classes), num_classes = null
-    checkpointing: bool = False
-    attention_backend: str | None = None  # None = auto (see ulvideo.nn.attention)
     # UL losses (UL_METHOD §2-§5)
     logsnr_latent: float = 5.0
     logsnr_min_latent: float = -15.0
@@ -95,8 +92,6 @@ class ModelConfig:
                 raise ValueError(
                     f"{name} must be one of {ATTENTION_MODES}, got {getattr(self, name)!r}"
                 )
-        if self.attention_backend not in (None, *BACKENDS):
-            raise ValueError(f"attention_backend must be None or one of {BACKENDS}")
         for w in (self.decoder_width, *self.prior_widths, *self.base_widths):
             if w % self.head_dim or w % 2:
                 raise ValueError(

@@ -59,12 +59,10 @@ class VideoTransformer(nn.Module):
         context: bool = False,
         dropout: float = 0.0,
         mlp_ratio: float = 4.0,
-        checkpointing: bool = False,
-        backend: str | None = None,
     ):
         super().__init__()
         self.in_channels, self.patch_size, self.num_classes = in_channels, patch_size, num_classes
-        self.checkpointing = checkpointing
+        self.checkpointing = False  # a runtime switch: ulvideo.nn.enable_activation_checkpointing
         cond_dim = widths[-1]
         self.logsnr_embed = LogSNREmbedding(cond_dim)
         self.class_embed = nn.Embedding(num_classes + 1, cond_dim) if num_classes else None
@@ -73,9 +71,7 @@ class VideoTransformer(nn.Module):
 
         def blocks(width: int, count: int) -> nn.ModuleList:
             return nn.ModuleList(
-                TransformerBlock(
-                    width, width // head_dim, cond_dim, mode, mlp_ratio, dropout, backend
-                )
+                TransformerBlock(width, width // head_dim, cond_dim, mode, mlp_ratio, dropout)
                 for _ in range(count)
             )
 
@@ -175,8 +171,6 @@ def video_transformer_prior(config: ModelConfig) -> VideoTransformer:
         patch_size=config.patch_size,
         dropout=config.prior_dropout,
         mlp_ratio=config.mlp_ratio,
-        checkpointing=config.checkpointing,
-        backend=config.attention_backend,
     )
 
 
@@ -193,8 +187,6 @@ def video_transformer_base(config: ModelConfig) -> VideoTransformer:
         context=True,
         dropout=config.base_dropout,
         mlp_ratio=config.mlp_ratio,
-        checkpointing=config.checkpointing,
-        backend=config.attention_backend,
     )
 
 

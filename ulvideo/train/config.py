@@ -8,6 +8,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..nn.attention import BACKENDS
+
 DATASETS = ("demo", "kinetics600", "imagenet", "videos")
 # How clips are cut from video files (ulvideo.data.ClipSampling), and the datasets taking them.
 CLIP_OPTIONS = ("frame_stride", "target_fps", "temporal_crop", "spatial_crop", "flip")
@@ -71,6 +73,9 @@ class TrainConfig:
     cpu_bf16: bool = False  # keep bf16 on a CPU (else fp32 there: bf16 autocast is ~28x slower)
     seed: int = 0
     cpu: bool = False  # force the CPU even where CUDA exists
+    # runtime switches, never saved with the model (compile: accelerate's --dynamo_backend)
+    attention_backend: str | None = None  # None = auto: xformers on CUDA when installed, else SDPA
+    activation_checkpointing: bool = False  # recompute transformer blocks in the backward pass
 
     # stage 2
     stage1_checkpoint: str | None = None  # an export or checkpoint directory of a stage-1 run
@@ -125,6 +130,10 @@ class TrainConfig:
             raise ValueError(
                 "rate_hold_steps and rate_ramp_steps must be >= 0, got "
                 f"{self.rate_hold_steps} and {self.rate_ramp_steps}"
+            )
+        if self.attention_backend not in (None, *BACKENDS):
+            raise ValueError(
+                f"attention_backend must be one of {BACKENDS} (or unset), got {self.attention_backend!r}"
             )
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(

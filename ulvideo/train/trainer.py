@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..errors import run_main
+from ..nn import enable_activation_checkpointing, set_attention_backend
 from .checkpoint import prune_checkpoints, read_meta, resolve_resume, save_checkpoint
 from .config import TrainConfig, parse_config
 from .data import build_training_data, latent_tokens
@@ -138,6 +139,8 @@ def train(config: TrainConfig) -> TrainResult:
     with accelerator.main_process_first():  # rank 0 builds and caches the dataset index first
         data = build_training_data(config)
     stage = build_stage(config, data.num_classes)
+    set_attention_backend(stage.network, config.attention_backend)
+    enable_activation_checkpointing(stage.network, config.activation_checkpointing)
     if config.stage == 2:
         stage.frozen.to(accelerator.device)
         if data.from_latents:
