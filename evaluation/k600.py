@@ -10,7 +10,8 @@ class labels and each clip's sample index (`group * num_samples + i`), and retur
 clip's noise from its sample index alone (ulvideo.sample.frame_predictor does) scores the same clips
 on any number of processes. Any model can be scored the same way.
 
-Distributed with accelerate (`accelerate launch ...`, pass the `Accelerator`): each process takes a
+`ulvideo eval k600` runs it on a stage-2 export. Distributed with accelerate (`accelerate launch`,
+pass the `Accelerator`): each process takes a
 shard of the clips and the features are gathered in dataset order, `gather_for_metrics` dropping the
 padding of the last batch, so the numbers do not depend on the number of processes.
 """
@@ -25,7 +26,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from .frechet import FeatureStats
 from .fvd import (
-    PROTOCOLS,
     Protocol,
     default_i3d,
     embed,
@@ -38,13 +38,6 @@ from .fvd import (
 CONTEXT_FRAMES = 5
 DEFAULT_PROTOCOL = "magvit-k600"
 Generate = Callable[[Tensor, int, Tensor, Tensor], Tensor]
-
-
-def kinetics600_test_clips(root: str | Path, frames: int = 17, resolution: int = 128) -> Dataset:
-    """The protocol's real clips: Kinetics-600 test, 17 frames at 128x128, as (video, label)."""
-    from ulvideo.data import Kinetics600
-
-    return Kinetics600(root, split="test", frames=frames, resolution=resolution, train=False)
 
 
 class IndexedClips(Dataset):
@@ -170,59 +163,3 @@ def frame_prediction_fvd(
         Path(report_path).parent.mkdir(parents=True, exist_ok=True)
         Path(report_path).write_text(json.dumps(report, indent=2))
     return report
-
-
-def main(argv: list[str] | None = None) -> dict:
-    """`[accelerate launch] python -m evaluation.k600 --checkpoint RUN/final --data_root K600`."""
-    import argparse
-    from dataclasses import fields
-
-    from accelerate import Accelerator
-
-    from ulvideo.pipeline import load_pipeline
-    from ulvideo.sample import SamplingConfig, frame_predictor
-    from ulvideo.train.config import add_dataclass_arguments
-
-    parser = argparse.ArgumentParser(
-        prog="python -m evaluation.k600", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--checkpoint", required=True, help="a stage-2 export (run/final)")
-    parser.add_argument("--data_root", required=True, help="Kinetics-600 with its test split")
-    parser.add_argument(
-        "--protocol", default=DEFAULT_PROTOCOL, choices=PROTOCOLS, help="the FVD protocol"
-    )
-    parser.add_argument("--num_samples", type=int, help="per group (default: the protocol's)")
-    parser.add_argument("--groups", type=int, help="default: the protocol's")
-    parser.add_argument("--resolution", type=int, default=128, help="the protocol's 128 px")
-    parser.add_argument("--out", default="k600_fvd.json")
-    add_dataclass_arguments(parser, SamplingConfig)
-    args = parser.parse_args(argv)
-    # clear errors about the data before any model is loaded
-    dataset = kinetics600_test_clips(args.data_root, resolution=args.resolution)
-    accelerator = Accelerator()
-    ul, base = load_pipeline(args.checkpoint, map_location=accelerator.device)
-    if base is None:
-        raise ValueError(f"{args.checkpoint} holds no stage-2 base model")
-    given = {f.name: getattr(args, f.name) for f in fields(SamplingConfig)}
-    sampling = SamplingConfig(**{k: v for k, v in given.items() if v is not None})
-    report = frame_prediction_fvd(
-        frame_predictor(ul.eval(), base.eval(), sampling),
-        dataset,
-        num_samples=args.num_samples,
-        groups=args.groups,
-        batch_size=sampling.batch_size,
-        accelerator=accelerator,
-        protocol=args.protocol,
-        report_path=args.out,
-    )
-    if accelerator.is_main_process:
-        print(json.dumps(report, indent=2))
-    return report
-
-
-if __name__ == "__main__":
-    import sys
-
-    from ulvideo.errors import run_main
-
-    sys.exit(run_main("python -m evaluation.k600", main))

@@ -99,9 +99,9 @@ def fvd_means_only():
 
 
 def reconstruction_skips_noise():
-    import evaluation.reconstruction as reconstruction
+    import ulvideo.evaluate.reconstruction as reconstruction
 
-    usage = reconstruction.latent_usage
+    metrics = reconstruction.reconstruction_metrics
 
     class Noiseless:
         def __init__(self, model):
@@ -113,7 +113,9 @@ def reconstruction_skips_noise():
         def noisy_latent(self, z, rng=None):
             return z
 
-    reconstruction.latent_usage = lambda model, *a, **kw: usage(Noiseless(model), *a, **kw)
+    reconstruction.reconstruction_metrics = lambda model, *a, **kw: metrics(
+        Noiseless(model), *a, **kw
+    )
 
 
 def bf16_loss_off():
@@ -207,11 +209,11 @@ MUTATIONS = {
         False,
     ),
     "reconstruction_no_noise": (
-        "evaluate_stage1 skips the log-SNR-5 noising of the latent",
+        "reconstruction_metrics skips the log-SNR-5 noising of the latent",
         reconstruction_skips_noise,
         [
             "tests/test_eval_reconstruction.py::"
-            "test_evaluate_stage1_reports_the_metrics_of_the_reconstructions"
+            "test_evaluate_reconstruction_reports_the_metrics_of_the_reconstructions"
         ],
         False,
     ),

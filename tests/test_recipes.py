@@ -43,7 +43,7 @@ def check_pair(s1, s2, model_settings, num_classes):
         records = [r for r in read_metrics(run) if "loss" in r]
         assert [r["step"] for r in records] == [1, 2]
         assert all(r["loss"] is not None and r["loss"] > 0 for r in records)
-    config = json.loads((s1 / "final" / "ul" / "config.json").read_text())["config"]
+    config = json.loads((s1 / "final" / "autoencoder" / "config.json").read_text())["config"]
     assert {name: config[name] for name in model_settings} == model_settings
     base = json.loads((s2 / "final" / "base" / "config.json").read_text())["config"]
     assert base["num_classes"] == num_classes

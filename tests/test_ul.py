@@ -1,4 +1,4 @@
-"""UnifiedLatents: encode / noisy_latent / stage1_loss / decode, training, save and load."""
+"""UnifiedLatents: encode / noisy_latent / stage1_loss / decode, training; ulvideo.serialization."""
 
 import hashlib
 import json
@@ -11,7 +11,8 @@ from skimage import data as skdata
 
 from ulvideo.diffusion import StackedRandomGenerator
 from ulvideo.models import get_preset
-from ulvideo.ul import UnifiedLatents, load_module, save_module
+from ulvideo.serialization import load_module, save_module
+from ulvideo.ul import UnifiedLatents
 
 TINY = get_preset("tiny")
 
@@ -242,8 +243,16 @@ def test_decode_switches_off_dropout_and_restores_training_mode():
 # ---------------------------------------------------------------- save and load
 
 
+def save_autoencoder(model, directory):
+    return save_module(model, model.config, directory, "autoencoder")
+
+
+def load_autoencoder(directory):
+    return load_module(directory, UnifiedLatents, "autoencoder")[0]
+
+
 def test_save_load_roundtrip_exact(tmp_path, model):
-    model.save_pretrained(tmp_path / "ckpt")
+    save_autoencoder(model, tmp_path / "ckpt")
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
         "config.json",
         "model.safetensors",
@@ -253,8 +262,8 @@ def test_save_load_roundtrip_exact(tmp_path, model):
     assert recorded == {
         "model.safetensors": {"size": len(weights), "sha256": hashlib.sha256(weights).hexdigest()}
     }
-    loaded = UnifiedLatents.from_pretrained(tmp_path / "ckpt")
-    assert loaded.config == model.config
+    loaded = load_autoencoder(tmp_path / "ckpt")
+    assert loaded.config == model.config and not loaded.training
     original = model.state_dict()
     for k, v in loaded.state_dict().items():
         assert torch.equal(v, original[k]), k
@@ -268,7 +277,7 @@ def test_base_save_load_roundtrip(tmp_path):
     cfg = get_preset("tiny", num_classes=7)
     base = build_base(cfg)
     save_module(base, cfg, tmp_path, kind="base")
-    loaded, loaded_cfg = load_module(tmp_path)
+    loaded, loaded_cfg = load_module(tmp_path, build_base, "base")
     assert loaded_cfg == cfg and loaded.num_classes == 7
     for (k, a), (k2, b) in zip(base.state_dict().items(), loaded.state_dict().items()):
         assert k == k2 and torch.equal(a, b)
@@ -276,17 +285,17 @@ def test_base_save_load_roundtrip(tmp_path):
 
 def test_load_errors_are_clear(tmp_path, model):
     with pytest.raises(FileNotFoundError, match="config.json not found"):
-        UnifiedLatents.from_pretrained(tmp_path / "missing")
-    model.save_pretrained(tmp_path)
+        load_autoencoder(tmp_path / "missing")
+    save_autoencoder(model, tmp_path)
     meta = json.loads((tmp_path / "config.json").read_text())
     meta["config"]["latent_channels"] = 16
     (tmp_path / "config.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="does not match config.json.*wrong shapes"):
-        UnifiedLatents.from_pretrained(tmp_path)
+        load_autoencoder(tmp_path)
     meta["kind"] = "base"
     (tmp_path / "config.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="holds a 'base' checkpoint, not 'unified_latents'"):
-        UnifiedLatents.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="holds a 'base' part, not 'autoencoder'"):
+        load_autoencoder(tmp_path)
     (tmp_path / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="model.safetensors not found"):
-        UnifiedLatents.from_pretrained(tmp_path)
+        load_autoencoder(tmp_path)

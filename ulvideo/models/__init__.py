@@ -2,9 +2,9 @@
 
 from .decoder import Decoder
 from .encoder import Encoder, check_video_shape, valid_frame_counts
-from .flops import PARTS, build_part, count_params, params_per_part, training_flops_per_example
+from .flops import PARTS, count_params, params_per_part, training_flops_per_example
 from .presets import PRESETS, ModelConfig, get_preset
-from .registry import build_base, build_network, build_prior, register_network
+from .registry import build_base, build_network, build_part, build_prior, register_network
 from .transformer import VideoTransformer
 
 __all__ = [

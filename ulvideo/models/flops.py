@@ -11,10 +11,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..nn import set_attention_backend
-from .decoder import Decoder
-from .encoder import Encoder, check_video_shape
+from .encoder import check_video_shape
 from .presets import ModelConfig
-from .registry import build_base, build_prior
+from .registry import build_part
 
 PARTS = ("encoder", "decoder", "prior", "base", "stage1", "stage2")
 STAGES = {"stage1": ("encoder", "prior", "decoder"), "stage2": ("base",)}
@@ -23,12 +22,6 @@ STAGES = {"stage1": ("encoder", "prior", "decoder"), "stage2": ("base",)}
 def count_params(module: nn.Module) -> int:
     """Number of parameters (trainable or not)."""
     return sum(p.numel() for p in module.parameters())
-
-
-def build_part(config: ModelConfig, part: str) -> nn.Module:
-    """A fresh network for `part` in {"encoder", "decoder", "prior", "base"}."""
-    builders = {"encoder": Encoder, "decoder": Decoder, "prior": build_prior, "base": build_base}
-    return builders[part](config)
 
 
 def _check_part(part: str) -> None:

@@ -1,4 +1,8 @@
-"""Prior and base networks by name: a researcher's own network plugs in without touching the rest.
+"""The one name-to-constructor registry: `build_part(config, part)` builds the encoder, the decoder,
+the prior or the base model (FLOP counting and the pipeline's loading build through it).
+
+Prior and base networks are chosen by name, so a researcher's own network plugs in without
+touching the rest:
 
     from ulvideo.models import register_network
     register_network("my_net", prior=lambda cfg: MyNet(cfg), base=lambda cfg: MyNet(cfg, cond=True))
@@ -13,6 +17,8 @@ from collections.abc import Callable
 
 from torch import nn
 
+from .decoder import Decoder
+from .encoder import Encoder
 from .presets import ModelConfig
 
 Builder = Callable[[ModelConfig], nn.Module]
@@ -49,3 +55,18 @@ def build_prior(config: ModelConfig) -> nn.Module:
 def build_base(config: ModelConfig) -> nn.Module:
     """The stage-2 base model named by `config.base_network`."""
     return build_network(config, "base")
+
+
+BUILDERS: dict[str, Builder] = {
+    "encoder": Encoder,
+    "decoder": Decoder,
+    "prior": build_prior,
+    "base": build_base,
+}
+
+
+def build_part(config: ModelConfig, part: str) -> nn.Module:
+    """A fresh network for `part`: one of "encoder", "decoder", "prior", "base"."""
+    if part not in BUILDERS:
+        raise ValueError(f"unknown part {part!r}; valid parts: {', '.join(BUILDERS)}")
+    return BUILDERS[part](config)

@@ -8,9 +8,9 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..data.registry import DATASETS
 from ..nn.attention import BACKENDS
 
-DATASETS = ("demo", "kinetics600", "imagenet", "videos")
 # How clips are cut from video files (ulvideo.data.ClipSampling), and the datasets taking them.
 CLIP_OPTIONS = ("frame_stride", "target_fps", "temporal_crop", "spatial_crop", "flip")
 DATASET_OPTIONS = {"kinetics600": CLIP_OPTIONS, "videos": (*CLIP_OPTIONS, "split_file")}

@@ -13,7 +13,7 @@ from torch import nn
 
 from ..diffusion import LinearLogSNR, base_loss
 from ..models import build_base, get_preset
-from ..pipeline import load_pipeline, save_pipeline
+from ..pipeline import Pipeline
 from ..ul import UnifiedLatents
 
 MIN_LATENT_GAP_DB = 1.0  # below this swapped-latent PSNR gap, stage 1 has collapsed
@@ -39,16 +39,15 @@ class Stage1(nn.Module):
     def evaluate(self, ema_network, video, labels, decode_steps: int) -> dict:
         """Reconstruction PSNR through the decoder sampler with each clip's own latent and with
         another clip's, and bits/pixel, on a fixed batch."""
-        from evaluation.reconstruction import latent_usage, mean_bits_per_pixel  # (above ulvideo)
+        from ..evaluate.reconstruction import reconstruction_metrics
 
-        usage = latent_usage(ema_network, video, decode_steps)
-        bpp = mean_bits_per_pixel(ema_network, video)
-        own, swapped = float(usage["psnr"].mean()), float(usage["psnr_swapped"].mean())
+        metrics = reconstruction_metrics(ema_network, video, decode_steps)
+        own, swapped = float(metrics["psnr"].mean()), float(metrics["psnr_swapped"].mean())
         return {
             "eval_psnr": own,
             "eval_psnr_swapped": swapped,
             "eval_latent_gap_db": own - swapped,
-            "eval_bits_per_pixel": bpp,
+            "eval_bits_per_pixel": metrics["bits_per_pixel"],
         }
 
     @staticmethod
@@ -65,7 +64,7 @@ class Stage1(nn.Module):
         )
 
     def export(self, ema_network, directory) -> None:
-        save_pipeline(directory, ema_network)
+        Pipeline(ema_network).save_pretrained(directory)
 
 
 class Stage2(nn.Module):
@@ -130,7 +129,7 @@ class Stage2(nn.Module):
         return {"eval_base_nats": float(nats.mean())}
 
     def export(self, ema_network, directory) -> None:
-        save_pipeline(directory, self.frozen, ema_network, self.model_config)
+        Pipeline(self.frozen, ema_network, self.model_config).save_pretrained(directory)
 
 
 def _base_fields(preset_config) -> dict:
@@ -145,7 +144,7 @@ def _base_fields(preset_config) -> dict:
 def load_stage1(path) -> UnifiedLatents:
     """The frozen stage-1 model, with a clear error for a missing or incompatible checkpoint."""
     try:
-        ul, _ = load_pipeline(path)
+        ul = Pipeline.from_pretrained(path).autoencoder
     except (FileNotFoundError, KeyError, ValueError) as err:
         raise ValueError(f"cannot load the stage-1 checkpoint {path}: {err}") from err
     return ul
