@@ -286,10 +286,12 @@ def test_two_processes_gloo_identical_weights(tmp_path):
     assert {r["world_size"] for r in read_metrics(tmp_path / "ddp") if "loss" in r} == {2}
 
 
-def test_stage2_from_precomputed_latents(tmp_path):
+def test_stage2_from_precomputed_latents(tmp_path, monkeypatch):
     from ulvideo.data import build_dataset
     from ulvideo.pipeline import Pipeline
+    from ulvideo.serialization import load_module
     from ulvideo.train.latents import LatentShards, precompute_latents
+    from ulvideo.train.stages import Stage2
     from ulvideo.ul import UnifiedLatents
 
     train(tiny(tmp_path, "s1", max_steps=1, checkpoint_every=1))
@@ -305,13 +307,39 @@ def test_stage2_from_precomputed_latents(tmp_path):
     assert label == label_ref
 
     s2 = dict(stage=2, stage1_checkpoint=str(tmp_path / "s1" / "final"), max_steps=2)
+    loads = []
+    monkeypatch.setattr(
+        "ulvideo.pipeline.load_module", lambda *a, **k: loads.append(a[0]) or load_module(*a, **k)
+    )
     result = train(tiny(tmp_path, "s2", latents_dir=str(tmp_path / "latents"), **s2))
     assert result.step == 2
+    # the stage-1 export is read once to start (its encoder checks the shards) and once for the
+    # self-contained final export; from latents the stage holds no stage-1 network at all
+    assert [p.name for p in loads] == ["autoencoder", "autoencoder"]
+    checkpoint = complete_checkpoints(tmp_path / "s2")[-1] / "export"
+    assert sorted(p.name for p in checkpoint.iterdir()) == ["base", "stage1.json"]
+    reference = json.loads((checkpoint / "stage1.json").read_text())
+    recorded = json.loads((tmp_path / "s1" / "final" / "autoencoder" / "config.json").read_text())
+    assert reference["fingerprint"] == recorded["files"]["model.safetensors"]["sha256"]
+    from_checkpoint = Pipeline.from_pretrained(checkpoint.parent)
+    for k, v in ul.state_dict().items():
+        assert torch.equal(from_checkpoint.autoencoder.state_dict()[k], v), k
+    final = tmp_path / "s2" / "final"
+    assert sorted(p.name for p in final.iterdir()) == ["autoencoder", "base"]  # self-contained
     other = UnifiedLatents(ul.config)  # a different encoder (fresh initialisation)
     Pipeline(other).save_pretrained(tmp_path / "other")
     s2["stage1_checkpoint"] = str(tmp_path / "other")
     with pytest.raises(ValueError, match="different encoder"):
         train(tiny(tmp_path, "s2b", latents_dir=str(tmp_path / "latents"), **s2))
+    # the checkpoint's reference refuses a stage-1 export whose weights changed
+    Pipeline(other).save_pretrained(tmp_path / "s1" / "final")
+    with pytest.raises(ValueError, match="missing or holds other weights"):
+        Pipeline.from_pretrained(checkpoint)
+    assert Pipeline.from_pretrained(final).base is not None  # the final export needs no stage 1
+    from_pixels = Stage2(tiny(tmp_path, **s2), ul, num_classes=0)
+    from_shards = Stage2(tiny(tmp_path, **s2), ul, num_classes=0, keep_encoder=False)
+    assert from_pixels.frozen_encoder == [ul.encoder] and from_shards.frozen_encoder == []
+    assert not any(isinstance(m, UnifiedLatents) for m in from_pixels.modules())
 
 
 def test_bf16_on_cpu_trains_with_finite_gradients(tmp_path):

@@ -8,8 +8,14 @@ An export folder (no pickles)::
 
     export/autoencoder/   UnifiedLatents: encoder, prior, decoder (model.safetensors + config.json)
     export/base/          the stage-2 base model, when there is one
+
+A stage-2 training checkpoint's export holds base/ and, instead of a copy of the frozen stage-1
+weights, `stage1.json`: the stage-1 export's path and fingerprint (the sha256 of its weights).
+Loading it loads that export and refuses one whose weights changed. A run's final export is
+self-contained.
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -20,10 +26,66 @@ from .diffusion import StackedRandomGenerator
 from .models import ModelConfig, build_base
 from .nn import enable_activation_checkpointing, set_attention_backend
 from .sample import SamplingConfig, frame_predictor, generate
-from .serialization import load_module, save_module
+from .serialization import CONFIG_NAME, WEIGHTS_NAME, atomic_write, load_module, save_module
 from .ul import UnifiedLatents
 
-AUTOENCODER, BASE = "autoencoder", "base"
+AUTOENCODER, BASE, STAGE1_REFERENCE = "autoencoder", "base", "stage1.json"
+
+
+def find_export(directory: str | os.PathLike) -> Path:
+    """An export folder, given it or a training checkpoint holding one (checkpoint-N/export)."""
+    directory = Path(directory)
+    if (directory / "export").is_dir():
+        directory = directory / "export"
+    if not ((directory / AUTOENCODER).is_dir() or (directory / STAGE1_REFERENCE).is_file()):
+        raise FileNotFoundError(
+            f"{directory} is not a ulvideo export: expected {directory / AUTOENCODER} (written "
+            "by training as <run>/checkpoint-N/export or <run>/final)"
+        )
+    return directory
+
+
+def autoencoder_export(directory: str | os.PathLike) -> Path:
+    """The export that holds the autoencoder weights: `directory`'s own, or the stage-1 export a
+    stage-2 checkpoint refers to, checked against the fingerprint recorded with the reference."""
+    directory = find_export(directory)
+    if (directory / AUTOENCODER).is_dir():
+        return directory
+    reference = json.loads((directory / STAGE1_REFERENCE).read_text())
+    stage1 = Path(reference["stage1_export"])
+    if not stage1.exists() or autoencoder_fingerprint(stage1) != reference["fingerprint"]:
+        raise ValueError(
+            f"{directory} refers to the stage-1 export {stage1} with fingerprint "
+            f"{reference['fingerprint'][:12]}, which is missing or holds other weights; restore "
+            "it, or use the run's self-contained final export"
+        )
+    return autoencoder_export(stage1)
+
+
+def autoencoder_fingerprint(directory: str | os.PathLike) -> str:
+    """The sha256 of an export's autoencoder weights, as its config.json records it."""
+    meta = json.loads((autoencoder_export(directory) / AUTOENCODER / CONFIG_NAME).read_text())
+    return meta["files"][WEIGHTS_NAME]["sha256"]
+
+
+def load_autoencoder(directory: str | os.PathLike, map_location="cpu") -> UnifiedLatents:
+    """The autoencoder of an export, following a stage-2 checkpoint's reference to stage 1."""
+    path = autoencoder_export(directory) / AUTOENCODER
+    return load_module(path, UnifiedLatents, AUTOENCODER, map_location)[0]
+
+
+def save_stage2_checkpoint(
+    directory: str | os.PathLike, base: nn.Module, base_config: ModelConfig, stage1_export
+) -> Path:
+    """base/ and a reference to the stage-1 export (its path and fingerprint), not its weights."""
+    directory = Path(directory)
+    save_module(base, base_config, directory / BASE, BASE)
+    stage1 = autoencoder_export(stage1_export).resolve()
+    reference = {"stage1_export": str(stage1), "fingerprint": autoencoder_fingerprint(stage1)}
+    atomic_write(
+        directory / STAGE1_REFERENCE, lambda p: p.write_text(json.dumps(reference, indent=2))
+    )
+    return directory
 
 
 class Pipeline:
@@ -80,17 +142,8 @@ class Pipeline:
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location="cpu") -> "Pipeline":
         """Load an export (or the export inside a training checkpoint), in eval mode."""
-        directory = Path(directory)
-        if (directory / "export").is_dir():
-            directory = directory / "export"
-        if not (directory / AUTOENCODER).is_dir():
-            raise FileNotFoundError(
-                f"{directory} is not a ulvideo export: expected {directory / AUTOENCODER} (written "
-                "by training as <run>/checkpoint-N/export or <run>/final)"
-            )
-        autoencoder, _ = load_module(
-            directory / AUTOENCODER, UnifiedLatents, AUTOENCODER, map_location
-        )
+        directory = find_export(directory)
+        autoencoder = load_autoencoder(directory, map_location)
         base = base_config = None
         if (directory / BASE).is_dir():
             base, base_config = load_module(directory / BASE, build_base, BASE, map_location)

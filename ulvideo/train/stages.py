@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from ..diffusion import LinearLogSNR, base_loss
-from ..models import build_base, get_preset
-from ..pipeline import Pipeline
+from ..models import build_base, check_video_shape, get_preset
+from ..pipeline import Pipeline, load_autoencoder, save_stage2_checkpoint
 from ..ul import UnifiedLatents
 
 MIN_LATENT_GAP_DB = 1.0  # below this swapped-latent PSNR gap, stage 1 has collapsed
@@ -25,6 +25,7 @@ class Stage1(nn.Module):
     def __init__(self, model_config):
         super().__init__()
         self.network = UnifiedLatents(model_config)
+        self.autoencoder_config = model_config
         self.rate_gradient = 1.0  # the trainer's rate warm-up sets it before every step
 
     def forward(self, video, labels):
@@ -63,14 +64,19 @@ class Stage1(nn.Module):
             "decoder bias (ulvideo rd sweeps them) before spending a stage-2 run on these latents"
         )
 
-    def export(self, ema_network, directory) -> None:
+    def export(self, ema_network, directory, final: bool = False) -> None:
         Pipeline(ema_network).save_pretrained(directory)
 
 
 class Stage2(nn.Module):
-    """UL stage 2: a base model on latents of the frozen stage-1 encoder, sigmoid-weighted loss."""
+    """UL stage 2: a base model on latents of the frozen stage-1 encoder, sigmoid-weighted loss.
 
-    def __init__(self, config, ul: UnifiedLatents, num_classes: int):
+    Of the stage-1 model it keeps only the encoder, and none when it trains from latent shards
+    (`keep_encoder=False`); its checkpoints refer to the stage-1 export by fingerprint, and only
+    the final export copies the autoencoder in (UL §5: only the encoder is needed to train).
+    """
+
+    def __init__(self, config, ul: UnifiedLatents, num_classes: int, keep_encoder: bool = True):
         super().__init__()
         overrides = {**config.model, "num_classes": num_classes if config.class_conditional else 0}
         base_sizes = get_preset(config.preset)
@@ -82,11 +88,22 @@ class Stage2(nn.Module):
         self.context_frames = config.context_frames
         self.context_prob = config.context_prob
         self.label_dropout = config.label_dropout
-        self.ul = [ul.eval().requires_grad_(False)]  # a list hides it from DDP and save_state
+        self.autoencoder_config = ul.config
+        self.stage1_export = config.stage1_checkpoint
+        # a list hides the frozen encoder from DDP and save_state
+        self.frozen_encoder = [ul.encoder.eval().requires_grad_(False)] if keep_encoder else []
 
-    @property
-    def frozen(self) -> UnifiedLatents:
-        return self.ul[0]
+    def move_encoder(self, device) -> None:
+        for encoder in self.frozen_encoder:
+            encoder.to(device)
+
+    @torch.no_grad()
+    def encode(self, video):
+        """z_clean of pixel clips, by the frozen stage-1 encoder."""
+        if not self.frozen_encoder:
+            raise ValueError("this stage trains from latent shards and holds no encoder")
+        check_video_shape(video.shape, self.autoencoder_config)
+        return self.frozen_encoder[0](video)
 
     def forward(self, z_clean, labels):
         # whether this batch gets context: Python's RNG (seeded and checkpointed by accelerate),
@@ -128,8 +145,13 @@ class Stage2(nn.Module):
         )
         return {"eval_base_nats": float(nats.mean())}
 
-    def export(self, ema_network, directory) -> None:
-        Pipeline(self.frozen, ema_network, self.model_config).save_pretrained(directory)
+    def export(self, ema_network, directory, final: bool = False) -> None:
+        """A checkpoint's export: base/ + a reference to stage 1; the final one: self-contained."""
+        if final:
+            autoencoder = load_autoencoder(self.stage1_export)
+            Pipeline(autoencoder, ema_network, self.model_config).save_pretrained(directory)
+        else:
+            save_stage2_checkpoint(directory, ema_network, self.model_config, self.stage1_export)
 
 
 def _base_fields(preset_config) -> dict:
@@ -144,7 +166,7 @@ def _base_fields(preset_config) -> dict:
 def load_stage1(path) -> UnifiedLatents:
     """The frozen stage-1 model, with a clear error for a missing or incompatible checkpoint."""
     try:
-        ul = Pipeline.from_pretrained(path).autoencoder
+        ul = load_autoencoder(path)
     except (FileNotFoundError, KeyError, ValueError) as err:
         raise ValueError(f"cannot load the stage-1 checkpoint {path}: {err}") from err
     return ul
