@@ -22,7 +22,7 @@ import torch
 from common import emit, machine
 
 from ulvideo.integrity import CHUNK, sha256_file
-from ulvideo.models import get_preset
+from ulvideo.models import autoencoder_preset
 from ulvideo.serialization import WEIGHTS_NAME, load_module, save_module
 from ulvideo.ul import UnifiedLatents
 
@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.manual_seed(0)
-    model = UnifiedLatents(get_preset(args.preset))
+    model = UnifiedLatents(autoencoder_preset(args.preset))
     with tempfile.TemporaryDirectory() as tmp:
         export = Path(tmp) / "autoencoder"
         save_s = seconds(lambda: save_module(model, model.config, export, "autoencoder"))

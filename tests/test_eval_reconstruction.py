@@ -159,12 +159,12 @@ def test_cli_evaluates_a_stage1_checkpoint_on_a_dataset_smoke(tmp_path, capsys, 
     metrics themselves are checked on the stand-in model above."""
     from ulvideo.cli import main as cli_main
     from ulvideo.evaluate.reconstruction import main
-    from ulvideo.models import get_preset
+    from ulvideo.models import autoencoder_preset
     from ulvideo.pipeline import Pipeline
     from ulvideo.ul import UnifiedLatents
 
     torch.manual_seed(0)
-    Pipeline(UnifiedLatents(get_preset("tiny"))).save_pretrained(tmp_path / "stage1")
+    Pipeline(UnifiedLatents(autoencoder_preset("tiny"))).save_pretrained(tmp_path / "stage1")
     args = ["--checkpoint", str(tmp_path / "stage1"), "--dataset", "demo", "--num-videos", "2"]
     flags = ["--batch-size", "2", "--decode-steps", "2", "--out", str(tmp_path / "r.json")]
     assert cli_main(["eval", "reconstruction", *args, *flags]) == 0  # `ulvideo eval reconstruction`

@@ -8,7 +8,7 @@ import torch
 from ulvideo.cli import main as cli_main
 from ulvideo.data import build_dataset
 from ulvideo.evaluate.reconstruction import evaluate_reconstruction, reconstruction_metrics
-from ulvideo.models import get_preset
+from ulvideo.models import autoencoder_preset
 from ulvideo.pipeline import Pipeline
 from ulvideo.train.stages import MIN_LATENT_GAP_DB, Stage1
 from ulvideo.ul import UnifiedLatents
@@ -62,7 +62,7 @@ class IgnoresItsLatent(UnifiedLatents):
 def test_a_decoder_that_ignores_its_latent_is_flagged_as_collapsed():
     torch.manual_seed(0)
     video = torch.rand(4, 3, 5, 32, 32) * 2 - 1
-    collapsed = IgnoresItsLatent(get_preset("tiny"))
+    collapsed = IgnoresItsLatent(autoencoder_preset("tiny"))
     usage = reconstruction_metrics(collapsed, video, decode_steps=3)
     torch.testing.assert_close(usage["psnr"].mean(1), usage["psnr_swapped"], rtol=0, atol=0)
     evaluation = Stage1.evaluate(None, collapsed, video, None, decode_steps=3)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ulvideo.diffusion import LinearLogSNR, base_loss
-from ulvideo.models import build_base, get_preset, register_network
+from ulvideo.models import autoencoder_preset, base_preset, build_base, register_network
 from ulvideo.models.registry import NETWORKS
 from ulvideo.pipeline import Pipeline
 from ulvideo.sample import SamplingConfig, generate
@@ -51,7 +51,7 @@ def registered():
 
 
 def test_custom_prior_trains_saves_and_loads(registered, tmp_path):
-    cfg = get_preset("tiny", resolution=16, prior_network=registered)
+    cfg = autoencoder_preset("tiny", resolution=16, prior_network=registered)
     ul = UnifiedLatents(cfg)
     assert isinstance(ul.prior, ConvDenoiser)
     video = torch.rand(2, 3, 5, 16, 16) * 2 - 1
@@ -67,8 +67,11 @@ def test_custom_prior_trains_saves_and_loads(registered, tmp_path):
 
 def test_custom_base_samples_with_guidance(registered, tmp_path):
     torch.manual_seed(0)
-    cfg = get_preset("tiny", resolution=16, num_classes=3, base_network=registered)
-    ul, base = UnifiedLatents(cfg).eval(), build_base(cfg).eval()
+    cfg = base_preset("tiny", num_classes=3, network=registered)
+    ul, base = (
+        UnifiedLatents(autoencoder_preset("tiny", resolution=16)).eval(),
+        build_base(cfg).eval(),
+    )
     assert isinstance(base, ConvDenoiser)
     z = ul.encode(torch.rand(2, 3, 5, 16, 16) * 2 - 1)
     nats = base_loss(lambda zt, l: base(zt, l, labels=torch.tensor([0, 2])), z, LinearLogSNR())
@@ -89,6 +92,6 @@ def test_custom_base_samples_with_guidance(registered, tmp_path):
 
 def test_unknown_network_names_the_registered_ones():
     with pytest.raises(
-        ValueError, match=r"unknown prior_network 'nope'; registered: \['video_transformer'"
+        ValueError, match=r"unknown prior network 'nope'; registered: \['video_transformer'"
     ):
-        UnifiedLatents(get_preset("tiny", prior_network="nope"))
+        UnifiedLatents(autoencoder_preset("tiny", prior_network="nope"))

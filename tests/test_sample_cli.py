@@ -16,7 +16,7 @@ from ulvideo.cli import main
 from ulvideo.diffusion import StackedRandomGenerator
 from ulvideo.export import write_mp4
 from ulvideo.integrity import CorruptFileError
-from ulvideo.models import build_base, get_preset
+from ulvideo.models import autoencoder_preset, base_preset, build_base
 from ulvideo.nn import SelfAttention, enable_activation_checkpointing, set_attention_backend
 from ulvideo.pipeline import Pipeline
 from ulvideo.sample import SamplingConfig, frame_predictor, generate, guided_denoiser, sample_z0
@@ -26,10 +26,13 @@ from ulvideo.ul import UnifiedLatents
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     torch.manual_seed(0)
-    cfg = get_preset("tiny", resolution=16, num_classes=10)
-    ul, base = UnifiedLatents(cfg).eval(), build_base(cfg).eval()
+    base_cfg = base_preset("tiny", num_classes=10)
+    ul, base = (
+        UnifiedLatents(autoencoder_preset("tiny", resolution=16)).eval(),
+        build_base(base_cfg),
+    )
     path = tmp_path_factory.mktemp("export")
-    Pipeline(ul, base, cfg).save_pretrained(path)
+    Pipeline(ul, base.eval(), base_cfg).save_pretrained(path)
     return ul, base, path
 
 
@@ -86,7 +89,7 @@ def test_labels_are_checked_once_where_they_enter(pipeline):
 def test_labels_and_cfg_scale_change_the_samples_under_one_seed(pipeline):
     # A base with random (not zero-initialised) conditioning weights, so that labels matter
     ul, _, _ = pipeline
-    base = randomise(build_base(ul.config))
+    base = randomise(build_base(base_preset("tiny", num_classes=10)))
     cfg = SamplingConfig(base_steps=3, decoder_steps=2, batch_size=3, seed=7)
     labels = torch.tensor([1, 2, 3])
     a = generate(ul, base, 3, 5, 16, cfg, labels=labels)
@@ -131,7 +134,7 @@ def test_frame_prediction_keeps_context_latents(pipeline):
 
 def test_frame_prediction_conditions_the_base_on_the_context(pipeline):
     ul, _, _ = pipeline
-    base = randomise(build_base(ul.config))
+    base = randomise(build_base(base_preset("tiny", num_classes=10)))
     calls = []
 
     def recording(z_t, logsnr, labels=None, context_frames=0):
@@ -196,19 +199,18 @@ def test_info_reports_the_trained_base_model_not_the_presets(tmp_path, capsys):
     # a stage-2 export whose base model is smaller than the stage-1 preset's base_* sizes
     from ulvideo.models import count_params, training_flops_per_example
 
-    ae_cfg = get_preset("tiny", resolution=16)
-    base_cfg = dataclasses.replace(ae_cfg, base_widths=(32, 64), base_depths=(2, 1), num_classes=3)
+    ae_cfg = autoencoder_preset("tiny", resolution=16)
+    base_cfg = base_preset("tiny", widths=(32, 64), depths=(2, 1), num_classes=3)
     base = build_base(base_cfg)
     Pipeline(UnifiedLatents(ae_cfg), base, base_cfg).save_pretrained(tmp_path)
+    preset_base = base_preset("tiny", num_classes=3)
     assert main(["info", str(tmp_path), "--frames", "5"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["params"]["base"] == count_params(base) < count_params(build_base(ae_cfg))
-    own = training_flops_per_example(base_cfg, "stage2", 5, 16, 16)
+    assert info["params"]["base"] == count_params(base) < count_params(build_base(preset_base))
+    own = training_flops_per_example(ae_cfg, "stage2", 5, 16, 16, base_config=base_cfg)
     assert info["flops_per_example"]["stage2"] == own
-    assert own < training_flops_per_example(ae_cfg, "stage2", 5, 16, 16)
-    assert (
-        info["base_config"]["base_widths"] == [32, 64] and info["base_config"]["num_classes"] == 3
-    )
+    assert own < training_flops_per_example(ae_cfg, "stage2", 5, 16, 16, base_config=preset_base)
+    assert info["base_config"]["widths"] == [32, 64] and info["base_config"]["num_classes"] == 3
 
 
 def test_cli_errors_are_one_line(pipeline, tmp_path, capsys):
@@ -278,8 +280,8 @@ def test_corrupt_or_edited_export_is_one_line(pipeline, tmp_path, capsys):
 def test_runtime_switches_are_never_saved(tmp_path, monkeypatch):
     # a model trained with xformers and activation checkpointing loads and samples on a CPU
     monkeypatch.setattr("ulvideo.nn.runtime.xformers_available", lambda: True)  # a GPU node
-    cfg = get_preset("tiny", resolution=16, num_classes=10)
-    ul, base = UnifiedLatents(cfg), build_base(cfg)
+    cfg = base_preset("tiny", num_classes=10)
+    ul, base = UnifiedLatents(autoencoder_preset("tiny", resolution=16)), build_base(cfg)
     for network in (ul, base):
         enable_activation_checkpointing(set_attention_backend(network, "xformers"))
     assert {m.backend for m in base.modules() if isinstance(m, SelfAttention)} == {"xformers"}

@@ -43,6 +43,8 @@ def tiny(tmp_path, name="run", **overrides) -> TrainConfig:
         output_dir=str(tmp_path / name),
         cpu=True,
     )
+    if overrides.get("stage") == 2:
+        base["base_preset"] = "tiny"
     return TrainConfig(**{**base, **overrides})
 
 
@@ -235,6 +237,12 @@ def test_stage1_learns_then_stage2_learns(tmp_path):
 def test_config_errors_come_before_any_model(tmp_path):
     with pytest.raises(ValueError, match="stage1_checkpoint"):
         train(tiny(tmp_path, stage=2))
+    with pytest.raises(ValueError, match="stage 2 needs --base_preset"):
+        train(tiny(tmp_path, stage=2, base_preset=None))
+    with pytest.raises(ValueError, match="--preset small names a stage-1 autoencoder"):
+        train(tiny(tmp_path, stage=2, preset="small"))
+    with pytest.raises(ValueError, match="--base_preset names the stage-2 base model"):
+        train(tiny(tmp_path, base_preset="tiny"))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         train(tiny(tmp_path, stage=2, stage1_checkpoint=str(tmp_path / "missing")))
     with pytest.raises(FileNotFoundError, match="data_root"):
@@ -398,23 +406,24 @@ def test_data_position_follows_accelerates_steps(batches, grad_accum):
 
 
 def test_stage2_accepts_base_size_overrides(tmp_path):
-    from ulvideo.models import get_preset
+    from ulvideo.models import autoencoder_preset
     from ulvideo.train.stages import Stage2
     from ulvideo.ul import UnifiedLatents
 
-    ul = UnifiedLatents(get_preset("tiny", resolution=16))
-    cfg = tiny(tmp_path, stage=2, model={"base_widths": [32, 64], "base_depths": [2, 1]})
+    ul = UnifiedLatents(autoencoder_preset("tiny", resolution=16))
+    cfg = tiny(tmp_path, stage=2, model={"widths": [32, 64], "depths": [2, 1]})
     stage = Stage2(cfg, ul, num_classes=0)
-    assert stage.model_config.base_widths == (32, 64) and stage.model_config.base_depths == (2, 1)
+    assert stage.model_config.widths == (32, 64) and stage.model_config.depths == (2, 1)
+    assert stage.model_config.latent_channels == ul.config.latent_channels
 
 
 def test_training_losses_have_no_host_syncs_or_graph_breaks(tmp_path):
     # finiteness and label checks live at the edges, so torch.compile sees each loss as one graph
-    from ulvideo.models import get_preset
+    from ulvideo.models import autoencoder_preset
     from ulvideo.train.stages import Stage2
 
     torch.manual_seed(0)
-    stage1 = Stage1(get_preset("tiny", resolution=16))
+    stage1 = Stage1(autoencoder_preset("tiny", resolution=16))
     video = torch.rand(2, 3, 5, 16, 16) * 2 - 1
     explained = torch._dynamo.explain(stage1.forward)(video, None)
     assert explained.graph_break_count == 0, explained.break_reasons
@@ -431,11 +440,11 @@ def test_training_losses_have_no_host_syncs_or_graph_breaks(tmp_path):
 
 def test_nonfinite_latents_are_refused_where_they_are_written(tmp_path):
     from ulvideo.data import build_dataset
-    from ulvideo.models import get_preset
+    from ulvideo.models import autoencoder_preset
     from ulvideo.train.latents import precompute_latents
     from ulvideo.ul import UnifiedLatents
 
-    ul = UnifiedLatents(get_preset("tiny", resolution=16))
+    ul = UnifiedLatents(autoencoder_preset("tiny", resolution=16))
     ul.encoder.head.bias.data[0] = float("nan")
     data = build_dataset("demo", None, "train", frames=5, resolution=16, size=2)
     with pytest.raises(ValueError, match="the encoder returned NaN or inf latents"):

@@ -10,11 +10,11 @@ import torch.nn.functional as F
 from skimage import data as skdata
 
 from ulvideo.diffusion import StackedRandomGenerator
-from ulvideo.models import get_preset
+from ulvideo.models import AutoencoderConfig, autoencoder_preset
 from ulvideo.serialization import load_module, save_module
 from ulvideo.ul import UnifiedLatents
 
-TINY = get_preset("tiny")
+TINY = autoencoder_preset("tiny")
 
 
 @pytest.fixture(scope="module")
@@ -162,10 +162,10 @@ def test_rate_gradient_scales_only_the_priors_pull_on_the_encoder():
 
 def test_base_gradients_reach_every_parameter_with_labels_and_context():
     from ulvideo.diffusion import LinearLogSNR, base_loss
-    from ulvideo.models import build_base
+    from ulvideo.models import base_preset, build_base
 
     torch.manual_seed(2)
-    base = build_base(get_preset("tiny", num_classes=3))
+    base = build_base(base_preset("tiny", num_classes=3))
     z = torch.randn(2, 8, 3, 4, 4)
     labels = torch.tensor([0, 3])  # one real class, one null (CFG dropout)
     nats = base_loss(
@@ -232,7 +232,7 @@ def test_decode_shapes_range_and_determinism(model):
 
 def test_decode_switches_off_dropout_and_restores_training_mode():
     torch.manual_seed(3)
-    model = UnifiedLatents(get_preset("tiny", decoder_dropout=0.5)).train()
+    model = UnifiedLatents(autoencoder_preset("tiny", decoder_dropout=0.5)).train()
     z0 = torch.randn(1, 8, 1, 2, 2)
     a = model.decode(z0, steps=2, rng=StackedRandomGenerator("cpu", 1, [0]))
     b = model.decode(z0, steps=2, rng=StackedRandomGenerator("cpu", 1, [0]))
@@ -248,7 +248,7 @@ def save_autoencoder(model, directory):
 
 
 def load_autoencoder(directory):
-    return load_module(directory, UnifiedLatents, "autoencoder")[0]
+    return load_module(directory, UnifiedLatents, "autoencoder", AutoencoderConfig)[0]
 
 
 def test_save_load_roundtrip_exact(tmp_path, model):
@@ -272,12 +272,12 @@ def test_save_load_roundtrip_exact(tmp_path, model):
 
 
 def test_base_save_load_roundtrip(tmp_path):
-    from ulvideo.models import build_base
+    from ulvideo.models import BaseConfig, base_preset, build_base
 
-    cfg = get_preset("tiny", num_classes=7)
+    cfg = base_preset("tiny", num_classes=7)
     base = build_base(cfg)
     save_module(base, cfg, tmp_path, kind="base")
-    loaded, loaded_cfg = load_module(tmp_path, build_base, "base")
+    loaded, loaded_cfg = load_module(tmp_path, build_base, "base", BaseConfig)
     assert loaded_cfg == cfg and loaded.num_classes == 7
     for (k, a), (k2, b) in zip(base.state_dict().items(), loaded.state_dict().items()):
         assert k == k2 and torch.equal(a, b)

@@ -153,7 +153,7 @@ def cmd_info(args) -> None:
         info["base_config"] = pipeline.base_config.to_dict()
         info["params"]["base"] = count_params(pipeline.base)
         info["flops_per_example"]["stage2"] = training_flops_per_example(
-            pipeline.base_config, "stage2", frames, res, res
+            cfg, "stage2", frames, res, res, base_config=pipeline.base_config
         )
     meta_dir = Path(args.checkpoint)
     if (meta_dir / "meta.json").is_file():

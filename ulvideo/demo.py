@@ -40,7 +40,6 @@ def run_demo(config: DemoConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     common = dict(
-        preset="tiny",
         data="demo",
         frames=FRAMES,
         resolution=RESOLUTION,
@@ -56,6 +55,7 @@ def run_demo(config: DemoConfig) -> dict:
     print(f"[1/5] stage 1: encoder + prior + decoder, {config.stage1_steps} steps")
     s1 = TrainConfig(
         stage=1,
+        preset="tiny",
         output_dir=str(out / "stage1"),
         max_steps=config.stage1_steps,
         warmup_steps=min(100, config.stage1_steps // 10 + 1),
@@ -67,6 +67,7 @@ def run_demo(config: DemoConfig) -> dict:
     print(f"[2/5] stage 2: base model on frozen latents, {config.stage2_steps} steps")
     s2 = TrainConfig(
         stage=2,
+        base_preset="tiny",
         output_dir=str(out / "stage2"),
         stage1_checkpoint=str(out / "stage1" / "final"),
         class_conditional=True,

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from .diffusion import StackedRandomGenerator
-from .models import ModelConfig, build_base
+from .models import AutoencoderConfig, BaseConfig, build_base
 from .nn import enable_activation_checkpointing, set_attention_backend
 from .sample import SamplingConfig, frame_predictor, generate
 from .serialization import CONFIG_NAME, WEIGHTS_NAME, atomic_write, load_module, save_module
@@ -71,11 +71,11 @@ def autoencoder_fingerprint(directory: str | os.PathLike) -> str:
 def load_autoencoder(directory: str | os.PathLike, map_location="cpu") -> UnifiedLatents:
     """The autoencoder of an export, following a stage-2 checkpoint's reference to stage 1."""
     path = autoencoder_export(directory) / AUTOENCODER
-    return load_module(path, UnifiedLatents, AUTOENCODER, map_location)[0]
+    return load_module(path, UnifiedLatents, AUTOENCODER, AutoencoderConfig, map_location)[0]
 
 
 def save_stage2_checkpoint(
-    directory: str | os.PathLike, base: nn.Module, base_config: ModelConfig, stage1_export
+    directory: str | os.PathLike, base: nn.Module, base_config: BaseConfig, stage1_export
 ) -> Path:
     """base/ and a reference to the stage-1 export (its path and fingerprint), not its weights."""
     directory = Path(directory)
@@ -95,10 +95,16 @@ class Pipeline:
         self,
         autoencoder: UnifiedLatents,
         base: nn.Module | None = None,
-        base_config: ModelConfig | None = None,
+        base_config: BaseConfig | None = None,
     ):
         if (base is None) != (base_config is None):
             raise ValueError("give the base model together with the config it was built from")
+        latent = autoencoder.config.latent_channels
+        if base_config is not None and base_config.latent_channels != latent:
+            raise ValueError(
+                f"the base model takes {base_config.latent_channels} latent channels, the "
+                f"autoencoder makes {latent}: build the base with latent_channels={latent}"
+            )
         self.autoencoder, self.base, self.base_config = autoencoder, base, base_config
 
     @property
@@ -146,7 +152,9 @@ class Pipeline:
         autoencoder = load_autoencoder(directory, map_location)
         base = base_config = None
         if (directory / BASE).is_dir():
-            base, base_config = load_module(directory / BASE, build_base, BASE, map_location)
+            base, base_config = load_module(
+                directory / BASE, build_base, BASE, BaseConfig, map_location
+            )
         return cls(autoencoder, base, base_config)
 
     # what a trained model is for

@@ -2,8 +2,8 @@
 
 A saved part is `model.safetensors` beside `config.json`, which holds the part's kind, its config
 and the size and sha256 of `model.safetensors` (written after it, verified before it is read).
-Each file is written atomically. The caller says how to build the part from its config, so this
-module knows no networks.
+Each file is written atomically. The caller says which config class the part has and how to build
+it from its config, so this module knows no networks.
 """
 
 import json
@@ -16,7 +16,7 @@ from torch import nn
 
 from . import __version__
 from .integrity import CorruptFileError, file_records, verify_files
-from .models import ModelConfig
+from .models.presets import JSONConfig
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -37,7 +37,7 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
 
 
 def save_module(
-    module: nn.Module, config: ModelConfig, directory: str | os.PathLike, kind: str
+    module: nn.Module, config: JSONConfig, directory: str | os.PathLike, kind: str
 ) -> Path:
     """Save `module`, built from `config`, as a `kind` part ("autoencoder", "base") in `directory`."""
     directory = Path(directory)
@@ -54,7 +54,7 @@ def save_module(
     return directory
 
 
-def read_config(directory: str | os.PathLike, kind: str) -> ModelConfig:
+def read_config(directory: str | os.PathLike, kind: str, config_class: type[JSONConfig]):
     """The config of the `kind` part saved in `directory`, with its files verified."""
     directory = Path(directory)
     for name in (CONFIG_NAME, WEIGHTS_NAME):
@@ -74,20 +74,22 @@ def read_config(directory: str | os.PathLike, kind: str) -> ModelConfig:
         raise ValueError(f"{directory} holds a {meta['kind']!r} part, not {kind!r}")
     verify_files(directory, meta["files"], COPY_AGAIN)
     try:
-        return ModelConfig.from_dict(meta["config"])
+        return config_class.from_dict(meta["config"])
     except (TypeError, ValueError) as err:
         raise ValueError(f"{directory / CONFIG_NAME}: {err}; {RESTORE}") from err
 
 
 def load_module(
     directory: str | os.PathLike,
-    build: Callable[[ModelConfig], nn.Module],
+    build: Callable[[JSONConfig], nn.Module],
     kind: str,
+    config_class: type[JSONConfig],
     map_location="cpu",
-) -> tuple[nn.Module, ModelConfig]:
-    """Rebuild a `kind` part saved by save_module with `build(config)`, in eval mode."""
+) -> tuple[nn.Module, JSONConfig]:
+    """Rebuild a `kind` part saved by save_module: its `config_class` config, then `build(config)`
+    and the weights, in eval mode."""
     directory = Path(directory)
-    config = read_config(directory, kind)
+    config = read_config(directory, kind, config_class)
     module = build(config)
     state = load_file(str(directory / WEIGHTS_NAME), device=str(map_location))
     expected = module.state_dict()

@@ -20,7 +20,7 @@ from .diffusion import (
     randn_like,
     sample,
 )
-from .models import Decoder, Encoder, ModelConfig, build_prior, check_video_shape
+from .models import AutoencoderConfig, Decoder, Encoder, build_prior, check_video_shape
 
 
 class UnifiedLatents(nn.Module):
@@ -28,7 +28,7 @@ class UnifiedLatents(nn.Module):
     the prior measures its bitrate with an unweighted ELBO, and the decoder is a diffusion model
     in pixel space conditioned on z0."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: AutoencoderConfig):
         super().__init__()
         self.config = config
         self.encoder = Encoder(config)

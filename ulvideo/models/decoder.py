@@ -25,7 +25,7 @@ from ..nn import (
     unpatchify,
 )
 from .encoder import check_video_shape
-from .presets import ModelConfig
+from .presets import AutoencoderConfig
 
 
 class Decoder(nn.Module):
@@ -35,7 +35,7 @@ class Decoder(nn.Module):
     steps beyond the conv levels are taken by patching the transformer's tokens.
     """
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: AutoencoderConfig):
         super().__init__()
         self.config = config
         ch, width = config.decoder_channels, config.decoder_width

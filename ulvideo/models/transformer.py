@@ -20,7 +20,7 @@ from ..nn import (
     sincos_3d,
     unpatchify,
 )
-from .presets import ModelConfig
+from .presets import AutoencoderConfig, BaseConfig
 from .registry import register_network
 
 
@@ -160,7 +160,7 @@ class VideoTransformer(nn.Module):
         return x.reshape(b, t, h, w, c)
 
 
-def video_transformer_prior(config: ModelConfig) -> VideoTransformer:
+def video_transformer_prior(config: AutoencoderConfig) -> VideoTransformer:
     """The stage-1 prior: unconditional, trained on the unweighted ELBO jointly with the encoder."""
     return VideoTransformer(
         config.latent_channels,
@@ -174,18 +174,18 @@ def video_transformer_prior(config: ModelConfig) -> VideoTransformer:
     )
 
 
-def video_transformer_base(config: ModelConfig) -> VideoTransformer:
+def video_transformer_base(config: BaseConfig) -> VideoTransformer:
     """The stage-2 base model: class-conditional (if num_classes) with context frames support."""
     return VideoTransformer(
         config.latent_channels,
-        config.base_widths,
-        config.base_depths,
+        config.widths,
+        config.depths,
         head_dim=config.head_dim,
         mode=config.attention,
         patch_size=config.patch_size,
         num_classes=config.num_classes,
-        context=True,
-        dropout=config.base_dropout,
+        context=config.context,
+        dropout=config.dropout,
         mlp_ratio=config.mlp_ratio,
     )
 

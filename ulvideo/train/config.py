@@ -35,8 +35,9 @@ class TrainConfig:
     """Everything a training run needs. Recipes subclass it to change defaults."""
 
     stage: int = 1  # 1: encoder + prior + decoder jointly; 2: the base model on frozen latents
-    preset: str = "tiny"  # a name in ulvideo.models.PRESETS
-    model: dict = field(default_factory=dict)  # overrides of the preset's ModelConfig fields
+    preset: str = "tiny"  # stage 1: a name in ulvideo.models.AUTOENCODER_PRESETS
+    base_preset: str | None = None  # stage 2: a name in ulvideo.models.BASE_PRESETS
+    model: dict = field(default_factory=dict)  # overrides of the stage's config (preset) fields
     output_dir: str = "runs/ul"
 
     # data
@@ -115,7 +116,19 @@ class TrainConfig:
                 f"--data {self.data} does not use {', '.join(ignored)}: drop them, or use "
                 "--data videos (kinetics600 takes all but --split_file)"
             )
+        if self.stage == 1 and self.base_preset is not None:
+            raise ValueError("--base_preset names the stage-2 base model: drop it in stage 1")
         if self.stage == 2:
+            if self.base_preset is None:
+                raise ValueError(
+                    "stage 2 needs --base_preset: the base model's sizes (tiny, small, medium; "
+                    "the autoencoder's come with --stage1_checkpoint)"
+                )
+            if self.preset != _default(type(self), "preset"):
+                raise ValueError(
+                    f"--preset {self.preset} names a stage-1 autoencoder, which stage 2 loads from "
+                    "--stage1_checkpoint: use --base_preset for the base model's sizes"
+                )
             if self.stage1_checkpoint is None:
                 raise ValueError("stage 2 needs --stage1_checkpoint (an export of a stage-1 run)")
             if not Path(self.stage1_checkpoint).exists():

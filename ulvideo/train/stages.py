@@ -5,14 +5,13 @@ export writes), `forward(batch) -> (loss, logs)` as an nn.Module so DDP/FSDP wra
 and `export`.
 """
 
-import dataclasses
 import random
 
 import torch
 from torch import nn
 
 from ..diffusion import LinearLogSNR, base_loss
-from ..models import build_base, check_video_shape, get_preset
+from ..models import base_preset, build_base, check_video_shape
 from ..pipeline import Pipeline, load_autoencoder, save_stage2_checkpoint
 from ..ul import UnifiedLatents
 
@@ -78,13 +77,16 @@ class Stage2(nn.Module):
 
     def __init__(self, config, ul: UnifiedLatents, num_classes: int, keep_encoder: bool = True):
         super().__init__()
-        overrides = {**config.model, "num_classes": num_classes if config.class_conditional else 0}
-        base_sizes = get_preset(config.preset)
-        model_config = dataclasses.replace(ul.config, **{**_base_fields(base_sizes), **overrides})
+        model_config = base_preset(
+            config.base_preset,
+            **config.model,
+            latent_channels=ul.config.latent_channels,
+            num_classes=num_classes if config.class_conditional else 0,
+        )
         self.network = build_base(model_config)
         self.model_config = model_config
         self.schedule = LinearLogSNR(ul.config.logsnr_latent, ul.config.logsnr_min_latent)
-        self.bias = model_config.base_bias
+        self.bias = model_config.bias
         self.context_frames = config.context_frames
         self.context_prob = config.context_prob
         self.label_dropout = config.label_dropout
@@ -152,15 +154,6 @@ class Stage2(nn.Module):
             Pipeline(autoencoder, ema_network, self.model_config).save_pretrained(directory)
         else:
             save_stage2_checkpoint(directory, ema_network, self.model_config, self.stage1_export)
-
-
-def _base_fields(preset_config) -> dict:
-    """The base-model size fields of a preset (names starting with `base_`)."""
-    return {
-        f.name: getattr(preset_config, f.name)
-        for f in dataclasses.fields(preset_config)
-        if f.name.startswith("base_") and f.name != "base_bias"
-    }
 
 
 def load_stage1(path) -> UnifiedLatents:

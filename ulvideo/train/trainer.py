@@ -69,10 +69,11 @@ def data_position(step: int, batches_per_epoch: int, grad_accum: int) -> tuple[i
 
 
 def stage1_model_config(config: TrainConfig):
-    """The stage-1 ModelConfig: the preset, at the run's resolution, with `config.model` overrides."""
-    from ..models import get_preset
+    """The stage-1 AutoencoderConfig: the preset, at the run's resolution, with `config.model`
+    overrides."""
+    from ..models import autoencoder_preset
 
-    return get_preset(config.preset, **{"resolution": config.resolution, **config.model})
+    return autoencoder_preset(config.preset, **{"resolution": config.resolution, **config.model})
 
 
 def check_clip_shape(config: TrainConfig, stage1) -> None:
