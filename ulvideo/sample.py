@@ -9,7 +9,15 @@ from functools import partial
 import torch
 from torch import Tensor
 
-from .diffusion import LinearLogSNR, StackedRandomGenerator, context_mask, randn_like, sample
+from .diffusion import (
+    LinearLogSNR,
+    StackedRandomGenerator,
+    context_mask,
+    get_sampler,
+    logsnr_grid,
+    pin_context,
+    randn_like,
+)
 
 
 @dataclass
@@ -60,23 +68,20 @@ def sample_z0(
     batch = len(labels) if labels is not None else cfg.batch_size
     if context_latents is not None:
         batch = context_latents.shape[0]
+    sampler = get_sampler(cfg.method)
     noise = randn_like(torch.empty((batch, *latent_shape), device=device), rng)
     schedule = LinearLogSNR(ul.config.logsnr_latent, ul.config.logsnr_min_latent)
     ctx = 0 if context_latents is None else context_latents.shape[2]
-    keep, clean = None, None
+    denoiser = guided_denoiser(base, labels, cfg.cfg_scale, ctx)
     if ctx:
         keep = context_mask(noise, ctx)
         clean = torch.zeros_like(noise)
         clean[:, :, :ctx] = context_latents
-    z0 = sample(
-        guided_denoiser(base, labels, cfg.cfg_scale, ctx),
+        denoiser = pin_context(denoiser, clean, keep)
+    z0 = sampler(  # the grid ends at lambda(0) = 5: the noisy z0 of UL Algorithm 2
+        denoiser,
         noise,
-        schedule,
-        cfg.base_steps,
-        method=cfg.method,
-        return_denoised=False,
-        clean=clean,
-        keep_clean=keep,
+        logsnr_grid(schedule, cfg.base_steps),
         noise_sampler=partial(randn_like, rng=rng),
         progress=cfg.progress,
     )

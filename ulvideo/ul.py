@@ -14,11 +14,14 @@ from .diffusion import (
     StackedRandomGenerator,
     bits_per_latent_dim,
     bits_per_pixel,
+    clip_denoiser,
     decoder_loss,
     diffuse,
+    get_sampler,
+    logsnr_grid,
     prior_elbo,
     randn_like,
-    sample,
+    to_data,
 )
 from .models import AutoencoderConfig, Decoder, Encoder, build_prior, check_video_shape
 
@@ -126,20 +129,18 @@ class UnifiedLatents(nn.Module):
             raise ValueError(
                 f"z0 must be B x {self.config.latent_channels} x T_z x H_z x W_z, got {tuple(z0.shape)}"
             )
+        sampler = get_sampler(method)
         shape = (z0.shape[0], *self.pixel_shape(*z0.shape[2:]))
         noise = randn_like(z0.new_empty(shape), rng)
         was_training = self.decoder.training
         self.decoder.eval()
         try:
-            video = sample(
-                lambda x_t, logsnr: self.decoder(x_t, z0, logsnr),
+            video = sampler(
+                clip_denoiser(lambda x_t, logsnr: self.decoder(x_t, z0, logsnr)),
                 noise,
-                self.pixel_schedule,
-                steps,
-                method=method,
+                to_data(logsnr_grid(self.pixel_schedule, steps)),  # ends at the pixels
                 noise_sampler=partial(randn_like, rng=rng),
                 progress=progress,
-                x_hat_transform=lambda x: x.clamp(-1, 1),
             )
         finally:
             self.decoder.train(was_training)

@@ -3,11 +3,27 @@
 from .bitrate import bits_per_latent_dim, bits_per_pixel
 from .losses import base_loss, context_mask, decoder_loss, prior_elbo, sigmoid_weight, terminal_kl
 from .noise import StackedRandomGenerator, randn_like, sample_seed
-from .samplers import ddim_step, ddpm_step, logsnr_grid, sample
+from .samplers import (
+    SAMPLERS,
+    clip_denoiser,
+    ddim_step,
+    ddpm_step,
+    get_sampler,
+    logsnr_grid,
+    pin_context,
+    sample_ddim,
+    sample_ddpm,
+    to_data,
+)
 from .schedules import LinearLogSNR, Schedule, ShiftedCosine, stratified_t
 from .vp import alpha_sigma, diffuse, eps_to_x, expand_to, v_to_x, x_to_eps, x_to_v
 
 __all__ = [
+    "SAMPLERS",
+    "clip_denoiser",
+    "get_sampler",
+    "pin_context",
+    "to_data",
     "LinearLogSNR",
     "Schedule",
     "StackedRandomGenerator",
@@ -26,7 +42,8 @@ __all__ = [
     "logsnr_grid",
     "prior_elbo",
     "randn_like",
-    "sample",
+    "sample_ddim",
+    "sample_ddpm",
     "sample_seed",
     "sigmoid_weight",
     "stratified_t",
