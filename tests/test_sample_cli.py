@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 import torch
 from test_networks import randomise
@@ -77,6 +78,47 @@ def test_samples_do_not_depend_on_the_batch_size(pipeline):
     alone = predict(context[2:3], 9, labels[2:3], torch.tensor([7]))
     torch.testing.assert_close(alone, batch[2:3], rtol=0, atol=1e-5)
     assert (batch[1:2] - alone).abs().mean() > 1e-2  # other ids: other noise
+
+
+class SimulatedRank:
+    """Rank `index` of 2 for evaluation.k600: accelerate's own sharding of the loader, no gather
+    (the test interleaves the ranks' features as accelerate's gather would)."""
+
+    def __init__(self, index: int):
+        self.process_index, self.num_processes, self.device = index, 2, torch.device("cpu")
+
+    def prepare_data_loader(self, loader):
+        from accelerate.data_loader import prepare_data_loader
+
+        return prepare_data_loader(loader, num_processes=2, process_index=self.process_index)
+
+    def gather_for_metrics(self, features):
+        return features
+
+
+def test_k600_features_of_ulvideos_sampler_are_the_same_on_one_and_two_processes(pipeline):
+    # the protocol with ulvideo's frame predictor: each clip's noise comes from its sample id, so
+    # rank r of 2 generates exactly the clips one process generates for those ids
+    from test_eval_fvd import pooled_features
+    from test_eval_k600 import clip_dataset
+
+    from evaluation.k600 import frame_prediction_features
+
+    ul, base, _ = pipeline
+    cfg = SamplingConfig(base_steps=2, decoder_steps=2, seed=5)
+    clips = [(video[:, :, 8:24, 8:24], label) for video, label in clip_dataset(count=4)]
+    kwargs = dict(num_samples=4, groups=2, batch_size=2, i3d=pooled_features())
+    predict = frame_predictor(ul, base, cfg)
+    real, fake = frame_prediction_features(predict, clips, **kwargs)
+    ranks = [
+        frame_prediction_features(predict, clips, accelerator=SimulatedRank(r), **kwargs)
+        for r in (0, 1)
+    ]
+    # one batch of 2 per rank and group: gathered as [rank 0, rank 1] for each group
+    torch.testing.assert_close(torch.cat([ranks[0][0], ranks[1][0]]), real, rtol=0, atol=0)
+    per_group = [torch.cat([ranks[0][1][g : g + 2], ranks[1][1][g : g + 2]]) for g in (0, 2)]
+    torch.testing.assert_close(torch.cat(per_group), fake, rtol=0, atol=1e-9)
+    assert (fake[:4] - fake[4:]).abs().max() > 1e-6  # the second group draws new noise
 
 
 def test_labels_are_checked_once_where_they_enter(pipeline):
@@ -166,6 +208,12 @@ def test_export_writes_playable_mp4(tmp_path):
     video = torch.linspace(-1, 1, 3 * 7 * 18 * 22).reshape(3, 7, 18, 22)
     n, h, w = frames_of(write_mp4(video, tmp_path / "v.mp4"))
     assert (n, h, w) == (7, 18, 22)
+    # one writer for the library and the data tools: odd sizes are padded to even for yuv420p
+    from ulvideo.data import write_video
+
+    odd = np.full((5, 17, 21, 3), 200, dtype=np.uint8)
+    assert frames_of(write_video(tmp_path / "odd.mp4", odd)) == (5, 18, 22)
+    assert frames_of(write_mp4(video[:, :, :17, :21], tmp_path / "odd2.mp4")) == (7, 18, 22)
 
 
 def test_cli_sample_info_and_reconstruct_smoke(pipeline, tmp_path, capsys):
