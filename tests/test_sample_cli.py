@@ -15,8 +15,8 @@ from test_networks import randomise
 
 from ulvideo.cli import main
 from ulvideo.diffusion import StackedRandomGenerator
-from ulvideo.export import write_mp4
 from ulvideo.integrity import CorruptFileError
+from ulvideo.media import write_mp4
 from ulvideo.models import autoencoder_preset, base_preset, build_base
 from ulvideo.nn import SelfAttention, enable_activation_checkpointing, set_attention_backend
 from ulvideo.pipeline import Pipeline

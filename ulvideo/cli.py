@@ -41,7 +41,7 @@ def cmd_demo(args) -> None:
 
 
 def cmd_sample(args) -> None:
-    from .export import write_gif, write_mp4, write_png_grid
+    from .media import write_gif, write_mp4, write_png_grid
     from .sample import SamplingConfig
 
     pipeline = _load(args.checkpoint)
@@ -73,7 +73,7 @@ def cmd_sample(args) -> None:
 
 def cmd_reconstruct(args) -> None:
     from .evaluate.reconstruction import reconstruction_metrics
-    from .export import side_by_side, write_mp4
+    from .media import side_by_side, write_mp4
 
     ul = _load(args.checkpoint).autoencoder
     video = _read_video(args.input, args.frames, args.resolution or ul.config.resolution)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .export import side_by_side, write_gif, write_mp4, write_png_grid
+from .media import side_by_side, write_gif, write_mp4, write_png_grid
 from .sample import SamplingConfig
 from .train import TrainConfig, train
 from .train.metrics import read_metrics

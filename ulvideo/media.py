@@ -1,4 +1,4 @@
-"""Writing model outputs: mp4 (through the one video writer, ulvideo.data.write_video), GIF, PNG
+"""Model outputs as media files: mp4 (through the one video writer, ulvideo.data.write_video), GIF,
 frame grids, side-by-side panels."""
 
 from pathlib import Path
