@@ -413,8 +413,8 @@ def test_stage2_accepts_base_size_overrides(tmp_path):
     ul = UnifiedLatents(autoencoder_preset("tiny", resolution=16))
     cfg = tiny(tmp_path, stage=2, model={"widths": [32, 64], "depths": [2, 1]})
     stage = Stage2(cfg, ul, num_classes=0)
-    assert stage.model_config.widths == (32, 64) and stage.model_config.depths == (2, 1)
-    assert stage.model_config.latent_channels == ul.config.latent_channels
+    assert stage.base_config.widths == (32, 64) and stage.base_config.depths == (2, 1)
+    assert stage.base_config.latent_channels == ul.config.latent_channels
 
 
 def test_training_losses_have_no_host_syncs_or_graph_breaks(tmp_path):

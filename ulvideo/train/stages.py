@@ -77,16 +77,16 @@ class Stage2(nn.Module):
 
     def __init__(self, config, ul: UnifiedLatents, num_classes: int, keep_encoder: bool = True):
         super().__init__()
-        model_config = base_preset(
+        base_config = base_preset(
             config.base_preset,
             **config.model,
             latent_channels=ul.config.latent_channels,
             num_classes=num_classes if config.class_conditional else 0,
         )
-        self.network = build_base(model_config)
-        self.model_config = model_config
+        self.network = build_base(base_config)
+        self.base_config = base_config
         self.schedule = LinearLogSNR(ul.config.logsnr_latent, ul.config.logsnr_min_latent)
-        self.bias = model_config.bias
+        self.bias = base_config.bias
         self.context_frames = config.context_frames
         self.context_prob = config.context_prob
         self.label_dropout = config.label_dropout
@@ -126,17 +126,17 @@ class Stage2(nn.Module):
         return nats.mean(), {"base_nats": nats.mean().detach(), "context": float(ctx)}
 
     def _drop_labels(self, labels):
-        if self.model_config.num_classes == 0:
+        if self.base_config.num_classes == 0:
             return None
         drop = torch.rand(labels.shape, device=labels.device) < self.label_dropout
-        return torch.where(drop, torch.full_like(labels, self.model_config.num_classes), labels)
+        return torch.where(drop, torch.full_like(labels, self.base_config.num_classes), labels)
 
     @torch.no_grad()
     def evaluate(self, ema_network, z_clean, labels, decode_steps: int) -> dict:
         gen = torch.Generator(device=z_clean.device).manual_seed(0)
         t = torch.rand(z_clean.shape[0], generator=gen, device=z_clean.device)
         eps = torch.randn(z_clean.shape, generator=gen, device=z_clean.device)
-        labels = labels if self.model_config.num_classes else None
+        labels = labels if self.base_config.num_classes else None
         nats = base_loss(
             lambda z_t, logsnr: ema_network(z_t, logsnr, labels=labels),
             z_clean,
@@ -151,9 +151,9 @@ class Stage2(nn.Module):
         """A checkpoint's export: base/ + a reference to stage 1; the final one: self-contained."""
         if final:
             autoencoder = load_autoencoder(self.stage1_export)
-            Pipeline(autoencoder, ema_network, self.model_config).save_pretrained(directory)
+            Pipeline(autoencoder, ema_network, self.base_config).save_pretrained(directory)
         else:
-            save_stage2_checkpoint(directory, ema_network, self.model_config, self.stage1_export)
+            save_stage2_checkpoint(directory, ema_network, self.base_config, self.stage1_export)
 
 
 def load_stage1(path) -> UnifiedLatents:
