@@ -255,6 +255,9 @@ def test_info_reports_the_trained_base_model_not_the_presets(tmp_path, capsys):
     assert main(["info", str(tmp_path), "--frames", "5"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["params"]["base"] == count_params(base) < count_params(build_base(preset_base))
+    narrow = base_preset("tiny", latent_channels=4)
+    with pytest.raises(ValueError, match="build the base with latent_channels=8"):
+        Pipeline(UnifiedLatents(ae_cfg), build_base(narrow), narrow)
     own = training_flops_per_example(ae_cfg, "stage2", 5, 16, 16, base_config=base_cfg)
     assert info["flops_per_example"]["stage2"] == own
     assert own < training_flops_per_example(ae_cfg, "stage2", 5, 16, 16, base_config=preset_base)
