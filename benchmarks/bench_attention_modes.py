@@ -26,12 +26,12 @@ from common import (
 )
 
 from ulvideo.diffusion import LinearLogSNR, prior_elbo
-from ulvideo.models import build_prior, get_preset, training_flops_per_example
+from ulvideo.models import autoencoder_preset, build_prior, training_flops_per_example
 
 
 def prior_config(mode: str, args):
     """The tiny preset's latent sizes with a prior of the requested width, depth and mode."""
-    return get_preset(
+    return autoencoder_preset(
         "tiny",
         prior_widths=(args.width,),
         prior_depths=(args.depth,),

@@ -22,8 +22,9 @@ import torch
 from common import emit, machine
 
 from ulvideo.integrity import CHUNK, sha256_file
-from ulvideo.models import get_preset
-from ulvideo.ul import WEIGHTS_NAME, UnifiedLatents, load_module
+from ulvideo.models import autoencoder_preset
+from ulvideo.serialization import WEIGHTS_NAME, load_module, save_module
+from ulvideo.ul import UnifiedLatents
 
 
 def seconds(fn) -> float:
@@ -44,10 +45,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.manual_seed(0)
-    model = UnifiedLatents(get_preset(args.preset))
+    model = UnifiedLatents(autoencoder_preset(args.preset))
     with tempfile.TemporaryDirectory() as tmp:
-        export = Path(tmp) / "ul"
-        save_s = seconds(lambda: model.save_pretrained(export))
+        export = Path(tmp) / "autoencoder"
+        save_s = seconds(lambda: save_module(model, model.config, export, "autoencoder"))
         weights = export / WEIGHTS_NAME
         size = weights.stat().st_size
         sha256_s = seconds(lambda: sha256_file(weights))  # the file is in the page cache now
@@ -60,7 +61,7 @@ def main() -> None:
             ),
             "read_only": seconds(lambda: read_with(weights, len)),
         }
-        load_s = seconds(lambda: load_module(export))
+        load_s = seconds(lambda: load_module(export, UnifiedLatents, "autoencoder"))
     mb = size / 2**20
     result = {
         "machine": machine("cpu"),

@@ -15,7 +15,7 @@ import argparse
 import torch
 from common import add_common_arguments, autocast, emit, machine, measure, setup
 
-from ulvideo.models import build_base, get_preset
+from ulvideo.models import autoencoder_preset, base_preset, build_base
 from ulvideo.sample import SamplingConfig, sample_z0
 from ulvideo.ul import UnifiedLatents
 
@@ -64,9 +64,10 @@ def main() -> dict:
     device = setup(args)
     frames, resolution = CLIPS.get(args.preset, (17, 128))
     frames, resolution = args.frames or frames, args.resolution or resolution
-    config = get_preset(args.preset, resolution=resolution)
+    config = autoencoder_preset(args.preset, resolution=resolution)
     ul = UnifiedLatents(config).to(device).eval()
-    base = build_base(config).to(device).eval()
+    base_config = base_preset(args.preset, latent_channels=config.latent_channels)
+    base = build_base(base_config).to(device).eval()
     latent_shape = ul.latent_shape(frames, resolution, resolution)  # checks the clip size
 
     report = {

@@ -34,8 +34,15 @@ from common import (
 )
 
 from ulvideo.diffusion import LinearLogSNR, base_loss
-from ulvideo.models import Encoder, build_base, count_params, get_preset, training_flops_per_example
-from ulvideo.nn import ResBlock3d, TransformerBlock
+from ulvideo.models import (
+    Encoder,
+    autoencoder_preset,
+    base_preset,
+    build_base,
+    count_params,
+    training_flops_per_example,
+)
+from ulvideo.nn import ResBlock3d, TransformerBlock, set_attention_backend
 from ulvideo.ul import UnifiedLatents
 
 CLIPS = {"tiny": (17, 32)}  # frames, resolution; every other preset: the K600 clip, 17 x 128 x 128
@@ -65,7 +72,8 @@ def compile_blocks(network: torch.nn.Module) -> None:
 
 def build(setting: Setting, device: torch.device, backend: str | None):
     """(network, loss function, latent tokens per example) for one setting, inputs on `device`."""
-    cfg = get_preset(setting.preset, resolution=setting.resolution, attention_backend=backend)
+    cfg = autoencoder_preset(setting.preset, resolution=setting.resolution)
+    base_cfg = base_preset(setting.preset, latent_channels=cfg.latent_channels)
     b, side = setting.batch_size, setting.resolution
     with torch.device("meta"):  # the encoder's output shape, at no cost
         latent_shape = Encoder(cfg)(torch.zeros(1, 3, setting.frames, side, side)).shape[1:]
@@ -76,21 +84,22 @@ def build(setting: Setting, device: torch.device, backend: str | None):
         def loss_fn():
             return network.stage1_loss(video)["loss"]
     else:
-        network = build_base(cfg).to(device)
+        network = build_base(base_cfg).to(device)
         z_clean = torch.randn(b, *latent_shape, device=device)
         schedule = LinearLogSNR(cfg.logsnr_latent, cfg.logsnr_min_latent)
 
         def loss_fn():
-            return base_loss(network, z_clean, schedule, bias=cfg.base_bias).mean()
+            return base_loss(network, z_clean, schedule, bias=base_cfg.bias).mean()
 
+    set_attention_backend(network, backend)  # a runtime switch, not a model setting
     if setting.compile == "on":
         compile_blocks(network)
-    return network, loss_fn, math.prod(latent_shape[1:]), cfg
+    return network, loss_fn, math.prod(latent_shape[1:]), cfg, base_cfg
 
 
 def run_setting(setting: Setting, device: torch.device, args) -> dict:
     """Build, warm up and time one setting; the measured numbers as a dict."""
-    network, loss_fn, tokens, cfg = build(setting, device, args.attention_backend)
+    network, loss_fn, tokens, cfg, base_cfg = build(setting, device, args.attention_backend)
     params = [p for p in network.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)  # the trainer's optimiser (default kernels)
     losses = []  # (loss, gradient norm) of every step, checked for finiteness at the end
@@ -107,7 +116,7 @@ def run_setting(setting: Setting, device: torch.device, args) -> dict:
     timing = measure(step, device, args.warmup, args.steps)
     part = f"stage{setting.stage}"
     flops = training_flops_per_example(
-        cfg, part, setting.frames, setting.resolution, setting.resolution
+        cfg, part, setting.frames, setting.resolution, setting.resolution, base_config=base_cfg
     )
     examples_per_s = setting.batch_size / timing.median_s
     result = {
@@ -180,7 +189,7 @@ def main() -> dict:
     args.steps = args.steps or args.repeats
     device = setup(args)
     for name in args.presets:
-        get_preset(name)  # an unknown preset fails here, before any work
+        autoencoder_preset(name)  # an unknown preset fails here, before any work
 
     report = {
         "benchmark": "train_step",

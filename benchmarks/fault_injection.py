@@ -62,7 +62,7 @@ def install_hooks(kill_point: str | None, kill_at: int, counts: Counter) -> None
     import accelerate.checkpointing
     import torch
 
-    from ulvideo import ul
+    from ulvideo import serialization
     from ulvideo.train import checkpoint, stages
 
     def reached(point: str, path=None) -> None:
@@ -89,12 +89,14 @@ def install_hooks(kill_point: str | None, kill_at: int, counts: Counter) -> None
     hook(torch.optim.AdamW, "step", "optimizer")
     hook(accelerate.checkpointing, "save", "checkpoint", written=lambda obj, f, *a: f)
     hook(checkpoint, "_write_json_durable", "checkpoint", written=lambda path, obj: path)
-    atomic_write = ul._atomic_write  # export files: written to a temporary name, then renamed
+    atomic_write = (
+        serialization.atomic_write
+    )  # export files: written to a temporary name, then renamed
 
     def export_write(path, write):
         atomic_write(path, lambda tmp: (write(tmp), reached("export", tmp)))
 
-    ul._atomic_write = export_write
+    serialization.atomic_write = export_write
 
 
 def child(run_dir: str, kill: str | None, counts_path: str | None, max_steps: int) -> None:
@@ -149,7 +151,7 @@ def final_weights(run_dir: Path) -> dict:
     from ulvideo.train.checkpoint import complete_checkpoints
 
     return {
-        "ema": load_file(run_dir / "final" / "ul" / "model.safetensors"),
+        "ema": load_file(run_dir / "final" / "autoencoder" / "model.safetensors"),
         "network": load_file(complete_checkpoints(run_dir)[-1] / "model.safetensors"),
     }
 

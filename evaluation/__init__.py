@@ -1,9 +1,9 @@
-"""Evaluation: I3D, Fréchet statistics, FVD, the Kinetics-600 frame prediction and UCF-101
-class-conditional protocols, PSNR/SSIM.
+"""Evaluation, pure metrics: I3D, Fréchet statistics, FVD, the Kinetics-600 frame prediction and
+UCF-101 class-conditional protocols, PSNR/SSIM.
 
-It reads videos (tensors, files) and models through ulvideo's public API only, so it can score any
-model's samples. Names load lazily, so that `python -m evaluation.fvd` (and `.reconstruction`) run
-their module once.
+It reads videos (tensors, files) and imports nothing from ulvideo, so it can score any model's
+samples; the glue that loads ulvideo checkpoints is ulvideo.evaluate (`ulvideo eval ...`). Names
+load lazily, so that `python -m evaluation.fvd` runs its module once.
 """
 
 import importlib
@@ -21,10 +21,9 @@ EXPORTS = {
     "load_i3d": "i3d",
     "frame_prediction_features": "k600",
     "frame_prediction_fvd": "k600",
-    "evaluate_stage1": "reconstruction",
     "psnr": "reconstruction",
     "ssim": "reconstruction",
-    "ucf101_real_clips": "ucf101",
+    "write_real_clips": "ucf101",
 }
 __all__ = sorted(EXPORTS)
 

@@ -434,6 +434,6 @@ def main(argv: list[str] | None = None) -> dict:
 if __name__ == "__main__":
     import sys
 
-    from ulvideo.errors import run_main
+    from .errors import run_main
 
     sys.exit(run_main("python -m evaluation.fvd", main))

@@ -3,12 +3,15 @@ and score the first 16 frames against the real clips under the `magvit-k600` FVD
 default (evaluation.fvd): MAGVIT's 64x64-then-224x224 TF 1.x resize, 50,000 samples, mean ± std
 over 4 groups.
 
-The protocol is independent of how videos are generated. `generate(context, num_frames, labels)`
-receives `B x 3 x 5 x H x W` real context frames in [-1, 1], the clip length T and the class labels,
-and returns the whole `B x 3 x T x H x W` clip, its rendering of the context frames included.
-ulvideo.sample builds one from a stage-2 checkpoint; any model can be scored the same way.
+The protocol is independent of how videos are generated. `generate(context, num_frames, labels,
+sample_ids)` receives `B x 3 x 5 x H x W` real context frames in [-1, 1], the clip length T, the
+class labels and each clip's sample index (`group * num_samples + i`), and returns the whole
+`B x 3 x T x H x W` clip, its rendering of the context frames included. A sampler that seeds each
+clip's noise from its sample index alone (ulvideo.sample.frame_predictor does) scores the same clips
+on any number of processes. Any model can be scored the same way.
 
-Distributed with accelerate (`accelerate launch ...`, pass the `Accelerator`): each process takes a
+`ulvideo eval k600` runs it on a stage-2 export. Distributed with accelerate (`accelerate launch`,
+pass the `Accelerator`): each process takes a
 shard of the clips and the features are gathered in dataset order, `gather_for_metrics` dropping the
 padding of the last batch, so the numbers do not depend on the number of processes.
 """
@@ -19,11 +22,10 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from .frechet import FeatureStats
 from .fvd import (
-    PROTOCOLS,
     Protocol,
     default_i3d,
     embed,
@@ -35,20 +37,26 @@ from .fvd import (
 
 CONTEXT_FRAMES = 5
 DEFAULT_PROTOCOL = "magvit-k600"
-Generate = Callable[[Tensor, int, Tensor], Tensor]
+Generate = Callable[[Tensor, int, Tensor, Tensor], Tensor]
 
 
-def kinetics600_test_clips(root: str | Path, frames: int = 17, resolution: int = 128) -> Dataset:
-    """The protocol's real clips: Kinetics-600 test, 17 frames at 128x128, as (video, label)."""
-    from ulvideo.data import Kinetics600
+class IndexedClips(Dataset):
+    """Sample i of the protocol: `(video, label, i)` of clip `i % len(dataset)`."""
 
-    return Kinetics600(root, split="test", frames=frames, resolution=resolution, train=False)
+    def __init__(self, dataset: Dataset, num_samples: int):
+        self.dataset, self.num_samples = dataset, num_samples
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __getitem__(self, i: int):
+        item = self.dataset[i % len(self.dataset)]
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise ValueError("the dataset must yield (video 3 x T x H x W, label) pairs")
+        return item[0], item[1], i
 
 
-def check_clips(batch, context_frames: int, num_frames: int) -> None:
-    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-        raise ValueError("the dataset must yield (video 3 x T x H x W, label) pairs")
-    video = batch[0]
+def check_clips(video: Tensor, context_frames: int, num_frames: int) -> None:
     if video.dim() != 5 or video.shape[1] != 3:
         raise ValueError(
             "the dataset must yield (video 3 x T x H x W, label) pairs, got video batches "
@@ -71,14 +79,13 @@ def frame_prediction_features(
     context_frames: int = CONTEXT_FRAMES,
     protocol: Protocol | str = DEFAULT_PROTOCOL,
     i3d: nn.Module | None = None,
-    seed: int = 0,
     num_workers: int = 0,
 ) -> tuple[Tensor, Tensor]:
     """(real `N x D`, generated `groups * N x D`) float64 features in dataset order, on every
     process; `num_samples` and `groups` default to the protocol's.
 
-    Sample i is clip `i % len(dataset)`; each group generates from the same N clips again, with
-    the global torch seed set to `seed + group * num_processes + rank` before it starts.
+    Sample i is clip `i % len(dataset)`; each group generates from the same N clips again, the
+    clips of group g getting sample ids `g * N + i`.
     """
     protocol = get_protocol(protocol)
     num_samples = protocol.num_samples if num_samples is None else num_samples
@@ -90,22 +97,22 @@ def frame_prediction_features(
     if len(dataset) == 0:
         raise ValueError("the dataset of real clips is empty")
     i3d = default_i3d() if i3d is None else i3d
-    clips = Subset(dataset, [i % len(dataset) for i in range(num_samples)])
-    loader = DataLoader(clips, batch_size=batch_size, num_workers=num_workers)
+    loader = DataLoader(
+        IndexedClips(dataset, num_samples), batch_size=batch_size, num_workers=num_workers
+    )
     if accelerator is not None:
         loader = accelerator.prepare_data_loader(loader)
         i3d = i3d.to(accelerator.device)
-    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     gather = accelerator.gather_for_metrics if accelerator else (lambda x: x)
 
     real, fake = [], []
     for group in range(groups):
-        torch.manual_seed(seed + group * world + rank)
-        for batch in loader:
-            check_clips(batch, context_frames, protocol.num_frames)
-            video, labels = batch[0].to(module_device(i3d)), batch[1]
+        for video, labels, ids in loader:
+            check_clips(video, context_frames, protocol.num_frames)
+            video = video.to(module_device(i3d))
             with torch.no_grad():
-                generated = generate(video[:, :, :context_frames], video.shape[2], labels)
+                context = video[:, :, :context_frames]
+                generated = generate(context, video.shape[2], labels, group * num_samples + ids)
             if generated.shape != video.shape:
                 raise ValueError(
                     f"generate returned {list(generated.shape)} for clips of {list(video.shape)}: "
@@ -127,7 +134,6 @@ def frame_prediction_fvd(
     context_frames: int = CONTEXT_FRAMES,
     protocol: Protocol | str = DEFAULT_PROTOCOL,
     i3d: nn.Module | None = None,
-    seed: int = 0,
     num_workers: int = 0,
     report_path: str | Path | None = None,
 ) -> dict:
@@ -141,7 +147,7 @@ def frame_prediction_fvd(
     i3d = default_i3d() if i3d is None else i3d
     real, fake = frame_prediction_features(
         generate, dataset, num_samples, groups, batch_size, accelerator, context_frames,
-        protocol, i3d, seed, num_workers,
+        protocol, i3d, num_workers,
     )  # fmt: skip
     reference = FeatureStats.from_features(real)  # every group against the same real clips
     settings = protocol_settings(i3d, protocol)
@@ -152,66 +158,8 @@ def frame_prediction_fvd(
         "dataset_size": len(dataset),
         "context_frames": context_frames,
         "num_processes": accelerator.num_processes if accelerator else 1,
-        "seed": seed,
     }
     if report_path is not None and (accelerator is None or accelerator.is_main_process):
         Path(report_path).parent.mkdir(parents=True, exist_ok=True)
         Path(report_path).write_text(json.dumps(report, indent=2))
     return report
-
-
-def main(argv: list[str] | None = None) -> dict:
-    """`[accelerate launch] python -m evaluation.k600 --checkpoint RUN/final --data_root K600`."""
-    import argparse
-    from dataclasses import fields
-
-    from accelerate import Accelerator
-
-    from ulvideo.pipeline import load_pipeline
-    from ulvideo.sample import SamplingConfig, frame_predictor
-    from ulvideo.train.config import add_dataclass_arguments
-
-    parser = argparse.ArgumentParser(
-        prog="python -m evaluation.k600", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--checkpoint", required=True, help="a stage-2 export (run/final)")
-    parser.add_argument("--data_root", required=True, help="Kinetics-600 with its test split")
-    parser.add_argument(
-        "--protocol", default=DEFAULT_PROTOCOL, choices=PROTOCOLS, help="the FVD protocol"
-    )
-    parser.add_argument("--num_samples", type=int, help="per group (default: the protocol's)")
-    parser.add_argument("--groups", type=int, help="default: the protocol's")
-    parser.add_argument("--resolution", type=int, default=128, help="the protocol's 128 px")
-    parser.add_argument("--out", default="k600_fvd.json")
-    add_dataclass_arguments(parser, SamplingConfig)
-    args = parser.parse_args(argv)
-    # clear errors about the data before any model is loaded
-    dataset = kinetics600_test_clips(args.data_root, resolution=args.resolution)
-    accelerator = Accelerator()
-    ul, base = load_pipeline(args.checkpoint, map_location=accelerator.device)
-    if base is None:
-        raise ValueError(f"{args.checkpoint} holds no stage-2 base model")
-    given = {f.name: getattr(args, f.name) for f in fields(SamplingConfig)}
-    sampling = SamplingConfig(**{k: v for k, v in given.items() if v is not None})
-    report = frame_prediction_fvd(
-        frame_predictor(ul.eval(), base.eval(), sampling),
-        dataset,
-        num_samples=args.num_samples,
-        groups=args.groups,
-        batch_size=sampling.batch_size,
-        accelerator=accelerator,
-        protocol=args.protocol,
-        seed=sampling.seed,
-        report_path=args.out,
-    )
-    if accelerator.is_main_process:
-        print(json.dumps(report, indent=2))
-    return report
-
-
-if __name__ == "__main__":
-    import sys
-
-    from ulvideo.errors import run_main
-
-    sys.exit(run_main("python -m evaluation.k600", main))

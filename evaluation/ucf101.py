@@ -1,6 +1,6 @@
 """UCF-101 class-conditional generation FVD: the protocol, where it comes from, and its real clips.
 
-Protocol (what this module and `evaluation.fvd` implement):
+Protocol (what this module, `evaluation.fvd` and `ulvideo eval ucf101-real` implement):
 - Task: generate videos conditioned on one of UCF-101's 101 classes; no real frames are given.
 - Frames: FVD over 16 consecutive frames at the videos' native 25 fps (no frame stride). ulvideo
   generates 17 frames (the causal encoder needs 1 + 4k) and `evaluation.fvd` scores the first 16.
@@ -13,7 +13,7 @@ Protocol (what this module and `evaluation.fvd` implement):
   both sets have the same class frequencies.
 - FVD: `evaluation.fvd` (Kinetics-400 I3D logits averaged over time, float64 Fréchet distance).
 
-    python -m evaluation.ucf101 --data_root /data/UCF-101 \
+    ulvideo eval ucf101-real --data_root /data/UCF-101 \
         --split_file /data/ucfTrainTestlist/trainlist01.txt --out ucf101_real.npz
     # sample one video per label of ucf101_real.npz's `labels`, save as .npy, then
     python -m evaluation.fvd --real ucf101_real.npz --fake samples.npy
@@ -40,43 +40,13 @@ among the videos (we spread them evenly). Report the sample count with any numbe
 and use 10,000 (`--num 10000`) to compare with MAGVIT-style tables.
 """
 
-import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 from torch.utils.data import Dataset
 
-from .fvd import NUM_FRAMES
-
 NUM_SAMPLES = 2048  # StyleGAN-V's fvd2048_16f
 RESOLUTION = 128
-
-
-def ucf101_real_clips(
-    root: str | Path,
-    split_file: str | Path | None,
-    frames: int = NUM_FRAMES,
-    resolution: int = RESOLUTION,
-    seed: int = 0,
-) -> Dataset:
-    """The protocol's real clips of a UCF-101 split list (``trainlist01.txt``; None: every video of
-    ``root``), as (video, label):
-    ``frames`` consecutive frames from a start drawn per (seed, index), the short side resized to
-    ``resolution`` and centre-cropped, not flipped."""
-    from ulvideo.data import VideoFolder
-
-    return VideoFolder(
-        root,
-        "train",
-        frames,
-        resolution,
-        split_file=split_file,
-        temporal_crop="random",
-        spatial_crop="center",
-        flip=False,
-        seed=seed,
-    )
 
 
 def evenly_spread(count: int, total: int) -> np.ndarray:
@@ -98,28 +68,3 @@ def write_real_clips(dataset: Dataset, num: int, out: str | Path) -> dict:
         labels.append(int(label))
     np.savez(out, videos=np.stack(videos), labels=np.array(labels))
     return {"out": str(out), "clips": len(indices), "classes": len(set(labels))}
-
-
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        prog="python -m evaluation.ucf101", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--data_root", required=True, help="the UCF-101 folder of class folders")
-    parser.add_argument(
-        "--split_file", default=None, help="ucfTrainTestlist/trainlist01.txt; none: every video"
-    )
-    parser.add_argument("--num", type=int, default=NUM_SAMPLES, help="real clips (10000: MAGVIT)")
-    parser.add_argument("--resolution", type=int, default=RESOLUTION)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="ucf101_real.npz")
-    args = parser.parse_args(argv)
-    dataset = ucf101_real_clips(
-        args.data_root, args.split_file, resolution=args.resolution, seed=args.seed
-    )
-    summary = write_real_clips(dataset, args.num, args.out)
-    print(json.dumps(summary))
-    return summary
-
-
-if __name__ == "__main__":
-    main()

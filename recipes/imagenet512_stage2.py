@@ -2,7 +2,7 @@
 
     accelerate launch --config_file recipes/configs/multi_gpu.yaml recipes/imagenet512_stage2.py \
         --data_root /data/imagenet --stage1_checkpoint runs/in512_stage1/final
-    python recipes/imagenet512_stage2.py --preset tiny --data demo \
+    python recipes/imagenet512_stage2.py --base_preset tiny --data demo \
         --stage1_checkpoint runs/in512_stage1/final   # CPU smoke run, minutes
 """
 
@@ -17,7 +17,7 @@ class ImageNet512Stage2(TrainConfig):
     """ImageNet-512 stage 2: class labels with 10% label dropout for classifier-free guidance."""
 
     stage: int = 2
-    preset: str = "medium"
+    base_preset: str | None = "medium"
     output_dir: str = "runs/in512_stage2"
     data: str = "imagenet"
     frames: int = 1

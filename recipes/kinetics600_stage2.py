@@ -2,7 +2,7 @@
 
     accelerate launch --config_file recipes/configs/multi_gpu.yaml recipes/kinetics600_stage2.py \
         --data_root /data/kinetics600 --stage1_checkpoint runs/k600_stage1/final
-    python recipes/kinetics600_stage2.py --preset tiny --data demo \
+    python recipes/kinetics600_stage2.py --base_preset tiny --data demo \
         --stage1_checkpoint runs/k600_stage1/final   # CPU smoke run, minutes
 """
 

@@ -4,7 +4,7 @@ by the protocol of `evaluation.ucf101`.
     accelerate launch --config_file recipes/configs/multi_gpu.yaml recipes/ucf101_stage2.py \
         --data_root /data/UCF-101 --split_file /data/ucfTrainTestlist/trainlist01.txt \
         --stage1_checkpoint runs/ucf101_stage1/final
-    python recipes/ucf101_stage2.py --preset tiny --data demo \
+    python recipes/ucf101_stage2.py --base_preset tiny --data demo \
         --stage1_checkpoint runs/ucf101_stage1/final   # CPU smoke run, minutes
 """
 

@@ -30,7 +30,7 @@ class VideoStage2(TrainConfig):
     """Stage 2 on 17-frame 128x128 clips: the base model on the frozen stage-1 latents."""
 
     stage: int = 2
-    preset: str = "medium"
+    base_preset: str | None = "medium"
     frames: int = 17
     resolution: int = 128
     batch_size: int = 64

@@ -3,7 +3,7 @@
 
     accelerate launch --config_file recipes/configs/multi_gpu.yaml recipes/videos_stage2.py \
         --data_root /data/my_videos --stage1_checkpoint runs/my_videos_stage1/final
-    python recipes/videos_stage2.py --preset tiny --data demo \
+    python recipes/videos_stage2.py --base_preset tiny --data demo \
         --stage1_checkpoint runs/videos_stage1/final   # CPU smoke run, minutes
 """
 

@@ -23,7 +23,7 @@ def detach_decoder_latent():
     from ulvideo.ul import UnifiedLatents
 
     noisy = UnifiedLatents.noisy_latent
-    UnifiedLatents.noisy_latent = lambda self, z, generator=None: noisy(self, z.detach(), generator)
+    UnifiedLatents.noisy_latent = lambda self, z, rng=None: noisy(self, z.detach(), rng)
 
 
 def patch_guidance(**fixed):
@@ -41,8 +41,7 @@ def patch_guidance(**fixed):
 def context_not_pinned():
     import ulvideo.sample as sample
 
-    reverse = sample.sample
-    sample.sample = lambda *a, clean=None, keep_clean=None, **kw: reverse(*a, **kw)
+    sample.pin_context = lambda denoiser, clean, keep: denoiser
 
 
 def cfg_ignored_by_sample_z0():
@@ -64,21 +63,45 @@ def eps_parameterisation():
 def ddim_adds_noise():
     import torch
 
-    import ulvideo.diffusion as diffusion
     import ulvideo.diffusion.samplers as samplers
 
-    reverse, ddim_step, drawn = samplers.sample, samplers.ddim_step, {}
+    def noisy_ddim(denoiser, z, grid, noise_sampler=torch.randn_like, progress=False):
+        for l_from, l_to, logsnr in samplers._steps(grid, z, progress, "ddim"):
+            step = samplers.ddim_step(z, denoiser(z, logsnr), l_from, l_to)
+            z = step + 0.005 * torch.sigmoid(-l_to).sqrt() * noise_sampler(z)  # 0.5% of sigma_to
+        return z
 
-    def sample(*args, generator=None, **kwargs):
-        drawn["generator"] = generator
-        return reverse(*args, generator=generator, **kwargs)
+    samplers.SAMPLERS["ddim"] = noisy_ddim
 
-    def noisy_ddim_step(z, x_hat, l_from, l_to):  # + 0.5% of sigma_to in noise from the generator
-        noise = torch.randn(z.shape, dtype=z.dtype, generator=drawn["generator"])
-        return ddim_step(z, x_hat, l_from, l_to) + 0.005 * torch.sigmoid(-l_to).sqrt() * noise
 
-    samplers.sample = diffusion.sample = sample
-    samplers.ddim_step = noisy_ddim_step
+def batch_seeded_noise():
+    import torch
+
+    import ulvideo.sample as sample
+
+    class OneGenerator:  # one generator threaded through the batch, as before per-sample seeds
+        def __init__(self, device, seed, indices):
+            self.generator = torch.Generator(device).manual_seed(seed)
+
+        def randn_like(self, x):
+            return torch.randn(x.shape, generator=self.generator, dtype=x.dtype, device=x.device)
+
+    sample.StackedRandomGenerator = OneGenerator
+
+
+def host_sync_in_loss():
+    import torch
+
+    import ulvideo.diffusion.losses as losses
+
+    check = losses.check_input
+
+    def syncing(name, x, min_ndim=2):
+        check(name, x, min_ndim)
+        if not torch.isfinite(x).all():  # a host sync and a graph break
+            raise ValueError(f"{name} is not finite")
+
+    losses.check_input = syncing
 
 
 def fvd_means_only():
@@ -99,9 +122,9 @@ def fvd_means_only():
 
 
 def reconstruction_skips_noise():
-    import evaluation.reconstruction as reconstruction
+    import ulvideo.evaluate.reconstruction as reconstruction
 
-    usage = reconstruction.latent_usage
+    metrics = reconstruction.reconstruction_metrics
 
     class Noiseless:
         def __init__(self, model):
@@ -110,10 +133,12 @@ def reconstruction_skips_noise():
         def __getattr__(self, name):
             return getattr(self.model, name)
 
-        def noisy_latent(self, z, generator=None):
+        def noisy_latent(self, z, rng=None):
             return z
 
-    reconstruction.latent_usage = lambda model, *a, **kw: usage(Noiseless(model), *a, **kw)
+    reconstruction.reconstruction_metrics = lambda model, *a, **kw: metrics(
+        Noiseless(model), *a, **kw
+    )
 
 
 def bf16_loss_off():
@@ -200,6 +225,18 @@ MUTATIONS = {
         ["tests/test_diffusion.py::test_sampler_recovers_gaussian_statistics"],
         False,
     ),
+    "batch_seeded_noise": (
+        "one generator per batch, not per sample: samples depend on the batch size",
+        batch_seeded_noise,
+        [SAMPLING + "test_samples_do_not_depend_on_the_batch_size"],
+        False,
+    ),
+    "host_sync_in_loss": (
+        "the losses check their inputs for NaN with a host sync",
+        host_sync_in_loss,
+        ["tests/test_train.py::test_training_losses_have_no_host_syncs_or_graph_breaks"],
+        False,
+    ),
     "fvd_means_only": (
         "FVD is the squared distance of the feature means (no covariance term)",
         fvd_means_only,
@@ -207,11 +244,11 @@ MUTATIONS = {
         False,
     ),
     "reconstruction_no_noise": (
-        "evaluate_stage1 skips the log-SNR-5 noising of the latent",
+        "reconstruction_metrics skips the log-SNR-5 noising of the latent",
         reconstruction_skips_noise,
         [
             "tests/test_eval_reconstruction.py::"
-            "test_evaluate_stage1_reports_the_metrics_of_the_reconstructions"
+            "test_evaluate_reconstruction_reports_the_metrics_of_the_reconstructions"
         ],
         False,
     ),

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ulvideo.models import get_preset, training_flops_per_example
+from ulvideo.models import autoencoder_preset, base_preset, training_flops_per_example
 
 ROOT = Path(__file__).resolve().parents[1]
 PEAK_TFLOPS = 0.5
@@ -51,12 +51,14 @@ def test_machine_description(results):
 def test_train_step_numbers_are_consistent(results):
     rows = results["train_step"]["results"]
     assert [(r["preset"], r["stage"]) for r in rows] == [("tiny", 1), ("tiny", 2)]
-    config = get_preset("tiny", resolution=32)
+    config = autoencoder_preset("tiny", resolution=32)
     for r in rows:
         assert r["frames"] == 17 and r["resolution"] == 32 and r["dtype"] == "fp32"
         # 17 x 32 x 32 pixels -> 1 + 16/4 latent frames of 32/8 x 32/8 tokens
         assert r["latent_tokens_per_example"] == 5 * 4 * 4
-        flops = training_flops_per_example(config, f"stage{r['stage']}", 17, 32, 32)
+        flops = training_flops_per_example(
+            config, f"stage{r['stage']}", 17, 32, 32, base_config=base_preset("tiny")
+        )
         assert r["training_flops_per_example"] == flops
         for key in ("examples_per_s", "tokens_per_s", "achieved_tflops", "mfu", "params"):
             assert positive(r[key]), (key, r[key])

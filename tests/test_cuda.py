@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ulvideo.diffusion import LinearLogSNR, base_loss
-from ulvideo.models import build_base, get_preset
+from ulvideo.models import autoencoder_preset, base_preset, build_base
 from ulvideo.ul import UnifiedLatents
 
 pytestmark = [
@@ -56,7 +56,7 @@ def check_bf16_training_step(network, loss_fn):
 def test_stage1_training_step_under_bf16_autocast():
     # encoder + prior + decoder on 9 x 32 x 32 clips (latents 8 x 3 x 4 x 4)
     torch.manual_seed(1)
-    ul = UnifiedLatents(get_preset("tiny", resolution=32)).cuda()
+    ul = UnifiedLatents(autoencoder_preset("tiny", resolution=32)).cuda()
     video = torch.rand(2, 3, 9, 32, 32, device="cuda") * 2 - 1
     check_bf16_training_step(ul, lambda: ul.stage1_loss(video)["loss"])
 
@@ -65,10 +65,10 @@ def test_stage1_training_step_under_bf16_autocast():
 def test_stage2_training_step_under_bf16_autocast(mode):
     # the two-level base model on latents of 3 frames, the first given as context
     torch.manual_seed(2)
-    config = get_preset("tiny", attention=mode)
+    config = base_preset("tiny", attention=mode)
     base = build_base(config).cuda()
     z_clean = torch.randn(4, config.latent_channels, 3, 4, 4, device="cuda")
-    schedule = LinearLogSNR(config.logsnr_latent, config.logsnr_min_latent)
+    schedule = LinearLogSNR()
 
     def denoiser(z_t, logsnr):
         return base(z_t, logsnr, context_frames=1)

@@ -88,6 +88,9 @@ def test_bounce_matches_a_step_by_step_reflection():
 
 def test_registry_builds_each_dataset_and_rejects_bad_requests(tmp_path):
     assert DATASETS == ("demo", "kinetics600", "imagenet", "videos")
+    from ulvideo.train import config
+
+    assert config.DATASETS is DATASETS  # one list: training validates against the registry's
     demo = build_dataset("demo", None, "test", 5, 16, seed=2)
     assert (
         isinstance(demo, MovingDigits) and len(demo) == 200 and demo[0][0].shape == (3, 5, 16, 16)

@@ -12,13 +12,21 @@ from ulvideo.diffusion import (
     alpha_sigma,
     base_loss,
     bits_per_pixel,
+    clip_denoiser,
+    context_mask,
+    ddim_step,
+    ddpm_step,
     decoder_loss,
     diffuse,
     eps_to_x,
     expand_to,
+    get_sampler,
+    logsnr_grid,
+    pin_context,
     prior_elbo,
-    sample,
+    sample_ddpm,
     stratified_t,
+    to_data,
     v_to_x,
     x_to_eps,
     x_to_v,
@@ -253,14 +261,10 @@ def test_bits_per_pixel_units():
 def test_bad_arguments_raise_clear_errors():
     schedule = LinearLogSNR()
     ok = lambda zt, l: zt  # noqa: E731
-    bad = torch.randn(2, 4)
-    bad[0, 1] = float("nan")
-    with pytest.raises(ValueError, match="NaN or inf"):
-        prior_elbo(ok, bad, schedule)
-    with pytest.raises(ValueError, match="NaN or inf"):
-        decoder_loss(
-            lambda x, z, l: x, torch.full((2, 3), float("inf")), torch.zeros(2, 1), schedule
-        )
+    with pytest.raises(ValueError, match="must be batched"):
+        prior_elbo(ok, torch.zeros(4), schedule)
+    with pytest.raises(TypeError, match="must be a torch.Tensor"):
+        decoder_loss(lambda x, z, l: x, [[0.0]], torch.zeros(2, 1), schedule)
     with pytest.raises(ValueError, match="strictly decreasing"):
         LinearLogSNR(logsnr_max=-15, logsnr_min=5)
     with pytest.raises(ValueError, match="strictly decreasing"):
@@ -291,30 +295,55 @@ def test_sampler_recovers_gaussian_statistics():
     schedule = ShiftedCosine(64, logsnr_max=12, logsnr_min=-12)
     noise = torch.randn(20000, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
 
-    def std(steps, method):
-        g = torch.Generator().manual_seed(1)
-        return sample(
-            gaussian_denoiser(scale), noise, schedule, steps, method=method, generator=g
-        ).std()
-
-    assert abs(std(256, "ddpm") - scale) < 0.01
-    assert abs(std(256, "ddpm") - scale) < abs(std(16, "ddpm") - scale) / 4
-    assert abs(std(256, "ddim") - scale) < 0.005
-
-    # DDIM is deterministic: two generator seeds, one starting noise, identical samples; DDPM
-    # draws fresh noise at every step, so there the seeds give different samples
-    def run(method, seed):
+    def seeded(seed):
         g = torch.Generator().manual_seed(seed)
-        return sample(
-            gaussian_denoiser(scale), noise[:500], schedule, 16, method=method, generator=g
-        )
+        return lambda z: torch.randn(z.shape, generator=g, dtype=z.dtype)
 
-    torch.testing.assert_close(run("ddim", 1), run("ddim", 2), rtol=0, atol=0)
-    assert (run("ddpm", 1) - run("ddpm", 2)).abs().mean() > 0.01
-    # stopping at lambda = 5 returns the noisy state z0: variance alpha^2 s^2 + sigma^2
-    g = torch.Generator().manual_seed(2)
-    z0 = sample(
-        gaussian_denoiser(scale), noise, LinearLogSNR(), 256, return_denoised=False, generator=g
+    def run(method, steps, z=noise, seed=1):  # to the data: the last step returns x_hat
+        grid = to_data(logsnr_grid(schedule, steps))
+        return get_sampler(method)(gaussian_denoiser(scale), z, grid, noise_sampler=seeded(seed))
+
+    assert abs(run("ddpm", 256).std() - scale) < 0.01
+    assert abs(run("ddpm", 256).std() - scale) < abs(run("ddpm", 16).std() - scale) / 4
+    assert abs(run("ddim", 256).std() - scale) < 0.005
+
+    # DDIM is deterministic: two noise seeds, one starting noise, identical samples; DDPM
+    # draws fresh noise at every step, so there the seeds give different samples
+    torch.testing.assert_close(run("ddim", 16, noise[:500], 1), run("ddim", 16, noise[:500], 2))
+    assert (run("ddpm", 16, noise[:500], 1) - run("ddpm", 16, noise[:500], 2)).abs().mean() > 0.01
+    # stopping at lambda = 5 is the end of the grid: the noisy state z0, variance a^2 s^2 + s_0^2
+    z0 = sample_ddpm(
+        gaussian_denoiser(scale), noise, logsnr_grid(LinearLogSNR(), 256), noise_sampler=seeded(2)
     )
     a2 = 1 / (1 + math.exp(-5))
     assert abs(z0.var().item() - (a2 * scale**2 + 1 - a2)) < 0.01
+    with pytest.raises(ValueError, match=r"method must be one of \['ddim', 'ddpm'\], got 'euler'"):
+        get_sampler("euler")
+
+
+def test_a_step_to_infinite_logsnr_returns_the_prediction():
+    z, x_hat, noise = torch.randn(3, 4), torch.randn(3, 4), torch.randn(3, 4)
+    l_from, inf = torch.tensor(2.0), torch.tensor(float("inf"))
+    torch.testing.assert_close(ddpm_step(z, x_hat, l_from, inf, noise), x_hat, rtol=0, atol=0)
+    torch.testing.assert_close(ddim_step(z, x_hat, l_from, inf), x_hat, rtol=0, atol=0)
+    grid = to_data(logsnr_grid(LinearLogSNR(), 4))
+    assert len(grid) == 5 and grid[-1] == float("inf") and grid[-2] < 5
+
+
+def test_clipping_and_context_pinning_wrap_the_denoiser():
+    seen = []
+
+    def denoiser(z, logsnr):
+        seen.append(z.clone())
+        return 3 * z
+
+    z, logsnr = torch.linspace(-1, 1, 8).view(1, 1, 2, 2, 2), torch.zeros(1)
+    torch.testing.assert_close(clip_denoiser(denoiser)(z, logsnr), (3 * z).clamp(-1, 1))
+    keep = context_mask(z, 1)  # the first latent frame is given
+    clean = torch.full_like(z, 0.25)
+    out = pin_context(denoiser, clean, keep)(z, logsnr)
+    assert torch.equal(seen[-1][:, :, :1], clean[:, :, :1])  # the denoiser sees the given frame
+    assert torch.equal(seen[-1][:, :, 1:], z[:, :, 1:])
+    assert torch.equal(out[:, :, :1], clean[:, :, :1]) and torch.equal(
+        out[:, :, 1:], 3 * z[:, :, 1:]
+    )

@@ -2,8 +2,8 @@
 
 import torch
 
-from evaluation.digits import class_accuracy, classify_videos, digit_crops
 from ulvideo.data.demo import MovingDigits
+from ulvideo.evaluate.digits import class_accuracy, classify_videos, digit_crops
 
 
 def test_digit_crops_find_the_digit_wherever_it_is():

@@ -1,5 +1,5 @@
 """One-line user errors at every entry point: the shared handler, then `python -m evaluation.fvd`
-and `python -m evaluation.k600` as subprocesses (the `ulvideo` CLI: test_sample_cli.py; the
+and `python -m ulvideo eval k600` as subprocesses (the `ulvideo` CLI: test_sample_cli.py; the
 recipes: test_recipes.py)."""
 
 import os
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ulvideo.errors import run_main
+from evaluation.errors import run_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,9 +43,16 @@ def test_entry_points_report_one_line(tmp_path):
         ("-m", "evaluation.fvd", "--real", str(empty), "--fake", str(empty)): (
             f"python -m evaluation.fvd: error: no videos at {empty}: expected .mp4"
         ),
-        ("-m", "evaluation.k600", "--checkpoint", str(tmp_path), "--data_root", str(empty)): (
-            f"python -m evaluation.k600: error: no test videos found under {empty}. Expected"
-        ),
+        (
+            "-m",
+            "ulvideo",
+            "eval",
+            "k600",
+            "--checkpoint",
+            str(tmp_path),
+            "--data_root",
+            str(empty),
+        ): (f"ulvideo: error: no test videos found under {empty}. Expected"),
     }
     for args, start in cases.items():
         proc = run(*args)

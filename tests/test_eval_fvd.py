@@ -5,7 +5,6 @@ import math
 import subprocess
 import sys
 
-import av
 import numpy as np
 import pytest
 import torch
@@ -25,6 +24,7 @@ from evaluation.fvd import (
     video_features,
 )
 from evaluation.videos import array_to_videos, iter_videos
+from ulvideo.data import write_video
 
 
 def pooled_features() -> nn.Module:
@@ -234,13 +234,7 @@ def moving_squares(count: int, frames: int = 16, size: int = 32, seed: int = 0) 
 
 
 def write_mp4(path, frames: np.ndarray) -> None:
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        stream.options = {"crf": "10"}
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
+    write_video(path, frames, fps=25, options={"crf": "10"})
 
 
 def test_cli_reads_folders_and_arrays_prints_json_and_caches_the_reference(

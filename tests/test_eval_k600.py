@@ -35,26 +35,36 @@ def clip_dataset(
 
 
 def copy_last_context_frame(
-    context: torch.Tensor, num_frames: int, labels: torch.Tensor
+    context: torch.Tensor, num_frames: int, labels: torch.Tensor, sample_ids: torch.Tensor
 ) -> torch.Tensor:
     return torch.cat(
         [context, context[:, :, -1:].expand(-1, -1, num_frames - context.shape[2], -1, -1)], 2
     )
 
 
-def shifted_copy(context: torch.Tensor, num_frames: int, labels: torch.Tensor) -> torch.Tensor:
-    """Deterministic and label-dependent: context, then its last frame rolled by the label."""
+def shifted_copy(
+    context: torch.Tensor, num_frames: int, labels: torch.Tensor, sample_ids: torch.Tensor
+) -> torch.Tensor:
+    """Label- and sample-dependent: context, then its last frame rolled by the label, plus noise
+    seeded by the sample id alone (as a per-sample seeded sampler draws it)."""
     last = context[:, :, -1:]
     rolled = torch.stack([frame.roll(int(label), dims=-1) for frame, label in zip(last, labels)])
-    return torch.cat([context, rolled.expand(-1, -1, num_frames - context.shape[2], -1, -1)], 2)
+    future = rolled.expand(-1, -1, num_frames - context.shape[2], -1, -1)
+    noise = torch.stack(
+        [
+            torch.randn(future.shape[1:], generator=torch.Generator().manual_seed(int(i)))
+            for i in sample_ids
+        ]
+    )
+    return torch.cat([context, (future + 0.1 * noise).clamp(-1, 1)], 2)
 
 
 def test_an_oracle_scores_zero_and_copying_the_last_frame_does_not(tmp_path):
     dataset = clip_dataset()
     calls = []
 
-    def oracle(context, num_frames, labels):
-        calls.append((context.shape, num_frames))
+    def oracle(context, num_frames, labels, sample_ids):
+        calls.append((context.shape, num_frames, sample_ids.tolist()))
         real = torch.stack([dataset[int(label)][0] for label in labels])
         assert torch.equal(context, real[:, :, :5])
         return real
@@ -68,7 +78,7 @@ def test_an_oracle_scores_zero_and_copying_the_last_frame_does_not(tmp_path):
         i3d=pooled_features(),
         report_path=tmp_path / "r.json",
     )
-    assert calls == [((4, 3, 5, 32, 32), 17), ((2, 3, 5, 32, 32), 17)]
+    assert calls == [((4, 3, 5, 32, 32), 17, [0, 1, 2, 3]), ((2, 3, 5, 32, 32), 17, [4, 5])]
     assert report["fvd"] == pytest.approx(0, abs=1e-9)
     assert json.loads((tmp_path / "r.json").read_text()) == report
     assert report["num_samples"] == 6 and report["context_frames"] == 5
@@ -94,10 +104,16 @@ def test_features_follow_dataset_order_cycling_past_its_end():
     torch.testing.assert_close(
         real, video_features(videos, pooled_features(), "magvit-k600"), rtol=0, atol=1e-12
     )
-    generated = shifted_copy(videos[:, :, :5], 17, torch.arange(10) % 6)
-    expected = video_features(generated, pooled_features(), "magvit-k600")
+    expected = [  # group g generates sample ids 10 g .. 10 g + 9
+        video_features(
+            shifted_copy(videos[:, :, :5], 17, torch.arange(10) % 6, torch.arange(10) + 10 * g),
+            pooled_features(),
+            "magvit-k600",
+        )
+        for g in (0, 1)
+    ]
     assert fake.shape == (20, 48)
-    torch.testing.assert_close(fake, torch.cat([expected, expected]), rtol=0, atol=1e-12)
+    torch.testing.assert_close(fake, torch.cat(expected), rtol=0, atol=1e-12)
 
 
 def test_sample_count_and_groups_default_to_the_protocols():
@@ -123,7 +139,7 @@ def test_sample_count_and_groups_default_to_the_protocols():
 def test_protocol_errors_name_the_problem():
     dataset = clip_dataset()
     with pytest.raises(ValueError, match="whole clips, context frames included"):
-        frame_prediction_fvd(lambda c, t, y: c, dataset, num_samples=2, i3d=pooled_features())
+        frame_prediction_fvd(lambda c, t, y, i: c, dataset, num_samples=2, i3d=pooled_features())
     with pytest.raises(ValueError, match=r"\(video 3 x T x H x W, label\) pairs"):
         frame_prediction_fvd(
             copy_last_context_frame, [v for v, _ in dataset], num_samples=2, i3d=pooled_features()

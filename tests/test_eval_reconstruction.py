@@ -1,4 +1,5 @@
-"""PSNR/SSIM against closed forms and scikit-image; evaluate_stage1 on a stand-in autoencoder."""
+"""PSNR/SSIM against closed forms and scikit-image; ulvideo's reconstruction evaluation on a
+stand-in autoencoder."""
 
 import json
 import math
@@ -12,7 +13,8 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from test_eval_fvd import pooled_features
 from torch import nn
 
-from evaluation.reconstruction import evaluate_stage1, psnr, ssim
+from evaluation.reconstruction import psnr, ssim
+from ulvideo.evaluate.reconstruction import evaluate_reconstruction
 
 
 def astronaut_clips(count: int, frames: int = 16, size: int = 32) -> torch.Tensor:
@@ -90,10 +92,10 @@ class PoolingAutoencoder(nn.Module):
     def encode(self, video):
         return video if self.lossless else F.avg_pool3d(video, (1, 2, 2))
 
-    def noisy_latent(self, z, generator=None):
+    def noisy_latent(self, z, rng=None):
         return z if self.lossless else z + self.OFFSET
 
-    def decode(self, z0, steps, generator=None):
+    def decode(self, z0, steps, rng=None):
         self.decode_steps.append(steps)
         return z0 if self.lossless else F.interpolate(z0, scale_factor=(1, 2, 2), mode="nearest")
 
@@ -101,11 +103,11 @@ class PoolingAutoencoder(nn.Module):
         return {"bits_per_pixel": ((video + 1) / 4).mean()}
 
 
-def test_evaluate_stage1_reports_the_metrics_of_the_reconstructions():
+def test_evaluate_reconstruction_reports_the_metrics_of_the_reconstructions():
     videos = astronaut_clips(6)
     dataset = [(video, label) for label, video in enumerate(videos)]
     model = PoolingAutoencoder()
-    report = evaluate_stage1(
+    report = evaluate_reconstruction(
         model, dataset, num_videos=6, batch_size=2, decode_steps=7, i3d=pooled_features()
     )
     assert model.decode_steps == [7] * 6 and report["num_videos"] == 6  # own + swapped latents
@@ -126,17 +128,17 @@ def test_evaluate_stage1_reports_the_metrics_of_the_reconstructions():
     assert 15 < report["psnr"] < 40 and 0.2 < report["ssim"] < 1
     assert report["rfvd"] > 0 and report["rfvd_protocol"]["num_frames"] == 16
     assert report["rfvd_protocol"]["name"] == "tfgan"
-    via_64 = evaluate_stage1(
+    via_64 = evaluate_reconstruction(
         model, dataset, 6, 2, 7, i3d=pooled_features(), protocol="magvit-k600"
     )  # the same reconstructions, through MAGVIT's 64 px step
     assert via_64["rfvd_protocol"]["sizes"] == [64, 224] and via_64["psnr"] == report["psnr"]
 
-    perfect = evaluate_stage1(
+    perfect = evaluate_reconstruction(
         PoolingAutoencoder(lossless=True), list(videos), 4, i3d=pooled_features()
     )
     assert perfect["rfvd"] == pytest.approx(0, abs=1e-9) and perfect["ssim"] == pytest.approx(1)
     with pytest.raises(ValueError, match="batch of one video"):
-        evaluate_stage1(model, dataset, num_videos=5, batch_size=2)
+        evaluate_reconstruction(model, dataset, num_videos=5, batch_size=2)
 
 
 class MustNotEncode(PoolingAutoencoder):
@@ -144,37 +146,37 @@ class MustNotEncode(PoolingAutoencoder):
         raise AssertionError("encoded before the inputs were checked")
 
 
-def test_evaluate_stage1_checks_its_inputs_first():
+def test_evaluate_reconstruction_checks_its_inputs_first():
     short = [torch.zeros(3, 8, 32, 32)] * 3
     with pytest.raises(ValueError, match="videos have 8 frames"):
-        evaluate_stage1(MustNotEncode(), short, num_videos=3, i3d=pooled_features())
+        evaluate_reconstruction(MustNotEncode(), short, num_videos=3, i3d=pooled_features())
     with pytest.raises(ValueError, match="dataset holds 3 videos"):
-        evaluate_stage1(MustNotEncode(), short, num_videos=4)
+        evaluate_reconstruction(MustNotEncode(), short, num_videos=4)
 
 
 def test_cli_evaluates_a_stage1_checkpoint_on_a_dataset_smoke(tmp_path, capsys, monkeypatch):
     """A smoke test of the CLI on an untrained checkpoint (report, files, finite numbers); the
     metrics themselves are checked on the stand-in model above."""
-    from evaluation.reconstruction import main
-    from ulvideo.models import get_preset
+    from ulvideo.cli import main as cli_main
+    from ulvideo.evaluate.reconstruction import main
+    from ulvideo.models import autoencoder_preset
+    from ulvideo.pipeline import Pipeline
     from ulvideo.ul import UnifiedLatents
 
     torch.manual_seed(0)
-    UnifiedLatents(get_preset("tiny")).save_pretrained(tmp_path / "stage1")
+    Pipeline(UnifiedLatents(autoencoder_preset("tiny"))).save_pretrained(tmp_path / "stage1")
     args = ["--checkpoint", str(tmp_path / "stage1"), "--dataset", "demo", "--num-videos", "2"]
-    report = main(
-        [*args, "--batch-size", "2", "--decode-steps", "2", "--out", str(tmp_path / "r.json")]
-    )
-    assert (
-        json.loads(capsys.readouterr().out)
-        == report
-        == json.loads((tmp_path / "r.json").read_text())
-    )
+    flags = ["--batch-size", "2", "--decode-steps", "2", "--out", str(tmp_path / "r.json")]
+    assert cli_main(["eval", "reconstruction", *args, *flags]) == 0  # `ulvideo eval reconstruction`
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert json.loads(capsys.readouterr().out) == report
     assert report["num_videos"] == 2 and report["decode_steps"] == 2
     assert len(report["psnr_per_frame"]) == 17  # the demo's 17-frame clips, frame by frame
     assert (
         math.isfinite(report["psnr"]) and -1 <= report["ssim"] <= 1 and report["bits_per_pixel"] > 0
     )
-    monkeypatch.setattr("evaluation.reconstruction.load_i3d", lambda weights: pooled_features())
+    monkeypatch.setattr(
+        "ulvideo.evaluate.reconstruction.load_i3d", lambda weights: pooled_features()
+    )
     scored = main([*args, "--decode-steps", "2", "--rfvd", "--protocol", "stylegan-v"])
     assert scored["rfvd_protocol"]["name"] == "stylegan-v" and scored["rfvd"] > 0

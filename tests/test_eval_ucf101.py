@@ -6,7 +6,8 @@ import torch
 from test_data_video import clip_id, start_and_flip
 from test_data_video_folders import ucf_tree
 
-from evaluation.ucf101 import evenly_spread, main, ucf101_real_clips
+from evaluation.ucf101 import evenly_spread
+from ulvideo.evaluate.ucf101 import main, ucf101_real_clips
 
 
 def test_evenly_spread_reaches_both_ends():

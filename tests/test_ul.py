@@ -1,4 +1,4 @@
-"""UnifiedLatents: encode / noisy_latent / stage1_loss / decode, training, save and load."""
+"""UnifiedLatents: encode / noisy_latent / stage1_loss / decode, training; ulvideo.serialization."""
 
 import hashlib
 import json
@@ -9,10 +9,12 @@ import torch
 import torch.nn.functional as F
 from skimage import data as skdata
 
-from ulvideo.models import get_preset
-from ulvideo.ul import UnifiedLatents, load_module, save_module
+from ulvideo.diffusion import StackedRandomGenerator
+from ulvideo.models import AutoencoderConfig, autoencoder_preset
+from ulvideo.serialization import load_module, save_module
+from ulvideo.ul import UnifiedLatents
 
-TINY = get_preset("tiny")
+TINY = autoencoder_preset("tiny")
 
 
 @pytest.fixture(scope="module")
@@ -65,13 +67,15 @@ def test_validate_video_errors(model):
 
 def test_noisy_latent_is_forward_noise_at_logsnr_5(model):
     z = torch.randn(4, 8, 5, 16, 16)
-    g = torch.Generator().manual_seed(5)
-    z0 = model.noisy_latent(z, generator=g)
+    z0 = model.noisy_latent(z, StackedRandomGenerator("cpu", 5, range(4)))
     alpha, sigma = math.sqrt(1 / (1 + math.exp(-5))), math.sqrt(1 / (1 + math.exp(5)))
     eps = (z0 - alpha * z) / sigma  # must be standard normal: 40960 draws, std error ~0.005
     assert abs(eps.mean().item()) < 0.03 and abs(eps.std().item() - 1) < 0.03
-    again = model.noisy_latent(z, generator=torch.Generator().manual_seed(5))
+    again = model.noisy_latent(z, StackedRandomGenerator("cpu", 5, range(4)))
     torch.testing.assert_close(again, z0, rtol=0, atol=0)
+    # per-sample seeds: latent 2 drawn alone gets the noise it got in the batch of 4
+    alone = model.noisy_latent(z[2:3], StackedRandomGenerator("cpu", 5, [2]))
+    torch.testing.assert_close(alone, z0[2:3], rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------- stage-1 loss
@@ -181,10 +185,10 @@ def test_read_term_is_the_decoder_loss_without_exp_lambda():
 
 def test_base_gradients_reach_every_parameter_with_labels_and_context():
     from ulvideo.diffusion import LinearLogSNR, base_loss
-    from ulvideo.models import build_base
+    from ulvideo.models import base_preset, build_base
 
     torch.manual_seed(2)
-    base = build_base(get_preset("tiny", num_classes=3))
+    base = build_base(base_preset("tiny", num_classes=3))
     z = torch.randn(2, 8, 3, 4, 4)
     labels = torch.tensor([0, 3])  # one real class, one null (CFG dropout)
     nats = base_loss(
@@ -230,11 +234,15 @@ def test_tiny_model_overfits_one_batch():
 
 def test_decode_shapes_range_and_determinism(model):
     z0 = model.noisy_latent(
-        model.encode(astronaut_clips()), generator=torch.Generator().manual_seed(0)
+        model.encode(astronaut_clips()), StackedRandomGenerator("cpu", 0, [0, 1])
     )
-    a = model.decode(z0, steps=3, generator=torch.Generator().manual_seed(7))
-    b = model.decode(z0, steps=3, generator=torch.Generator().manual_seed(7))
-    c = model.decode(z0, steps=3, method="ddim", generator=torch.Generator().manual_seed(7))
+
+    def decode(method="ddpm"):
+        return model.decode(
+            z0, steps=3, method=method, rng=StackedRandomGenerator("cpu", 7, [0, 1])
+        )
+
+    a, b, c = decode(), decode(), decode("ddim")
     assert a.shape == (2, 3, 5, 32, 32) and c.shape == a.shape
     assert a.min() >= -1 and a.max() <= 1
     torch.testing.assert_close(a, b, rtol=0, atol=0)
@@ -247,10 +255,10 @@ def test_decode_shapes_range_and_determinism(model):
 
 def test_decode_switches_off_dropout_and_restores_training_mode():
     torch.manual_seed(3)
-    model = UnifiedLatents(get_preset("tiny", decoder_dropout=0.5)).train()
+    model = UnifiedLatents(autoencoder_preset("tiny", decoder_dropout=0.5)).train()
     z0 = torch.randn(1, 8, 1, 2, 2)
-    a = model.decode(z0, steps=2, generator=torch.Generator().manual_seed(1))
-    b = model.decode(z0, steps=2, generator=torch.Generator().manual_seed(1))
+    a = model.decode(z0, steps=2, rng=StackedRandomGenerator("cpu", 1, [0]))
+    b = model.decode(z0, steps=2, rng=StackedRandomGenerator("cpu", 1, [0]))
     torch.testing.assert_close(a, b, rtol=0, atol=0)  # with dropout on, these would differ
     assert model.decoder.training
 
@@ -258,8 +266,16 @@ def test_decode_switches_off_dropout_and_restores_training_mode():
 # ---------------------------------------------------------------- save and load
 
 
+def save_autoencoder(model, directory):
+    return save_module(model, model.config, directory, "autoencoder")
+
+
+def load_autoencoder(directory):
+    return load_module(directory, UnifiedLatents, "autoencoder", AutoencoderConfig)[0]
+
+
 def test_save_load_roundtrip_exact(tmp_path, model):
-    model.save_pretrained(tmp_path / "ckpt")
+    save_autoencoder(model, tmp_path / "ckpt")
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
         "config.json",
         "model.safetensors",
@@ -269,8 +285,8 @@ def test_save_load_roundtrip_exact(tmp_path, model):
     assert recorded == {
         "model.safetensors": {"size": len(weights), "sha256": hashlib.sha256(weights).hexdigest()}
     }
-    loaded = UnifiedLatents.from_pretrained(tmp_path / "ckpt")
-    assert loaded.config == model.config
+    loaded = load_autoencoder(tmp_path / "ckpt")
+    assert loaded.config == model.config and not loaded.training
     original = model.state_dict()
     for k, v in loaded.state_dict().items():
         assert torch.equal(v, original[k]), k
@@ -279,12 +295,12 @@ def test_save_load_roundtrip_exact(tmp_path, model):
 
 
 def test_base_save_load_roundtrip(tmp_path):
-    from ulvideo.models import build_base
+    from ulvideo.models import BaseConfig, base_preset, build_base
 
-    cfg = get_preset("tiny", num_classes=7)
+    cfg = base_preset("tiny", num_classes=7)
     base = build_base(cfg)
     save_module(base, cfg, tmp_path, kind="base")
-    loaded, loaded_cfg = load_module(tmp_path)
+    loaded, loaded_cfg = load_module(tmp_path, build_base, "base", BaseConfig)
     assert loaded_cfg == cfg and loaded.num_classes == 7
     for (k, a), (k2, b) in zip(base.state_dict().items(), loaded.state_dict().items()):
         assert k == k2 and torch.equal(a, b)
@@ -292,17 +308,17 @@ def test_base_save_load_roundtrip(tmp_path):
 
 def test_load_errors_are_clear(tmp_path, model):
     with pytest.raises(FileNotFoundError, match="config.json not found"):
-        UnifiedLatents.from_pretrained(tmp_path / "missing")
-    model.save_pretrained(tmp_path)
+        load_autoencoder(tmp_path / "missing")
+    save_autoencoder(model, tmp_path)
     meta = json.loads((tmp_path / "config.json").read_text())
     meta["config"]["latent_channels"] = 16
     (tmp_path / "config.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="does not match config.json.*wrong shapes"):
-        UnifiedLatents.from_pretrained(tmp_path)
+        load_autoencoder(tmp_path)
     meta["kind"] = "base"
     (tmp_path / "config.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="holds a 'base' checkpoint, not 'unified_latents'"):
-        UnifiedLatents.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="holds a 'base' part, not 'autoencoder'"):
+        load_autoencoder(tmp_path)
     (tmp_path / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="model.safetensors not found"):
-        UnifiedLatents.from_pretrained(tmp_path)
+        load_autoencoder(tmp_path)

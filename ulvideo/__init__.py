@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from .pipeline import Pipeline  # noqa: E402
 from .ul import UnifiedLatents  # noqa: E402
 
-__all__ = ["UnifiedLatents", "__version__"]
+__all__ = ["Pipeline", "UnifiedLatents", "__version__"]

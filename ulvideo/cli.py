@@ -1,4 +1,5 @@
-"""The `ulvideo` command line: demo | sample | reconstruct | encode | rd | info (thin over the library)."""
+"""The `ulvideo` command line: demo | sample | reconstruct | encode | rd | eval | info, thin over the
+library: every command that uses a trained model goes through ulvideo.pipeline.Pipeline."""
 
 import argparse
 import json
@@ -7,13 +8,13 @@ from pathlib import Path
 
 import torch
 
-from .errors import run_main
+from evaluation.errors import run_main
 
 
 def _load(checkpoint):
-    from .pipeline import load_pipeline
+    from .pipeline import Pipeline
 
-    return load_pipeline(checkpoint)
+    return Pipeline.from_pretrained(checkpoint)
 
 
 def _read_video(path, frames: int, resolution: int) -> torch.Tensor:
@@ -40,15 +41,12 @@ def cmd_demo(args) -> None:
 
 
 def cmd_sample(args) -> None:
-    from .export import write_gif, write_mp4, write_png_grid
-    from .sample import SamplingConfig, generate
+    from .media import write_gif, write_mp4, write_png_grid
+    from .sample import SamplingConfig
 
-    ul, base = _load(args.checkpoint)
-    if base is None:
-        raise ValueError(
-            f"{args.checkpoint} holds no stage-2 base model; sample from a stage-2 export"
-        )
-    res = args.resolution or ul.config.resolution
+    pipeline = _load(args.checkpoint)
+    pipeline.require_base()
+    res = args.resolution or pipeline.autoencoder.config.resolution
     labels = torch.tensor([int(x) for x in args.labels.split(",")]) if args.labels else None
     num = len(labels) if labels is not None else args.num
     context = None
@@ -63,7 +61,7 @@ def cmd_sample(args) -> None:
         seed=args.seed,
         progress=True,
     )
-    videos = generate(ul, base, num, args.frames, res, cfg, labels=labels, context=context)
+    videos = pipeline.generate(num, args.frames, res, cfg, labels=labels, context=context)
     out = Path(args.out)
     for i, video in enumerate(videos):
         write_mp4(video, out / f"sample_{i:04d}.mp4", fps=args.fps)
@@ -74,24 +72,21 @@ def cmd_sample(args) -> None:
 
 
 def cmd_reconstruct(args) -> None:
-    from evaluation.reconstruction import psnr, ssim
+    from .evaluate.reconstruction import reconstruction_metrics
+    from .media import side_by_side, write_mp4
 
-    from .export import side_by_side, write_mp4
-
-    ul, _ = _load(args.checkpoint)
+    ul = _load(args.checkpoint).autoencoder
     video = _read_video(args.input, args.frames, args.resolution or ul.config.resolution)
     ul.validate_video(video)
-    gen = torch.Generator().manual_seed(args.seed)
-    with torch.no_grad():
-        recon = ul.reconstruct(video, steps=args.steps, generator=gen)
-        bpp = float(ul.stage1_loss(video)["bits_per_pixel"])
+    metrics = reconstruction_metrics(ul, video, args.steps, seed=args.seed)
+    recon = metrics["recon"]
     out = Path(args.out)
     write_mp4(recon[0], out / "reconstruction.mp4")
     write_mp4(side_by_side(video[0], recon[0]), out / "real_vs_reconstruction.mp4")
     report = {
-        "psnr": float(psnr(recon, video).mean()),
-        "ssim": float(ssim(recon, video).mean()),
-        "bits_per_pixel": bpp,
+        "psnr": float(metrics["psnr"].mean()),
+        "ssim": float(metrics["ssim"].mean()),
+        "bits_per_pixel": metrics["bits_per_pixel"],
     }
     print(json.dumps(report, indent=2))
 
@@ -99,7 +94,7 @@ def cmd_reconstruct(args) -> None:
 def cmd_encode(args) -> None:
     from safetensors.torch import save_file
 
-    ul, _ = _load(args.checkpoint)
+    ul = _load(args.checkpoint).autoencoder
     if args.data:
         from .data import build_dataset
         from .train.latents import precompute_latents
@@ -138,8 +133,8 @@ def cmd_info(args) -> None:
     from .models.flops import count_params, training_flops_per_example
     from .train.checkpoint import read_meta
 
-    ul, base = _load(args.checkpoint)
-    cfg = ul.config
+    pipeline = _load(args.checkpoint)
+    ul, cfg = pipeline.autoencoder, pipeline.autoencoder.config
     frames, res = args.frames, args.resolution or cfg.resolution
     info = {
         "config": cfg.to_dict(),
@@ -149,14 +144,17 @@ def cmd_info(args) -> None:
             "decoder": count_params(ul.decoder),
         },
         "flops_per_example": {
-            part: training_flops_per_example(cfg, part, frames, res, res)
-            for part in ("stage1", "stage2")
+            "stage1": training_flops_per_example(cfg, "stage1", frames, res, res)
         },
         "latent_shape": list(ul.latent_shape(frames, res, res)),
         "example": {"frames": frames, "resolution": res},
     }
-    if base is not None:
-        info["params"]["base"] = count_params(base)
+    if pipeline.base is not None:  # the base model that was trained, from its own config
+        info["base_config"] = pipeline.base_config.to_dict()
+        info["params"]["base"] = count_params(pipeline.base)
+        info["flops_per_example"]["stage2"] = training_flops_per_example(
+            cfg, "stage2", frames, res, res, base_config=pipeline.base_config
+        )
     meta_dir = Path(args.checkpoint)
     if (meta_dir / "meta.json").is_file():
         info["step"] = read_meta(meta_dir)["step"]
@@ -167,6 +165,12 @@ def cmd_rd(args) -> None:
     from .train.rd import main as rd_main
 
     rd_main(args.rest)
+
+
+def cmd_eval(args) -> None:
+    from .evaluate import main as eval_main
+
+    eval_main(args.rest)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -240,6 +244,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rd.set_defaults(func=cmd_rd)
 
+    ev = sub.add_parser(
+        "eval",
+        help="evaluate a checkpoint: reconstruction | k600 | ucf101-real (then --help)",
+        add_help=False,
+    )
+    ev.set_defaults(func=cmd_eval)
+
     i = sub.add_parser("info", help="config, parameters, FLOPs/example and step of a checkpoint")
     i.add_argument("checkpoint")
     i.add_argument("--frames", type=int, default=17)
@@ -254,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(argv: list[str]) -> None:
     args, rest = build_parser().parse_known_args(argv)
-    if rest and args.command != "rd":  # only `ulvideo rd` passes its flags on (to ulvideo.train.rd)
+    if rest and args.command not in ("rd", "eval"):  # these two pass their flags on
         build_parser().parse_args(argv)
     args.rest = rest
     args.func(args)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from .export import side_by_side, write_gif, write_mp4, write_png_grid
-from .sample import SamplingConfig, generate
+from .media import side_by_side, write_gif, write_mp4, write_png_grid
+from .sample import SamplingConfig
 from .train import TrainConfig, train
 from .train.metrics import read_metrics
 
@@ -40,7 +40,6 @@ def run_demo(config: DemoConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     common = dict(
-        preset="tiny",
         data="demo",
         frames=FRAMES,
         resolution=RESOLUTION,
@@ -56,6 +55,7 @@ def run_demo(config: DemoConfig) -> dict:
     print(f"[1/5] stage 1: encoder + prior + decoder, {config.stage1_steps} steps")
     s1 = TrainConfig(
         stage=1,
+        preset="tiny",
         output_dir=str(out / "stage1"),
         max_steps=config.stage1_steps,
         warmup_steps=min(100, config.stage1_steps // 10 + 1),
@@ -70,6 +70,7 @@ def run_demo(config: DemoConfig) -> dict:
     print(f"[2/5] stage 2: base model on frozen latents, {config.stage2_steps} steps")
     s2 = TrainConfig(
         stage=2,
+        base_preset="tiny",
         output_dir=str(out / "stage2"),
         stage1_checkpoint=str(out / "stage1" / "final"),
         class_conditional=True,
@@ -85,9 +86,9 @@ def run_demo(config: DemoConfig) -> dict:
     train(s2)
 
     from .data import build_dataset
-    from .pipeline import load_pipeline
+    from .pipeline import Pipeline
 
-    ul, base = load_pipeline(out / "stage2" / "final")
+    pipeline = Pipeline.from_pretrained(out / "stage2" / "final")
     test = build_dataset("demo", None, "test", frames=FRAMES, resolution=RESOLUTION)
     n = min(config.num_videos, len(test))
     real = torch.stack([test[i][0] for i in range(n)])
@@ -103,34 +104,23 @@ def run_demo(config: DemoConfig) -> dict:
     print(
         f"[3/5] sampling {n} videos each: class-conditional (CFG {config.cfg_scale}), unconditional, frame prediction"
     )
+    null = torch.full((n,), pipeline.base.num_classes)
+    context = real[:, :, :CONTEXT_PIXEL_FRAMES]
     samples = {
-        "class_conditional": generate(ul, base, n, FRAMES, RESOLUTION, sampling, labels=labels),
-        "unconditional": generate(
-            ul,
-            base,
-            n,
-            FRAMES,
-            RESOLUTION,
-            replace(sampling, cfg_scale=1.0),
-            labels=torch.full((n,), base.num_classes),
+        "class_conditional": pipeline.generate(n, FRAMES, RESOLUTION, sampling, labels=labels),
+        "unconditional": pipeline.generate(
+            n, FRAMES, RESOLUTION, replace(sampling, cfg_scale=1.0), labels=null
         ),
-        "frame_prediction": generate(
-            ul,
-            base,
-            n,
-            FRAMES,
-            RESOLUTION,
-            sampling,
-            labels=labels,
-            context=real[:, :, :CONTEXT_PIXEL_FRAMES],
+        "frame_prediction": pipeline.generate(
+            n, FRAMES, RESOLUTION, sampling, labels=labels, context=context
         ),
     }
     print(f"[4/5] reconstructing {n} test clips, from their own latents and from swapped ones")
-    from evaluation.reconstruction import latent_usage, mean_bits_per_pixel
+    from .evaluate.reconstruction import reconstruction_metrics
 
-    with torch.no_grad():
-        usage = latent_usage(ul, real, config.decoder_steps, seed=config.seed)
-        bpp = mean_bits_per_pixel(ul, real)
+    usage = reconstruction_metrics(
+        pipeline.autoencoder, real, config.decoder_steps, seed=config.seed
+    )
     recon = usage["recon"]
 
     for name, videos in samples.items():
@@ -146,7 +136,7 @@ def run_demo(config: DemoConfig) -> dict:
     )
 
     print("[5/5] metrics")
-    metrics = _metrics(config, real, labels, usage, samples, bpp)
+    metrics = _metrics(config, real, labels, usage, samples)
     metrics["wall_time_s"] = round(time.perf_counter() - start, 1)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     _plot_stage1(out / "stage1", out / "stage1_losses.png")
@@ -156,18 +146,17 @@ def run_demo(config: DemoConfig) -> dict:
     return metrics
 
 
-def _metrics(config: DemoConfig, real, labels, usage, samples, bpp) -> dict:
-    from evaluation.digits import class_accuracy
-    from evaluation.reconstruction import ssim
+def _metrics(config: DemoConfig, real, labels, usage, samples) -> dict:
+    from .evaluate.digits import class_accuracy
 
     own, swapped = float(usage["psnr"].mean()), float(usage["psnr_swapped"].mean())
     digit_size = RESOLUTION // 2  # MovingDigits draws digits half the canvas wide
     metrics = {
-        "bits_per_pixel": bpp,
+        "bits_per_pixel": usage["bits_per_pixel"],
         "psnr": own,
         "psnr_swapped_latent": swapped,
         "latent_gap_db": own - swapped,
-        "ssim": float(ssim(usage["recon"], real).mean()),
+        "ssim": float(usage["ssim"].mean()),
         "num_videos": len(real),
         # the fraction of samples a digit classifier assigns to the requested label
         "class_accuracy": {

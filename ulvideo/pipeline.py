@@ -1,45 +1,195 @@
-"""Self-describing exports: a stage-1 autoencoder, optionally with a stage-2 base model.
+"""The pipeline: the stage-1 autoencoder and, after stage 2, the base model, with their configs.
 
-Layout of an export directory (each part is safetensors + config.json, no pickles)::
+It owns saving and loading (`save_pretrained` / `from_pretrained`, through ulvideo.serialization),
+the runtime switches, and what a trained model is used for: `reconstruct`, `generate` and frame
+prediction. The CLI, the demo, the training export and the evaluation glue all go through it.
 
-    export/ul/     the UnifiedLatents model (encoder, prior, decoder)
-    export/base/   the stage-2 base model, when there is one
+An export folder (no pickles)::
+
+    export/autoencoder/   UnifiedLatents: encoder, prior, decoder (model.safetensors + config.json)
+    export/base/          the stage-2 base model, when there is one
+
+A stage-2 training checkpoint's export holds base/ and, instead of a copy of the frozen stage-1
+weights, `stage1.json`: the stage-1 export's path and fingerprint (the sha256 of its weights).
+Loading it loads that export and refuses one whose weights changed. A run's final export is
+self-contained.
 """
 
+import json
+import os
 from pathlib import Path
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
-from .models import ModelConfig
-from .ul import UnifiedLatents, load_module, save_module
+from .diffusion import StackedRandomGenerator
+from .models import AutoencoderConfig, BaseConfig, build_base
+from .nn import enable_activation_checkpointing, set_attention_backend
+from .sample import SamplingConfig, frame_predictor, generate
+from .serialization import CONFIG_NAME, WEIGHTS_NAME, atomic_write, load_module, save_module
+from .ul import UnifiedLatents
 
-
-def save_pipeline(
-    directory,
-    ul: UnifiedLatents,
-    base: nn.Module | None = None,
-    base_config: ModelConfig | None = None,
-) -> None:
-    """Write `ul` (and `base`, built from `base_config`) under `directory`, each file atomically."""
-    directory = Path(directory)
-    ul.save_pretrained(directory / "ul")
-    if base is not None:
-        save_module(base, base_config, directory / "base", kind="base")
+AUTOENCODER, BASE, STAGE1_REFERENCE = "autoencoder", "base", "stage1.json"
 
 
-def load_pipeline(directory, map_location="cpu") -> tuple[UnifiedLatents, nn.Module | None]:
-    """Load an export written by `save_pipeline`, in eval mode. Accepts the export dir or a training
-    checkpoint dir."""
+def find_export(directory: str | os.PathLike) -> Path:
+    """An export folder, given it or a training checkpoint holding one (checkpoint-N/export)."""
     directory = Path(directory)
     if (directory / "export").is_dir():
         directory = directory / "export"
-    if not (directory / "ul").is_dir():
+    if not ((directory / AUTOENCODER).is_dir() or (directory / STAGE1_REFERENCE).is_file()):
         raise FileNotFoundError(
-            f"{directory} is not a ulvideo export: expected {directory / 'ul'} (written by training "
-            "as <run>/checkpoint-N/export or <run>/final)"
+            f"{directory} is not a ulvideo export: expected {directory / AUTOENCODER} (written "
+            "by training as <run>/checkpoint-N/export or <run>/final)"
         )
-    ul = UnifiedLatents.from_pretrained(directory / "ul", map_location=map_location)
-    base = None
-    if (directory / "base").is_dir():
-        base, _ = load_module(directory / "base", map_location, kind="base")
-    return ul.eval(), (base.eval() if base is not None else None)  # no dropout when sampling
+    return directory
+
+
+def autoencoder_export(directory: str | os.PathLike) -> Path:
+    """The export that holds the autoencoder weights: `directory`'s own, or the stage-1 export a
+    stage-2 checkpoint refers to, checked against the fingerprint recorded with the reference."""
+    directory = find_export(directory)
+    if (directory / AUTOENCODER).is_dir():
+        return directory
+    reference = json.loads((directory / STAGE1_REFERENCE).read_text())
+    stage1 = Path(reference["stage1_export"])
+    if not stage1.exists() or autoencoder_fingerprint(stage1) != reference["fingerprint"]:
+        raise ValueError(
+            f"{directory} refers to the stage-1 export {stage1} with fingerprint "
+            f"{reference['fingerprint'][:12]}, which is missing or holds other weights; restore "
+            "it, or use the run's self-contained final export"
+        )
+    return autoencoder_export(stage1)
+
+
+def autoencoder_fingerprint(directory: str | os.PathLike) -> str:
+    """The sha256 of an export's autoencoder weights, as its config.json records it."""
+    meta = json.loads((autoencoder_export(directory) / AUTOENCODER / CONFIG_NAME).read_text())
+    return meta["files"][WEIGHTS_NAME]["sha256"]
+
+
+def load_autoencoder(directory: str | os.PathLike, map_location="cpu") -> UnifiedLatents:
+    """The autoencoder of an export, following a stage-2 checkpoint's reference to stage 1."""
+    path = autoencoder_export(directory) / AUTOENCODER
+    return load_module(path, UnifiedLatents, AUTOENCODER, AutoencoderConfig, map_location)[0]
+
+
+def save_stage2_checkpoint(
+    directory: str | os.PathLike, base: nn.Module, base_config: BaseConfig, stage1_export
+) -> Path:
+    """base/ and a reference to the stage-1 export (its path and fingerprint), not its weights."""
+    directory = Path(directory)
+    save_module(base, base_config, directory / BASE, BASE)
+    stage1 = autoencoder_export(stage1_export).resolve()
+    reference = {"stage1_export": str(stage1), "fingerprint": autoencoder_fingerprint(stage1)}
+    atomic_write(
+        directory / STAGE1_REFERENCE, lambda p: p.write_text(json.dumps(reference, indent=2))
+    )
+    return directory
+
+
+class Pipeline:
+    """`autoencoder` (a UnifiedLatents) and, optionally, `base` built from `base_config`."""
+
+    def __init__(
+        self,
+        autoencoder: UnifiedLatents,
+        base: nn.Module | None = None,
+        base_config: BaseConfig | None = None,
+    ):
+        if (base is None) != (base_config is None):
+            raise ValueError("give the base model together with the config it was built from")
+        latent = autoencoder.config.latent_channels
+        if base_config is not None and base_config.latent_channels != latent:
+            raise ValueError(
+                f"the base model takes {base_config.latent_channels} latent channels, the "
+                f"autoencoder makes {latent}: build the base with latent_channels={latent}"
+            )
+        self.autoencoder, self.base, self.base_config = autoencoder, base, base_config
+
+    @property
+    def networks(self) -> list[nn.Module]:
+        return [self.autoencoder] + ([self.base] if self.base is not None else [])
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.autoencoder.parameters()).device
+
+    def to(self, device) -> "Pipeline":
+        for network in self.networks:
+            network.to(device)
+        return self
+
+    def eval(self) -> "Pipeline":
+        for network in self.networks:
+            network.eval()
+        return self
+
+    # runtime switches: never saved (ulvideo.nn.runtime)
+    def set_attention_backend(self, backend: str | None) -> "Pipeline":
+        for network in self.networks:
+            set_attention_backend(network, backend)
+        return self
+
+    def enable_activation_checkpointing(self, enabled: bool = True) -> "Pipeline":
+        for network in self.networks:
+            enable_activation_checkpointing(network, enabled)
+        return self
+
+    # saving and loading
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write autoencoder/ (and base/) under `directory`, each file atomically."""
+        directory = Path(directory)
+        save_module(self.autoencoder, self.autoencoder.config, directory / AUTOENCODER, AUTOENCODER)
+        if self.base is not None:
+            save_module(self.base, self.base_config, directory / BASE, BASE)
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, map_location="cpu") -> "Pipeline":
+        """Load an export (or the export inside a training checkpoint), in eval mode."""
+        directory = find_export(directory)
+        autoencoder = load_autoencoder(directory, map_location)
+        base = base_config = None
+        if (directory / BASE).is_dir():
+            base, base_config = load_module(
+                directory / BASE, build_base, BASE, BaseConfig, map_location
+            )
+        return cls(autoencoder, base, base_config)
+
+    # what a trained model is for
+    def require_base(self) -> nn.Module:
+        if self.base is None:
+            raise ValueError("this pipeline holds no stage-2 base model; load a stage-2 export")
+        return self.base
+
+    @torch.no_grad()
+    def reconstruct(
+        self, video: Tensor, steps: int = 32, method: str = "ddpm", seed: int = 0
+    ) -> Tensor:
+        """encode -> noisy z0 -> decode; video k's noise depends only on (seed, k)."""
+        self.autoencoder.validate_video(video)
+        rng = StackedRandomGenerator(video.device, seed, range(len(video)))
+        return self.autoencoder.reconstruct(video, steps=steps, method=method, rng=rng)
+
+    def generate(
+        self,
+        num_videos: int,
+        frames: int,
+        resolution: int,
+        cfg: SamplingConfig,
+        *,
+        labels: Tensor | None = None,
+        context: Tensor | None = None,
+        indices: Tensor | None = None,
+    ) -> Tensor:
+        """UL Algorithm 2 (ulvideo.sample.generate): class-conditional, unconditional or frame
+        prediction from `context` frames."""
+        return generate(
+            self.autoencoder, self.require_base(), num_videos, frames, resolution, cfg,
+            labels=labels, context=context, indices=indices,
+        )  # fmt: skip
+
+    def frame_predictor(self, cfg: SamplingConfig):
+        """`generate(context, num_frames, labels, sample_ids)` for the K600 protocol."""
+        return frame_predictor(self.autoencoder, self.require_base(), cfg)

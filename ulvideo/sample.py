@@ -4,11 +4,20 @@ Classifier-free guidance for class labels and frame prediction from given contex
 """
 
 from dataclasses import dataclass, replace
+from functools import partial
 
 import torch
 from torch import Tensor
 
-from .diffusion import LinearLogSNR, context_mask, sample
+from .diffusion import (
+    LinearLogSNR,
+    StackedRandomGenerator,
+    context_mask,
+    get_sampler,
+    logsnr_grid,
+    pin_context,
+    randn_like,
+)
 
 
 @dataclass
@@ -52,35 +61,32 @@ def sample_z0(
     *,
     labels: Tensor | None = None,
     context_latents: Tensor | None = None,
-    generator: torch.Generator | None = None,
+    rng: StackedRandomGenerator | None = None,
 ) -> Tensor:
     """Reverse diffusion of the base model from N(0, I), stopped at lambda = 5 (noisy z0)."""
     device = next(base.parameters()).device
     batch = len(labels) if labels is not None else cfg.batch_size
     if context_latents is not None:
         batch = context_latents.shape[0]
-    noise = torch.randn((batch, *latent_shape), generator=generator, device=device)
+    sampler = get_sampler(cfg.method)
+    noise = randn_like(torch.empty((batch, *latent_shape), device=device), rng)
     schedule = LinearLogSNR(ul.config.logsnr_latent, ul.config.logsnr_min_latent)
     ctx = 0 if context_latents is None else context_latents.shape[2]
-    keep, clean = None, None
+    denoiser = guided_denoiser(base, labels, cfg.cfg_scale, ctx)
     if ctx:
         keep = context_mask(noise, ctx)
         clean = torch.zeros_like(noise)
         clean[:, :, :ctx] = context_latents
-    z0 = sample(
-        guided_denoiser(base, labels, cfg.cfg_scale, ctx),
+        denoiser = pin_context(denoiser, clean, keep)
+    z0 = sampler(  # the grid ends at lambda(0) = 5: the noisy z0 of UL Algorithm 2
+        denoiser,
         noise,
-        schedule,
-        cfg.base_steps,
-        method=cfg.method,
-        return_denoised=False,
-        clean=clean,
-        keep_clean=keep,
-        generator=generator,
+        logsnr_grid(schedule, cfg.base_steps),
+        noise_sampler=partial(randn_like, rng=rng),
         progress=cfg.progress,
     )
     if ctx:  # the decoder was trained on noisy latents: noise the given frames to lambda = 5 too
-        z0 = torch.where(keep, ul.noisy_latent(clean, generator=generator), z0)
+        z0 = torch.where(keep, ul.noisy_latent(clean, rng), z0)
     return z0
 
 
@@ -95,18 +101,28 @@ def generate(
     *,
     labels: Tensor | None = None,
     context: Tensor | None = None,
+    indices: Tensor | None = None,
 ) -> Tensor:
-    """Sample `num_videos` videos (B x C x T x H x W in [-1, 1]) in batches, deterministic in cfg.seed.
+    """Sample `num_videos` videos (B x C x T x H x W in [-1, 1]) in batches of cfg.batch_size.
 
-    `labels` (B,) conditions on classes; `context` (B x C x T_ctx x H x W, T_ctx = 1 + 4k real
+    Video k's noise depends only on (cfg.seed, indices[k]) (default index k), never on the batch
+    it is drawn in nor on the process drawing it. `labels` (B,) conditions on classes; `context` (B x C x T_ctx x H x W, T_ctx = 1 + 4k real
     frames) turns it into frame prediction: the context latents stay fixed and the real context
     frames are pasted into the output.
     """
     shape = ul.latent_shape(frames, resolution, resolution)
-    if labels is not None and base.num_classes == 0:
-        raise ValueError("this base model is unconditional: sample without labels")
+    if labels is not None:
+        if base.num_classes == 0:
+            raise ValueError("this base model is unconditional: sample without labels")
+        if labels.min() < 0 or labels.max() > base.num_classes:  # checked once, not per step
+            raise ValueError(
+                f"labels must lie in [0, {base.num_classes}] ({base.num_classes} = the null class), "
+                f"got {labels.tolist()}"
+            )
     device = next(base.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    indices = torch.arange(num_videos) if indices is None else indices
+    if len(indices) != num_videos:
+        raise ValueError(f"give one sample index per video: {len(indices)} for {num_videos}")
     out = []
     for start in range(0, num_videos, cfg.batch_size):
         sl = slice(start, min(start + cfg.batch_size, num_videos))
@@ -117,15 +133,10 @@ def generate(
             ul.validate_video(context[sl])
             ctx_latents = ul.encode(context[sl].to(device))
         batch_cfg = replace(cfg, batch_size=n)
-        z0 = sample_z0(
-            ul, base, shape, batch_cfg, labels=y, context_latents=ctx_latents, generator=generator
-        )
+        rng = StackedRandomGenerator(device, cfg.seed, indices[sl].tolist())
+        z0 = sample_z0(ul, base, shape, batch_cfg, labels=y, context_latents=ctx_latents, rng=rng)
         video = ul.decode(
-            z0,
-            steps=cfg.decoder_steps,
-            method=cfg.method,
-            generator=generator,
-            progress=cfg.progress,
+            z0, steps=cfg.decoder_steps, method=cfg.method, rng=rng, progress=cfg.progress
         )
         if context is not None:
             video[:, :, : context.shape[2]] = context[sl].to(device)
@@ -134,16 +145,17 @@ def generate(
 
 
 def frame_predictor(ul, base, cfg: SamplingConfig):
-    """`generate(context, num_frames, labels)` for evaluation.k600: frame prediction from a stage-2
-    model. Each call draws its seed from torch's global RNG, which the protocol seeds per group
-    and rank, so batches get independent noise."""
+    """`generate(context, num_frames, labels, sample_ids)` for evaluation.k600: frame prediction
+    from a stage-2 model. Sample i's noise depends only on (cfg.seed, i), so the clips scored are
+    the same whatever the batch size and the number of processes."""
 
-    def predict(context: Tensor, num_frames: int, labels: Tensor) -> Tensor:
-        seed = int(torch.randint(0, 2**62, ()))
-        run = replace(cfg, seed=seed, batch_size=len(context))
+    def predict(context: Tensor, num_frames: int, labels: Tensor, sample_ids: Tensor) -> Tensor:
+        run = replace(cfg, batch_size=len(context))
         y = labels.long() if base.num_classes else None
-        res = context.shape[-1]
-        video = generate(ul, base, len(context), num_frames, res, run, labels=y, context=context)
+        video = generate(
+            ul, base, len(context), num_frames, context.shape[-1], run,
+            labels=y, context=context, indices=sample_ids.cpu(),
+        )  # fmt: skip
         return video.to(context.device)
 
     return predict

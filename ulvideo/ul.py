@@ -1,37 +1,29 @@
 """UnifiedLatents: encoder + prior + decoder tied by the UL losses (UL_METHOD §2-§4, §6).
 
-Also the self-describing checkpoint format shared by every network: `model.safetensors` with the
-weights beside `config.json` holding the ModelConfig, which network it is, and the size and sha256
-of `model.safetensors` (written after it, verified before it is read).
+Saving and loading belong to ulvideo.pipeline (through ulvideo.serialization).
 """
 
-import json
-import os
-from pathlib import Path
+from functools import partial
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from . import __version__
 from .diffusion import (
     LinearLogSNR,
     ShiftedCosine,
+    StackedRandomGenerator,
     bits_per_latent_dim,
     bits_per_pixel,
+    clip_denoiser,
     decoder_terms,
     diffuse,
+    get_sampler,
+    logsnr_grid,
     prior_elbo,
-    sample,
+    randn_like,
+    to_data,
 )
-from .integrity import CorruptFileError, file_records, verify_files
-from .models import Decoder, Encoder, ModelConfig, build_base, build_prior, check_video_shape
-
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
-COPY_AGAIN = (
-    "copy the export again, or use the export inside a training checkpoint (checkpoint-N/export)"
-)
+from .models import AutoencoderConfig, Decoder, Encoder, build_prior, check_video_shape
 
 
 class UnifiedLatents(nn.Module):
@@ -39,7 +31,7 @@ class UnifiedLatents(nn.Module):
     the prior measures its bitrate with an unweighted ELBO, and the decoder is a diffusion model
     in pixel space conditioned on z0."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: AutoencoderConfig):
         super().__init__()
         self.config = config
         self.encoder = Encoder(config)
@@ -82,11 +74,9 @@ class UnifiedLatents(nn.Module):
         self.validate_video(video)
         return self.encoder(video)
 
-    def noisy_latent(self, z_clean: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def noisy_latent(self, z_clean: Tensor, rng: StackedRandomGenerator | None = None) -> Tensor:
         # UL §2: z0 = alpha_0 z_clean + sigma_0 eps at the fixed log-SNR lambda_z(0) = 5
-        eps = torch.randn(
-            z_clean.shape, device=z_clean.device, dtype=z_clean.dtype, generator=generator
-        )
+        eps = randn_like(z_clean, rng)
         logsnr = torch.full((z_clean.shape[0],), self.config.logsnr_latent, device=z_clean.device)
         return diffuse(z_clean, logsnr.to(z_clean.dtype), eps)
 
@@ -133,32 +123,31 @@ class UnifiedLatents(nn.Module):
         z0: Tensor,
         steps: int = 32,
         method: str = "ddpm",
-        generator: torch.Generator | None = None,
+        rng: StackedRandomGenerator | None = None,
         progress: bool = False,
     ) -> Tensor:
         """Sample x ~ p(x | z0) by reverse diffusion in log-SNR space (UL Algorithm 2, steps 3-4).
 
-        Returns a video in [-1, 1]; predictions are clipped to [-1, 1] at every step. The
+        `rng` (one generator per video) makes video k depend only on its own seed; None draws from
+        torch's global RNG. Returns a video in [-1, 1]; predictions are clipped to [-1, 1] at every step. The
         decoder runs in eval mode (no dropout) and is put back in its previous mode afterwards.
         """
         if z0.ndim != 5 or z0.shape[1] != self.config.latent_channels:
             raise ValueError(
                 f"z0 must be B x {self.config.latent_channels} x T_z x H_z x W_z, got {tuple(z0.shape)}"
             )
+        sampler = get_sampler(method)
         shape = (z0.shape[0], *self.pixel_shape(*z0.shape[2:]))
-        noise = torch.randn(shape, device=z0.device, dtype=z0.dtype, generator=generator)
+        noise = randn_like(z0.new_empty(shape), rng)
         was_training = self.decoder.training
         self.decoder.eval()
         try:
-            video = sample(
-                lambda x_t, logsnr: self.decoder(x_t, z0, logsnr),
+            video = sampler(
+                clip_denoiser(lambda x_t, logsnr: self.decoder(x_t, z0, logsnr)),
                 noise,
-                self.pixel_schedule,
-                steps,
-                method=method,
-                generator=generator,
+                to_data(logsnr_grid(self.pixel_schedule, steps)),  # ends at the pixels
+                noise_sampler=partial(randn_like, rng=rng),
                 progress=progress,
-                x_hat_transform=lambda x: x.clamp(-1, 1),
             )
         finally:
             self.decoder.train(was_training)
@@ -170,102 +159,8 @@ class UnifiedLatents(nn.Module):
         video: Tensor,
         steps: int = 32,
         method: str = "ddpm",
-        generator: torch.Generator | None = None,
+        rng: StackedRandomGenerator | None = None,
     ) -> Tensor:
         """encode -> noisy_latent -> decode."""
-        z0 = self.noisy_latent(self.encode(video), generator=generator)
-        return self.decode(z0, steps=steps, method=method, generator=generator)
-
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write model.safetensors + config.json into `directory` (atomically, file by file)."""
-        return save_module(self, self.config, directory, kind="unified_latents")
-
-    @classmethod
-    def from_pretrained(
-        cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu"
-    ) -> "UnifiedLatents":
-        """Load a model written by save_pretrained."""
-        model, _ = load_module(directory, map_location=map_location, kind="unified_latents")
-        return model
-
-
-BUILDERS = {"unified_latents": UnifiedLatents, "prior": build_prior, "base": build_base}
-
-
-def _atomic_write(path: Path, write) -> None:
-    # Write to a temporary name in the same folder, then rename over the target
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def save_module(
-    module: nn.Module, config: ModelConfig, directory: str | os.PathLike, kind: str
-) -> Path:
-    """Save `module` (built from `config` by the builder `kind`) as a self-describing checkpoint."""
-    if kind not in BUILDERS:
-        raise ValueError(f"unknown checkpoint kind {kind!r}; valid kinds: {sorted(BUILDERS)}")
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-    _atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(tensors, str(p), {"kind": kind}))
-    meta = {
-        "kind": kind,
-        "ulvideo_version": __version__,
-        "config": config.to_dict(),
-        "files": file_records(directory, [WEIGHTS_NAME]),
-    }
-    _atomic_write(directory / CONFIG_NAME, lambda p: p.write_text(json.dumps(meta, indent=2)))
-    return directory
-
-
-def load_module(
-    directory: str | os.PathLike,
-    map_location: str | torch.device = "cpu",
-    kind: str | None = None,
-) -> tuple[nn.Module, ModelConfig]:
-    """Rebuild a module from a save_module checkpoint; `kind`, if given, must match the saved one."""
-    directory = Path(directory)
-    for name in (CONFIG_NAME, WEIGHTS_NAME):
-        if not (directory / name).is_file():
-            raise FileNotFoundError(
-                f"{directory / name} not found: a checkpoint folder holds {CONFIG_NAME} and "
-                f"{WEIGHTS_NAME}, as written by save_pretrained / save_module"
-            )
-    try:
-        meta = json.loads((directory / CONFIG_NAME).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CorruptFileError(directory / CONFIG_NAME, f"not JSON ({err})", COPY_AGAIN) from err
-    needed = ("kind", "config", "files")
-    if (
-        not isinstance(meta, dict)
-        or meta.get("kind") not in BUILDERS
-        or not set(needed) <= set(meta)
-    ):
-        raise ValueError(
-            f"{directory / CONFIG_NAME} is not a ulvideo checkpoint config "
-            f"(needs {needed}, with 'kind' in {sorted(BUILDERS)})"
-        )
-    if kind is not None and meta["kind"] != kind:
-        raise ValueError(f"{directory} holds a {meta['kind']!r} checkpoint, not {kind!r}")
-    verify_files(directory, meta["files"], COPY_AGAIN)
-    restore = f"restore the {CONFIG_NAME} written with these weights (was it edited?)"
-    try:
-        config = ModelConfig.from_dict(meta["config"])
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{directory / CONFIG_NAME}: {err}; {restore}") from err
-    module = BUILDERS[meta["kind"]](config)
-    state = load_file(str(directory / WEIGHTS_NAME), device=str(map_location))
-    expected = module.state_dict()
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
-    if missing or unexpected or wrong:
-        raise ValueError(
-            f"{directory / WEIGHTS_NAME} does not match {CONFIG_NAME}: missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}, wrong shapes {wrong[:5]}; {restore}"
-        )
-    module.load_state_dict(state)
-    return module.to(map_location), config
+        z0 = self.noisy_latent(self.encode(video), rng)
+        return self.decode(z0, steps=steps, method=method, rng=rng)

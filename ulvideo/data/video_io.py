@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -77,17 +78,27 @@ def write_video(
     codec: str = "libx264",
     keyframe_interval: int = 12,
     options: dict[str, str] | None = None,
-) -> None:
-    """Write uint8 ``(T, H, W, 3)`` RGB frames (H and W even) to a video file with PyAV.
-    ``options`` go to the encoder, e.g. ``{"qp": "0"}`` for lossless libx264."""
+) -> Path:
+    """The one video writer: uint8 ``(T, H, W, 3)`` RGB frames to a yuv420p file with PyAV (H.264
+    by default, playable everywhere). An odd height or width is padded to even by repeating the
+    last row or column. ``options`` go to the encoder, e.g. ``{"qp": "0"}`` for lossless libx264."""
     import av
 
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"expected uint8 frames (T, H, W, 3), got {frames.dtype} {frames.shape}")
-    if frames.shape[1] % 2 or frames.shape[2] % 2:
-        raise ValueError(f"yuv420p video needs even height and width, got {frames.shape[1:3]}")
-    with av.open(os.fspath(path), "w") as container:
+    _, h, w, _ = frames.shape
+    frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")  # yuv420p
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        container = av.open(str(path), "w")
         stream = container.add_stream(codec, rate=fps)
+    except (av.error.FFmpegError, ValueError) as err:
+        raise RuntimeError(
+            f"cannot write {path}: PyAV has no {codec} encoder ({err}); install a PyAV wheel with "
+            "it (pip install av) or export GIF/PNG instead"
+        ) from err
+    with container:
         stream.height, stream.width = frames.shape[1:3]
         stream.pix_fmt = "yuv420p"
         stream.gop_size = keyframe_interval
@@ -95,6 +106,7 @@ def write_video(
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
+    return path
 
 
 def _with_backend(path, backend, action):

@@ -10,13 +10,31 @@ from .losses import (
     sigmoid_weight,
     terminal_kl,
 )
-from .samplers import ddim_step, ddpm_step, logsnr_grid, sample
+from .noise import StackedRandomGenerator, randn_like, sample_seed
+from .samplers import (
+    SAMPLERS,
+    clip_denoiser,
+    ddim_step,
+    ddpm_step,
+    get_sampler,
+    logsnr_grid,
+    pin_context,
+    sample_ddim,
+    sample_ddpm,
+    to_data,
+)
 from .schedules import LinearLogSNR, Schedule, ShiftedCosine, stratified_t
 from .vp import alpha_sigma, diffuse, eps_to_x, expand_to, v_to_x, x_to_eps, x_to_v
 
 __all__ = [
+    "SAMPLERS",
+    "clip_denoiser",
+    "get_sampler",
+    "pin_context",
+    "to_data",
     "LinearLogSNR",
     "Schedule",
+    "StackedRandomGenerator",
     "ShiftedCosine",
     "alpha_sigma",
     "base_loss",
@@ -32,7 +50,10 @@ __all__ = [
     "expand_to",
     "logsnr_grid",
     "prior_elbo",
-    "sample",
+    "randn_like",
+    "sample_ddim",
+    "sample_ddpm",
+    "sample_seed",
     "sigmoid_weight",
     "stratified_t",
     "terminal_kl",

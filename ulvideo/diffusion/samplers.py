@@ -1,4 +1,11 @@
-"""Reverse diffusion in log-SNR space: ancestral DDPM and DDIM (UL_METHOD §6, Algorithm 2)."""
+"""Reverse diffusion in log-SNR space as small functions over a grid (k-diffusion style):
+ancestral DDPM and DDIM (UL_METHOD §6, Algorithm 2).
+
+A sampler integrates from `z` at grid[0] to grid[-1] and returns the state there. The base model's
+grid ends at lambda = 5, so it returns the noisy z0 the decoder was trained on; the decoder's grid
+ends at +inf (`to_data`), where a step returns the prediction itself. Clipping predictions and
+pinning context latents are wrappers around the denoiser, not sampler options.
+"""
 
 from collections.abc import Callable
 
@@ -10,17 +17,19 @@ from .losses import Denoiser
 from .schedules import Schedule
 from .vp import alpha_sigma
 
+NoiseSampler = Callable[[Tensor], Tensor]
 
-def logsnr_grid(schedule: Schedule, steps: int, logsnr_end: float | None = None) -> Tensor:
-    """steps+1 log-SNRs from lambda(1) (noisiest) up to `logsnr_end` (default lambda(0)), uniform in t."""
+
+def logsnr_grid(schedule: Schedule, steps: int) -> Tensor:
+    """steps+1 log-SNRs from lambda(1) (noisiest) up to lambda(0), uniform in t (float64)."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    t_end = 0.0 if logsnr_end is None else float(schedule.inverse(torch.tensor(logsnr_end)))
-    t = torch.linspace(1.0, t_end, steps + 1, dtype=torch.float64)
-    grid = schedule(t)
-    if logsnr_end is not None:
-        grid[-1] = logsnr_end
-    return grid
+    return schedule(torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64))
+
+
+def to_data(grid: Tensor) -> Tensor:
+    """The grid with its last log-SNR replaced by +inf: the last step returns x_hat itself."""
+    return torch.cat([grid[:-1], grid.new_tensor([float("inf")])])
 
 
 def ddpm_step(z: Tensor, x_hat: Tensor, l_from: Tensor, l_to: Tensor, noise: Tensor) -> Tensor:
@@ -41,48 +50,63 @@ def ddim_step(z: Tensor, x_hat: Tensor, l_from: Tensor, l_to: Tensor) -> Tensor:
     return a_to * x_hat + s_to * eps_hat
 
 
-def sample(
-    denoiser: Denoiser,
-    noise: Tensor,
-    schedule: Schedule,
-    steps: int,
-    *,
-    method: str = "ddpm",
-    logsnr_end: float | None = None,
-    return_denoised: bool = True,
-    clean: Tensor | None = None,
-    keep_clean: Tensor | None = None,
-    generator: torch.Generator | None = None,
-    progress: bool = False,
-    x_hat_transform: Callable[[Tensor], Tensor] | None = None,
-) -> Tensor:
-    """Integrate the reverse process from z_1 = `noise` up to `logsnr_end`.
+def _steps(grid: Tensor, z: Tensor, progress: bool, name: str):
+    # (l_from, l_to, l_from expanded to the batch) per step, in z's dtype and device
+    grid = grid.to(device=z.device, dtype=z.dtype)
+    for i in tqdm(range(len(grid) - 1), disable=not progress, desc=name, leave=False):
+        yield grid[i], grid[i + 1], grid[i].expand(z.shape[0])
 
-    With `return_denoised` the final prediction x_hat is returned (the decoder to pixels); without
-    it the noisy state at `logsnr_end` is returned (the base model stops at lambda = 5 and hands
-    z0 to the decoder, UL Algorithm 2). Where `keep_clean` is True, the state is pinned to `clean`
-    (given context frames). `x_hat_transform` post-processes predictions (e.g. clipping to [-1, 1]).
-    """
-    if method not in ("ddpm", "ddim"):
-        raise ValueError(f"method must be 'ddpm' or 'ddim', got {method!r}")
-    grid = logsnr_grid(schedule, steps, logsnr_end).to(noise.device)
-    z = noise
-    x_hat = noise
-    batch = noise.shape[0]
-    for i in tqdm(range(steps), disable=not progress, desc=f"{method} sampling", leave=False):
-        l_from, l_to = grid[i], grid[i + 1]
-        if keep_clean is not None:
-            z = torch.where(keep_clean, clean, z)
-        x_hat = denoiser(z, l_from.to(noise.dtype).expand(batch))
-        if x_hat_transform is not None:
-            x_hat = x_hat_transform(x_hat)
-        lf, lt = l_from.to(noise.dtype), l_to.to(noise.dtype)
-        if method == "ddpm":
-            eps = torch.randn(z.shape, device=z.device, dtype=z.dtype, generator=generator)
-            z = ddpm_step(z, x_hat, lf, lt, eps)
-        else:
-            z = ddim_step(z, x_hat, lf, lt)
-    out = x_hat if return_denoised else z
-    if keep_clean is not None:
-        out = torch.where(keep_clean, clean, out)
-    return out
+
+@torch.no_grad()
+def sample_ddpm(
+    denoiser: Denoiser,
+    z: Tensor,
+    grid: Tensor,
+    noise_sampler: NoiseSampler = torch.randn_like,
+    progress: bool = False,
+) -> Tensor:
+    """Ancestral sampling from `z` at grid[0] to grid[-1]; `noise_sampler(z)` draws each step's
+    noise (per sample with a StackedRandomGenerator)."""
+    for l_from, l_to, logsnr in _steps(grid, z, progress, "ddpm sampling"):
+        z = ddpm_step(z, denoiser(z, logsnr), l_from, l_to, noise_sampler(z))
+    return z
+
+
+@torch.no_grad()
+def sample_ddim(
+    denoiser: Denoiser,
+    z: Tensor,
+    grid: Tensor,
+    noise_sampler: NoiseSampler = torch.randn_like,
+    progress: bool = False,
+) -> Tensor:
+    """Deterministic DDIM from `z` at grid[0] to grid[-1] (`noise_sampler` is not used: the
+    signature is every sampler's)."""
+    for l_from, l_to, logsnr in _steps(grid, z, progress, "ddim sampling"):
+        z = ddim_step(z, denoiser(z, logsnr), l_from, l_to)
+    return z
+
+
+SAMPLERS = {"ddpm": sample_ddpm, "ddim": sample_ddim}
+
+
+def get_sampler(method: str):
+    """The sampler named `method`: "ddpm" (ancestral) or "ddim"."""
+    if method not in SAMPLERS:
+        raise ValueError(f"method must be one of {sorted(SAMPLERS)}, got {method!r}")
+    return SAMPLERS[method]
+
+
+def clip_denoiser(denoiser: Denoiser, low: float = -1.0, high: float = 1.0) -> Denoiser:
+    """Predictions clipped to [low, high] (pixels live in [-1, 1])."""
+    return lambda z, logsnr: denoiser(z, logsnr).clamp(low, high)
+
+
+def pin_context(denoiser: Denoiser, clean: Tensor, keep: Tensor) -> Denoiser:
+    """Where `keep` is True the denoiser sees, and predicts, the given `clean` latents: frame
+    prediction from context frames."""
+
+    def pinned(z: Tensor, logsnr: Tensor) -> Tensor:
+        return torch.where(keep, clean, denoiser(torch.where(keep, clean, z), logsnr))
+
+    return pinned

@@ -2,17 +2,26 @@
 
 from .decoder import Decoder
 from .encoder import Encoder, check_video_shape, valid_frame_counts
-from .flops import PARTS, build_part, count_params, params_per_part, training_flops_per_example
-from .presets import PRESETS, ModelConfig, get_preset
-from .registry import build_base, build_network, build_prior, register_network
+from .flops import PARTS, count_params, params_per_part, training_flops_per_example
+from .presets import (
+    AUTOENCODER_PRESETS,
+    BASE_PRESETS,
+    AutoencoderConfig,
+    BaseConfig,
+    autoencoder_preset,
+    base_preset,
+)
+from .registry import build_base, build_network, build_part, build_prior, register_network
 from .transformer import VideoTransformer
 
 __all__ = [
     "PARTS",
-    "PRESETS",
+    "AUTOENCODER_PRESETS",
+    "BASE_PRESETS",
     "Decoder",
     "Encoder",
-    "ModelConfig",
+    "AutoencoderConfig",
+    "BaseConfig",
     "VideoTransformer",
     "build_base",
     "build_network",
@@ -20,7 +29,8 @@ __all__ = [
     "build_prior",
     "check_video_shape",
     "count_params",
-    "get_preset",
+    "autoencoder_preset",
+    "base_preset",
     "params_per_part",
     "register_network",
     "training_flops_per_example",

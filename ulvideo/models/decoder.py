@@ -25,7 +25,7 @@ from ..nn import (
     unpatchify,
 )
 from .encoder import check_video_shape
-from .presets import ModelConfig
+from .presets import AutoencoderConfig
 
 
 class Decoder(nn.Module):
@@ -35,7 +35,7 @@ class Decoder(nn.Module):
     steps beyond the conv levels are taken by patching the transformer's tokens.
     """
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: AutoencoderConfig):
         super().__init__()
         self.config = config
         ch, width = config.decoder_channels, config.decoder_width
@@ -75,13 +75,13 @@ class Decoder(nn.Module):
                 config.decoder_attention,
                 config.mlp_ratio,
                 dropout,
-                config.attention_backend,
             )
             for _ in range(config.decoder_depth)
         )
         self.from_tokens = nn.Linear(width, token_dim)
         self.norm_out = GroupNorm3d(ch[0])
         self.head = Conv3d(ch[0], 4 * config.in_channels, causal=False)
+        self.checkpointing = False  # a runtime switch: ulvideo.nn.enable_activation_checkpointing
 
     def forward(self, x_t: Tensor, z0: Tensor, logsnr: Tensor) -> Tensor:
         self.check_inputs(x_t, z0, logsnr)
@@ -111,9 +111,7 @@ class Decoder(nn.Module):
         tokens = tokens + self.latent_in(z0.permute(0, 2, 3, 4, 1))
         b, t, hh, ww, c = tokens.shape
         tokens = tokens + sincos_3d(t, hh, ww, c, device=h.device).to(h.dtype).view(t, hh, ww, c)
-        tokens = run_blocks(
-            self.blocks, tokens.reshape(b, t, hh * ww, c), cond, self.config.checkpointing
-        )
+        tokens = run_blocks(self.blocks, tokens.reshape(b, t, hh * ww, c), cond, self.checkpointing)
         out = self.from_tokens(tokens.reshape(b, t, hh, ww, c)).permute(0, 4, 1, 2, 3)
         return unpatchify(out, p)
 

@@ -5,7 +5,7 @@ import math
 from torch import Tensor, nn
 
 from ..nn import Conv3d, Downsample3d, GroupNorm3d, ResBlock3d, patchify
-from .presets import ModelConfig
+from .presets import AutoencoderConfig
 
 
 def valid_frame_counts(temporal_downsample: int, up_to: int = 21) -> list[int]:
@@ -13,7 +13,9 @@ def valid_frame_counts(temporal_downsample: int, up_to: int = 21) -> list[int]:
     return list(range(1, up_to + 1, temporal_downsample))
 
 
-def check_video_shape(shape: tuple[int, ...], config: ModelConfig, name: str = "video") -> None:
+def check_video_shape(
+    shape: tuple[int, ...], config: AutoencoderConfig, name: str = "video"
+) -> None:
     """Raise a ValueError naming the problem and the fix for a video the encoder cannot take."""
     if len(shape) != 5:
         raise ValueError(
@@ -44,7 +46,7 @@ class Encoder(nn.Module):
     is encoded exactly like the first frame of a video.
     """
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: AutoencoderConfig):
         super().__init__()
         self.config = config
         ch = config.encoder_channels

@@ -6,16 +6,14 @@ running the real modules on the meta device under torch's FlopCounterMode, so th
 the implementation exactly and costs no compute.
 """
 
-import dataclasses
-
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .decoder import Decoder
-from .encoder import Encoder, check_video_shape
-from .presets import ModelConfig
-from .registry import build_base, build_prior
+from ..nn import set_attention_backend
+from .encoder import check_video_shape
+from .presets import AutoencoderConfig, BaseConfig
+from .registry import build_part
 
 PARTS = ("encoder", "decoder", "prior", "base", "stage1", "stage2")
 STAGES = {"stage1": ("encoder", "prior", "decoder"), "stage2": ("base",)}
@@ -26,20 +24,21 @@ def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def build_part(config: ModelConfig, part: str) -> nn.Module:
-    """A fresh network for `part` in {"encoder", "decoder", "prior", "base"}."""
-    builders = {"encoder": Encoder, "decoder": Decoder, "prior": build_prior, "base": build_base}
-    return builders[part](config)
-
-
 def _check_part(part: str) -> None:
     if part not in PARTS:
         raise ValueError(f"unknown part {part!r}; valid parts: {', '.join(PARTS)}")
 
 
-def _forward_flops(config: ModelConfig, part: str, frames: int, height: int, width: int) -> int:
+def _forward_flops(
+    config: AutoencoderConfig,
+    base_config: BaseConfig | None,
+    part: str,
+    frames: int,
+    height: int,
+    width: int,
+) -> int:
     # One forward pass of one example on the meta device, counted by FlopCounterMode
-    cfg = dataclasses.replace(config, attention_backend="sdpa")
+    cfg = config
     latent = (
         1,
         cfg.latent_channels,
@@ -48,7 +47,8 @@ def _forward_flops(config: ModelConfig, part: str, frames: int, height: int, wid
         width // cfg.spatial_downsample,
     )
     with torch.device("meta"):
-        net = build_part(cfg, part)
+        built = build_part(base_config if part == "base" else cfg, part)
+        net = set_attention_backend(built, "sdpa")  # countable on meta
         video = torch.zeros(1, cfg.in_channels, frames, height, width)
         z, logsnr = torch.zeros(latent), torch.zeros(1)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
@@ -61,26 +61,43 @@ def _forward_flops(config: ModelConfig, part: str, frames: int, height: int, wid
     return counter.get_total_flops()
 
 
+def _needs_base(part: str, base_config: BaseConfig | None) -> None:
+    _check_part(part)
+    if "base" in STAGES.get(part, (part,)) and base_config is None:
+        raise ValueError(f"part {part!r} is the base model: pass its base_config")
+
+
 def training_flops_per_example(
-    config: ModelConfig, part: str, frames: int, height: int, width: int
+    config: AutoencoderConfig,
+    part: str,
+    frames: int,
+    height: int,
+    width: int,
+    base_config: BaseConfig | None = None,
 ) -> float:
     """Training FLOPs for one example of frames x height x width pixels: 3 x forward FLOPs.
 
     part: "encoder", "decoder", "prior", "base", "stage1" (encoder + prior + decoder) or "stage2"
-    (base only; the latents are precomputed by the frozen encoder).
+    (base only; the latents are precomputed by the frozen encoder). `config` (the autoencoder)
+    sets the latent grid; the base model's sizes come from `base_config`.
     """
-    _check_part(part)
+    _needs_base(part, base_config)
     check_video_shape((1, config.in_channels, frames, height, width), config, name="clip")
     parts = STAGES.get(part, (part,))
-    return 3.0 * sum(_forward_flops(config, p, frames, height, width) for p in parts)
+    return 3.0 * sum(_forward_flops(config, base_config, p, frames, height, width) for p in parts)
 
 
-def params_per_part(config: ModelConfig) -> dict[str, int]:
-    """Parameter counts of encoder, decoder, prior, base, stage1 and stage2 (built on meta)."""
+def params_per_part(
+    config: AutoencoderConfig, base_config: BaseConfig | None = None
+) -> dict[str, int]:
+    """Parameter counts of encoder, decoder, prior and stage1, and with a `base_config` of base
+    and stage2 (built on meta)."""
+    parts = ("encoder", "decoder", "prior") + (("base",) if base_config is not None else ())
     with torch.device("meta"):
         counts = {
-            p: count_params(build_part(config, p)) for p in ("encoder", "decoder", "prior", "base")
+            p: count_params(build_part(base_config if p == "base" else config, p)) for p in parts
         }
-    for stage, parts in STAGES.items():
-        counts[stage] = sum(counts[p] for p in parts)
+    for stage, members in STAGES.items():
+        if all(p in counts for p in members):
+            counts[stage] = sum(counts[p] for p in members)
     return counts

@@ -1,14 +1,16 @@
-"""Model presets: one dataclass holds every size of encoder, decoder, prior and base (UL_METHOD §7).
+"""Model configs and presets, one owner per part (UL_METHOD §7).
 
-`small` and `medium` follow the paper's stated sizes for the K600 setting (4x8x8 compression);
-`tiny` trains on CPU in minutes on 32x32 or 64x64 video.
+`AutoencoderConfig` is stage 1 (encoder, decoder, prior, the UL loss settings and the latent
+schedule); `BaseConfig` is the stage-2 base model (network, sizes, classes, sigmoid bias, context).
+Each is saved beside its own weights. Presets are plain data, as EDM2's: `tiny` trains on a CPU in
+minutes on 32x32 or 64x64 video; `small` and `medium` follow the paper's stated sizes for the K600
+setting (4x8x8 compression).
 """
 
 import dataclasses
 import math
 from dataclasses import dataclass
 
-from ..nn.attention import BACKENDS
 from ..nn.transformer import ATTENTION_MODES
 
 
@@ -16,9 +18,51 @@ def _is_power_of_two(n: int) -> bool:
     return n >= 1 and n & (n - 1) == 0
 
 
+class JSONConfig:
+    """to_dict / from_dict for the config dataclasses (tuples saved as lists)."""
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            if f.type == tuple[int, ...]:
+                setattr(self, f.name, tuple(getattr(self, f.name)))
+        self.validate()
+
+    def to_dict(self) -> dict:
+        """A JSON-able dict (tuples become lists)."""
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        """Inverse of to_dict; unknown keys raise an error that lists the valid fields."""
+        valid = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - valid)
+        if unknown:
+            raise ValueError(
+                f"unknown {cls.__name__} field(s) {unknown}; valid fields: {sorted(valid)}"
+            )
+        return cls(**d)
+
+
+def _check_widths(name: str, widths, depths, head_dim: int) -> None:
+    for w in widths:
+        if w % head_dim or w % 2:
+            raise ValueError(
+                f"transformer width {w} must be even and divisible by head_dim={head_dim}"
+            )
+    if len(widths) != len(depths) or not widths:
+        raise ValueError(f"{name} widths and depths need the same, non-zero length")
+    if any(d % 2 for d in depths[:-1]):
+        raise ValueError(
+            f"{name} depths {list(depths)}: every level but the last splits its blocks "
+            "evenly before and after the inner levels, so it needs an even count"
+        )
+
+
 @dataclass
-class ModelConfig:
-    """All sizes and UL loss settings of a model. JSON-able via to_dict / from_dict."""
+class AutoencoderConfig(JSONConfig):
+    """Stage 1: all sizes of encoder, decoder and prior, and the UL loss settings."""
 
     # data and latent grid
     in_channels: int = 3
@@ -36,34 +80,20 @@ class ModelConfig:
     decoder_depth: int = 8
     decoder_attention: str = "full"
     decoder_dropout: float = 0.1
-    # stage-1 prior and stage-2 base: (multi-level) transformers over latent tokens
+    # stage-1 prior: a (multi-level) transformer over latent tokens
     prior_widths: tuple[int, ...] = (1024,)
     prior_depths: tuple[int, ...] = (8,)
     prior_dropout: float = 0.0
-    base_widths: tuple[int, ...] = (512, 1024)
-    base_depths: tuple[int, ...] = (6, 16)
-    base_dropout: float = 0.1
     prior_network: str = "video_transformer"  # a name in ulvideo.models.registry
-    base_network: str = "video_transformer"
-    attention: str = "factorised"  # prior and base: "factorised" or "full"
+    attention: str = "factorised"  # the prior's: "factorised" or "full"
     patch_size: int = 1
     head_dim: int = 64
     mlp_ratio: float = 4.0
-    num_classes: int = 0  # 0 = unconditional; else labels in [0, num_classes), num_classes = null
-    checkpointing: bool = False
-    attention_backend: str | None = None  # None = auto (see ulvideo.nn.attention)
-    # UL losses (UL_METHOD §2-§5)
+    # UL losses and the latent schedule (UL_METHOD §2-§4)
     logsnr_latent: float = 5.0
     logsnr_min_latent: float = -15.0
     loss_factor: float = 1.5
     decoder_bias: float = 0.0
-    base_bias: float = 0.0
-
-    def __post_init__(self):
-        for f in dataclasses.fields(self):
-            if f.type == tuple[int, ...]:
-                setattr(self, f.name, tuple(getattr(self, f.name)))
-        self.validate()
 
     def validate(self) -> None:
         """Raise a ValueError naming the field and the fix for any inconsistent size."""
@@ -95,24 +125,34 @@ class ModelConfig:
                 raise ValueError(
                     f"{name} must be one of {ATTENTION_MODES}, got {getattr(self, name)!r}"
                 )
-        if self.attention_backend not in (None, *BACKENDS):
-            raise ValueError(f"attention_backend must be None or one of {BACKENDS}")
-        for w in (self.decoder_width, *self.prior_widths, *self.base_widths):
-            if w % self.head_dim or w % 2:
-                raise ValueError(
-                    f"transformer width {w} must be even and divisible by head_dim={self.head_dim}"
-                )
-        for prefix in ("prior", "base"):
-            widths, depths = getattr(self, f"{prefix}_widths"), getattr(self, f"{prefix}_depths")
-            if len(widths) != len(depths) or not widths:
-                raise ValueError(
-                    f"{prefix}_widths and {prefix}_depths need the same, non-zero length"
-                )
-            if any(d % 2 for d in depths[:-1]):
-                raise ValueError(
-                    f"{prefix}_depths {list(depths)}: every level but the last splits its blocks "
-                    "evenly before and after the inner levels, so it needs an even count"
-                )
+        _check_widths("prior", self.prior_widths, self.prior_depths, self.head_dim)
+        _check_widths("decoder", (self.decoder_width,), (self.decoder_depth,), self.head_dim)
+        if not _is_power_of_two(self.patch_size):
+            raise ValueError(f"patch_size must be a power of two, got {self.patch_size}")
+
+
+@dataclass
+class BaseConfig(JSONConfig):
+    """Stage 2: the base model over the autoencoder's latents (UL_METHOD §5)."""
+
+    latent_channels: int = 8  # set from the autoencoder it is trained on
+    network: str = "video_transformer"  # a name in ulvideo.models.registry
+    widths: tuple[int, ...] = (512, 1024)
+    depths: tuple[int, ...] = (6, 16)
+    dropout: float = 0.1
+    attention: str = "factorised"  # "factorised" or "full"
+    patch_size: int = 1  # [paper] patching is detrimental to the base model
+    head_dim: int = 64
+    mlp_ratio: float = 4.0
+    num_classes: int = 0  # 0 = unconditional; else labels in [0, num_classes), num_classes = null
+    bias: float = 0.0  # b of the sigmoid(b - lambda) loss weight
+    context: bool = True  # learns a "given" embedding for clean context frames (frame prediction)
+
+    def validate(self) -> None:
+        """Raise a ValueError naming the field and the fix for any inconsistent size."""
+        if self.attention not in ATTENTION_MODES:
+            raise ValueError(f"attention must be one of {ATTENTION_MODES}, got {self.attention!r}")
+        _check_widths("base", self.widths, self.depths, self.head_dim)
         if self.num_classes < 0:
             raise ValueError(
                 f"num_classes must be >= 0 (0 = unconditional), got {self.num_classes}"
@@ -120,27 +160,11 @@ class ModelConfig:
         if not _is_power_of_two(self.patch_size):
             raise ValueError(f"patch_size must be a power of two, got {self.patch_size}")
 
-    def to_dict(self) -> dict:
-        """A JSON-able dict (tuples become lists)."""
-        return {
-            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
-        }
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        """Inverse of to_dict; unknown keys raise an error that lists the valid fields."""
-        valid = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - valid)
-        if unknown:
-            raise ValueError(
-                f"unknown ModelConfig field(s) {unknown}; valid fields: {sorted(valid)}"
-            )
-        return cls(**d)
-
-
-PRESETS: dict[str, ModelConfig] = {
+# Plain data: a preset names the fields that differ from the dataclass defaults.
+AUTOENCODER_PRESETS: dict[str, dict] = {
     # CPU-trainable in minutes: 17x32x32 clips -> 8 x 5x4x4 latents
-    "tiny": ModelConfig(
+    "tiny": dict(
         latent_channels=8,
         resolution=32,
         encoder_channels=(32, 48, 64, 64),  # four stages: 8x or 16x spatial (ImageNet recipe)
@@ -152,25 +176,33 @@ PRESETS: dict[str, ModelConfig] = {
         decoder_dropout=0.0,
         prior_widths=(64,),
         prior_depths=(2,),
-        base_widths=(64, 128),
-        base_depths=(2, 2),
-        base_dropout=0.0,
         head_dim=32,
     ),
     # The paper's stated sizes (UL_METHOD §7), K600: 4x8x8 compression of 128x128
-    "small": ModelConfig(),
-    # [ours] the paper gives only one size per part; medium widens the base model and prior
-    "medium": ModelConfig(
-        prior_widths=(1024,),
-        prior_depths=(12,),
-        base_widths=(768, 1536),
-        base_depths=(6, 24),
-    ),
+    "small": dict(),
+    # [ours] the paper gives only one size per part; medium deepens the prior
+    "medium": dict(prior_widths=(1024,), prior_depths=(12,)),
+}
+BASE_PRESETS: dict[str, dict] = {
+    "tiny": dict(widths=(64, 128), depths=(2, 2), dropout=0.0, head_dim=32),
+    # the paper's two-level base ViT: widths [512, 1024], blocks [6, 16], dropout 0.1
+    "small": dict(),
+    # [ours] a wider, deeper base model
+    "medium": dict(widths=(768, 1536), depths=(6, 24)),
 }
 
 
-def get_preset(name: str, **overrides) -> ModelConfig:
-    """A fresh copy of preset `name` with `overrides` applied (validated)."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; valid presets: {sorted(PRESETS)}")
-    return ModelConfig.from_dict({**PRESETS[name].to_dict(), **overrides})
+def _preset(presets: dict, cls, kind: str, name: str, overrides: dict):
+    if name not in presets:
+        raise ValueError(f"unknown {kind} preset {name!r}; valid presets: {sorted(presets)}")
+    return cls.from_dict({**presets[name], **overrides})
+
+
+def autoencoder_preset(name: str, **overrides) -> AutoencoderConfig:
+    """A fresh AutoencoderConfig of preset `name` with `overrides` applied (validated)."""
+    return _preset(AUTOENCODER_PRESETS, AutoencoderConfig, "autoencoder", name, overrides)
+
+
+def base_preset(name: str, **overrides) -> BaseConfig:
+    """A fresh BaseConfig of preset `name` with `overrides` applied (validated)."""
+    return _preset(BASE_PRESETS, BaseConfig, "base", name, overrides)

@@ -20,7 +20,7 @@ from ..nn import (
     sincos_3d,
     unpatchify,
 )
-from .presets import ModelConfig
+from .presets import AutoencoderConfig, BaseConfig
 from .registry import register_network
 
 
@@ -59,12 +59,10 @@ class VideoTransformer(nn.Module):
         context: bool = False,
         dropout: float = 0.0,
         mlp_ratio: float = 4.0,
-        checkpointing: bool = False,
-        backend: str | None = None,
     ):
         super().__init__()
         self.in_channels, self.patch_size, self.num_classes = in_channels, patch_size, num_classes
-        self.checkpointing = checkpointing
+        self.checkpointing = False  # a runtime switch: ulvideo.nn.enable_activation_checkpointing
         cond_dim = widths[-1]
         self.logsnr_embed = LogSNREmbedding(cond_dim)
         self.class_embed = nn.Embedding(num_classes + 1, cond_dim) if num_classes else None
@@ -73,9 +71,7 @@ class VideoTransformer(nn.Module):
 
         def blocks(width: int, count: int) -> nn.ModuleList:
             return nn.ModuleList(
-                TransformerBlock(
-                    width, width // head_dim, cond_dim, mode, mlp_ratio, dropout, backend
-                )
+                TransformerBlock(width, width // head_dim, cond_dim, mode, mlp_ratio, dropout)
                 for _ in range(count)
             )
 
@@ -95,7 +91,9 @@ class VideoTransformer(nn.Module):
         return self.patch_size * 2 ** len(self.merge)
 
     def check_inputs(self, z_t: Tensor, logsnr: Tensor, labels: Tensor | None, context_frames: int):
-        """Raise a ValueError naming the problem and the fix for inputs this model cannot take."""
+        """Raise a ValueError naming the problem and the fix for inputs this model cannot take.
+        Shapes and types only (no device sync): label values are checked where labels enter
+        (ulvideo.sample.generate, the datasets)."""
         if z_t.ndim != 5 or z_t.shape[1] != self.in_channels:
             raise ValueError(
                 f"z_t must be B x {self.in_channels} x T x H x W latents, got {tuple(z_t.shape)}"
@@ -116,10 +114,6 @@ class VideoTransformer(nn.Module):
             if labels.shape != (z_t.shape[0],) or labels.dtype != torch.long:
                 raise ValueError(
                     f"labels must be a LongTensor of shape (B,), got {labels.dtype} {tuple(labels.shape)}"
-                )
-            if labels.device.type != "meta" and ((labels < 0) | (labels > self.num_classes)).any():
-                raise ValueError(
-                    f"labels must lie in [0, {self.num_classes}] ({self.num_classes} = null class)"
                 )
         if context_frames and (self.given_embed is None or not 0 < context_frames < z_t.shape[2]):
             raise ValueError(
@@ -166,7 +160,7 @@ class VideoTransformer(nn.Module):
         return x.reshape(b, t, h, w, c)
 
 
-def video_transformer_prior(config: ModelConfig) -> VideoTransformer:
+def video_transformer_prior(config: AutoencoderConfig) -> VideoTransformer:
     """The stage-1 prior: unconditional, trained on the unweighted ELBO jointly with the encoder."""
     return VideoTransformer(
         config.latent_channels,
@@ -177,26 +171,22 @@ def video_transformer_prior(config: ModelConfig) -> VideoTransformer:
         patch_size=config.patch_size,
         dropout=config.prior_dropout,
         mlp_ratio=config.mlp_ratio,
-        checkpointing=config.checkpointing,
-        backend=config.attention_backend,
     )
 
 
-def video_transformer_base(config: ModelConfig) -> VideoTransformer:
+def video_transformer_base(config: BaseConfig) -> VideoTransformer:
     """The stage-2 base model: class-conditional (if num_classes) with context frames support."""
     return VideoTransformer(
         config.latent_channels,
-        config.base_widths,
-        config.base_depths,
+        config.widths,
+        config.depths,
         head_dim=config.head_dim,
         mode=config.attention,
         patch_size=config.patch_size,
         num_classes=config.num_classes,
-        context=True,
-        dropout=config.base_dropout,
+        context=config.context,
+        dropout=config.dropout,
         mlp_ratio=config.mlp_ratio,
-        checkpointing=config.checkpointing,
-        backend=config.attention_backend,
     )
 
 

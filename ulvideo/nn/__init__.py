@@ -8,6 +8,7 @@ from .conv import Conv3d, patchify, unpatchify
 from .embedding import LogSNREmbedding, fourier_features, sincos_1d, sincos_3d
 from .norm import GroupNorm3d, frame_group_norm, modulate, modulation_linear
 from .resblock import Downsample3d, ResBlock3d, Upsample3d
+from .runtime import enable_activation_checkpointing, set_attention_backend
 from .transformer import ATTENTION_MODES, MLP, SelfAttention, TransformerBlock, run_blocks
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "TransformerBlock",
     "Upsample3d",
     "attention",
+    "enable_activation_checkpointing",
     "fourier_features",
     "frame_group_norm",
     "modulate",
@@ -30,6 +32,7 @@ __all__ = [
     "patchify",
     "resolve_backend",
     "run_blocks",
+    "set_attention_backend",
     "sincos_1d",
     "sincos_3d",
     "unpatchify",

@@ -25,11 +25,12 @@ def rms_norm(x: Tensor, scale: Tensor, eps: float = 1e-6) -> Tensor:
 class SelfAttention(nn.Module):
     """Multi-head self-attention on (N, L, C) with RMS-normalised queries and keys."""
 
-    def __init__(self, dim: int, heads: int, dropout: float = 0.0, backend: str | None = None):
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0):
         super().__init__()
         if dim % heads:
             raise ValueError(f"width {dim} is not divisible by {heads} heads")
-        self.heads, self.backend = heads, backend
+        self.heads = heads
+        self.backend: str | None = None  # a runtime switch: ulvideo.nn.set_attention_backend
         self.qkv = nn.Linear(dim, 3 * dim)
         self.q_scale = nn.Parameter(torch.ones(dim // heads))
         self.k_scale = nn.Parameter(torch.ones(dim // heads))
@@ -68,16 +69,13 @@ class TransformerBlock(nn.Module):
         mode: str = "factorised",
         mlp_ratio: float = 4.0,
         dropout: float = 0.0,
-        backend: str | None = None,
     ):
         super().__init__()
         if mode not in ATTENTION_MODES:
             raise ValueError(f"attention mode must be one of {ATTENTION_MODES}, got {mode!r}")
         self.mode = mode
-        self.attn = SelfAttention(dim, heads, dropout, backend)
-        self.temporal_attn = (
-            SelfAttention(dim, heads, dropout, backend) if mode == "factorised" else None
-        )
+        self.attn = SelfAttention(dim, heads, dropout)
+        self.temporal_attn = SelfAttention(dim, heads, dropout) if mode == "factorised" else None
         self.mlp = MLP(dim, mlp_ratio, dropout)
         self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         sublayers = 3 if mode == "factorised" else 2

@@ -8,7 +8,9 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DATASETS = ("demo", "kinetics600", "imagenet", "videos")
+from ..data.registry import DATASETS
+from ..nn.attention import BACKENDS
+
 # How clips are cut from video files (ulvideo.data.ClipSampling), and the datasets taking them.
 CLIP_OPTIONS = ("frame_stride", "target_fps", "temporal_crop", "spatial_crop", "flip")
 DATASET_OPTIONS = {"kinetics600": CLIP_OPTIONS, "videos": (*CLIP_OPTIONS, "split_file")}
@@ -33,8 +35,9 @@ class TrainConfig:
     """Everything a training run needs. Recipes subclass it to change defaults."""
 
     stage: int = 1  # 1: encoder + prior + decoder jointly; 2: the base model on frozen latents
-    preset: str = "tiny"  # a name in ulvideo.models.PRESETS
-    model: dict = field(default_factory=dict)  # overrides of the preset's ModelConfig fields
+    preset: str = "tiny"  # stage 1: a name in ulvideo.models.AUTOENCODER_PRESETS
+    base_preset: str | None = None  # stage 2: a name in ulvideo.models.BASE_PRESETS
+    model: dict = field(default_factory=dict)  # overrides of the stage's config (preset) fields
     output_dir: str = "runs/ul"
 
     # data
@@ -72,6 +75,9 @@ class TrainConfig:
     cpu_bf16: bool = False  # keep bf16 on a CPU (else fp32 there: bf16 autocast is ~28x slower)
     seed: int = 0
     cpu: bool = False  # force the CPU even where CUDA exists
+    # runtime switches, never saved with the model (compile: accelerate's --dynamo_backend)
+    attention_backend: str | None = None  # None = auto: xformers on CUDA when installed, else SDPA
+    activation_checkpointing: bool = False  # recompute transformer blocks in the backward pass
 
     # stage 2
     stage1_checkpoint: str | None = None  # an export or checkpoint directory of a stage-1 run
@@ -111,7 +117,19 @@ class TrainConfig:
                 f"--data {self.data} does not use {', '.join(ignored)}: drop them, or use "
                 "--data videos (kinetics600 takes all but --split_file)"
             )
+        if self.stage == 1 and self.base_preset is not None:
+            raise ValueError("--base_preset names the stage-2 base model: drop it in stage 1")
         if self.stage == 2:
+            if self.base_preset is None:
+                raise ValueError(
+                    "stage 2 needs --base_preset: the base model's sizes (tiny, small, medium; "
+                    "the autoencoder's come with --stage1_checkpoint)"
+                )
+            if self.preset != _default(type(self), "preset"):
+                raise ValueError(
+                    f"--preset {self.preset} names a stage-1 autoencoder, which stage 2 loads from "
+                    "--stage1_checkpoint: use --base_preset for the base model's sizes"
+                )
             if self.stage1_checkpoint is None:
                 raise ValueError("stage 2 needs --stage1_checkpoint (an export of a stage-1 run)")
             if not Path(self.stage1_checkpoint).exists():
@@ -126,6 +144,10 @@ class TrainConfig:
             raise ValueError(
                 "latent_hold_steps and latent_ramp_steps must be >= 0 (0 and 0 is plain UL), got "
                 f"{self.latent_hold_steps} and {self.latent_ramp_steps}"
+            )
+        if self.attention_backend not in (None, *BACKENDS):
+            raise ValueError(
+                f"attention_backend must be one of {BACKENDS} (or unset), got {self.attention_backend!r}"
             )
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(

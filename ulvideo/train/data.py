@@ -1,6 +1,5 @@
 """Training data for each stage: pixel clips (stage 1 and 2) or pre-computed latent shards (stage 2)."""
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -27,9 +26,9 @@ class TrainingData:
     def prepare_batch(self, batch, stage, accelerator):
         """(inputs, labels) for `stage.forward`: videos, or (stage 2) clean latents."""
         inputs, labels = batch
-        if getattr(stage, "frozen", None) is not None and not self.from_latents:
-            with torch.no_grad(), accelerator.autocast():
-                inputs = stage.frozen.encode(inputs).float()
+        if hasattr(stage, "encode") and not self.from_latents:  # stage 2 from pixels
+            with accelerator.autocast():
+                inputs = stage.encode(inputs).float()
         return inputs, labels
 
     def eval_batch(self, stage, accelerator, size: int):
@@ -72,6 +71,6 @@ def build_training_data(config: TrainConfig) -> TrainingData:
 
 def latent_tokens(stage, config: TrainConfig) -> int:
     """Latent tokens per example (T_z * H_z * W_z), for tokens/s."""
-    ul = getattr(stage, "frozen", None) or stage.network
-    _, t, h, w = ul.latent_shape(config.frames, config.resolution, config.resolution)
-    return math.prod((t, h, w))
+    cfg = stage.autoencoder_config
+    t = 1 + (config.frames - 1) // cfg.temporal_downsample
+    return t * (config.resolution // cfg.spatial_downsample) ** 2

@@ -46,6 +46,11 @@ def precompute_latents(
 
     for video, labels in DataLoader(dataset, batch_size=batch_size, shuffle=False):
         z = ul.encode(video.to(device)).float().cpu()
+        if not torch.isfinite(z).all():  # the data edge: the training step never checks values
+            raise ValueError(
+                "the encoder returned NaN or inf latents; check the stage-1 checkpoint (was its "
+                "training stable?) and the input clips"
+            )
         latent_shape = list(z.shape[1:])
         y = torch.as_tensor(labels).long()
         z_buf = z if z_buf is None else torch.cat([z_buf, z])

@@ -17,7 +17,8 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import run_main
+from evaluation.errors import run_main
+
 from .config import TrainConfig, add_dataclass_arguments, parse_config
 
 
@@ -92,9 +93,9 @@ def _grid(train_config: TrainConfig, sweep_config: SweepConfig) -> list[TrainCon
 
 
 def _score(model, dataset, sweep_config: SweepConfig, i3d) -> dict:
-    from evaluation.reconstruction import evaluate_stage1
+    from ..evaluate.reconstruction import evaluate_reconstruction
 
-    report = evaluate_stage1(
+    report = evaluate_reconstruction(
         model,
         dataset,
         min(sweep_config.eval_videos, len(dataset)),

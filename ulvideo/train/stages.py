@@ -5,14 +5,14 @@ export writes), `forward(batch) -> (loss, logs)` as an nn.Module so DDP/FSDP wra
 and `export`.
 """
 
-import dataclasses
+import random
 
 import torch
 from torch import nn
 
 from ..diffusion import LinearLogSNR, base_loss
-from ..models import build_base, get_preset
-from ..pipeline import load_pipeline, save_pipeline
+from ..models import base_preset, build_base, check_video_shape
+from ..pipeline import Pipeline, load_autoencoder, save_stage2_checkpoint
 from ..ul import UnifiedLatents
 
 MIN_LATENT_GAP_DB = 1.0  # below this swapped-latent PSNR gap, stage 1 has collapsed
@@ -24,6 +24,7 @@ class Stage1(nn.Module):
     def __init__(self, model_config):
         super().__init__()
         self.network = UnifiedLatents(model_config)
+        self.autoencoder_config = model_config
         self.warmup = 0.0  # the trainer's latent warm-up sets it before every step
 
     def forward(self, video, labels):
@@ -35,16 +36,15 @@ class Stage1(nn.Module):
     def evaluate(self, ema_network, video, labels, decode_steps: int) -> dict:
         """Reconstruction PSNR through the decoder sampler with each clip's own latent and with
         another clip's, and bits/pixel, on a fixed batch."""
-        from evaluation.reconstruction import latent_usage, mean_bits_per_pixel  # (above ulvideo)
+        from ..evaluate.reconstruction import reconstruction_metrics
 
-        usage = latent_usage(ema_network, video, decode_steps)
-        bpp = mean_bits_per_pixel(ema_network, video)
-        own, swapped = float(usage["psnr"].mean()), float(usage["psnr_swapped"].mean())
+        metrics = reconstruction_metrics(ema_network, video, decode_steps)
+        own, swapped = float(metrics["psnr"].mean()), float(metrics["psnr_swapped"].mean())
         return {
             "eval_psnr": own,
             "eval_psnr_swapped": swapped,
             "eval_latent_gap_db": own - swapped,
-            "eval_bits_per_pixel": bpp,
+            "eval_bits_per_pixel": metrics["bits_per_pixel"],
         }
 
     @staticmethod
@@ -60,35 +60,59 @@ class Stage1(nn.Module):
             "decoder bias (ulvideo rd sweeps them) before spending a stage-2 run on these latents"
         )
 
-    def export(self, ema_network, directory) -> None:
-        save_pipeline(directory, ema_network)
+    def export(self, ema_network, directory, final: bool = False) -> None:
+        Pipeline(ema_network).save_pretrained(directory)
 
 
 class Stage2(nn.Module):
-    """UL stage 2: a base model on latents of the frozen stage-1 encoder, sigmoid-weighted loss."""
+    """UL stage 2: a base model on latents of the frozen stage-1 encoder, sigmoid-weighted loss.
 
-    def __init__(self, config, ul: UnifiedLatents, num_classes: int):
+    Of the stage-1 model it keeps only the encoder, and none when it trains from latent shards
+    (`keep_encoder=False`); its checkpoints refer to the stage-1 export by fingerprint, and only
+    the final export copies the autoencoder in (UL §5: only the encoder is needed to train).
+    """
+
+    def __init__(self, config, ul: UnifiedLatents, num_classes: int, keep_encoder: bool = True):
         super().__init__()
-        overrides = {**config.model, "num_classes": num_classes if config.class_conditional else 0}
-        base_sizes = get_preset(config.preset)
-        model_config = dataclasses.replace(ul.config, **{**_base_fields(base_sizes), **overrides})
-        self.network = build_base(model_config)
-        self.model_config = model_config
+        base_config = base_preset(
+            config.base_preset,
+            **config.model,
+            latent_channels=ul.config.latent_channels,
+            num_classes=num_classes if config.class_conditional else 0,
+        )
+        self.network = build_base(base_config)
+        self.base_config = base_config
         self.schedule = LinearLogSNR(ul.config.logsnr_latent, ul.config.logsnr_min_latent)
-        self.bias = model_config.base_bias
+        self.bias = base_config.bias
         self.context_frames = config.context_frames
         self.context_prob = config.context_prob
         self.label_dropout = config.label_dropout
-        self.ul = [ul.eval().requires_grad_(False)]  # a list hides it from DDP and save_state
+        self.autoencoder_config = ul.config
+        self.stage1_export = config.stage1_checkpoint
+        # a list hides the frozen encoder from DDP and save_state
+        self.frozen_encoder = [ul.encoder.eval().requires_grad_(False)] if keep_encoder else []
 
-    @property
-    def frozen(self) -> UnifiedLatents:
-        return self.ul[0]
+    def move_encoder(self, device) -> None:
+        for encoder in self.frozen_encoder:
+            encoder.to(device)
+
+    @torch.no_grad()
+    def encode(self, video):
+        """z_clean of pixel clips, by the frozen stage-1 encoder."""
+        if not self.frozen_encoder:
+            raise ValueError("this stage trains from latent shards and holds no encoder")
+        check_video_shape(video.shape, self.autoencoder_config)
+        return self.frozen_encoder[0](video)
 
     def forward(self, z_clean, labels):
+        # whether this batch gets context: Python's RNG (seeded and checkpointed by accelerate),
+        # as a tensor draw would be a host sync; the loss itself is one graph under torch.compile
+        use_context = self.context_frames > 0 and random.random() < self.context_prob
+        return self.loss(z_clean, labels, self.context_frames if use_context else 0)
+
+    def loss(self, z_clean, labels, ctx: int):
+        """The sigmoid-weighted base loss with `ctx` clean context latent frames."""
         labels = self._drop_labels(labels)
-        use_context = self.context_frames > 0 and bool(torch.rand(()) < self.context_prob)
-        ctx = self.context_frames if use_context else 0
         nats = base_loss(
             lambda z_t, logsnr: self.network(z_t, logsnr, labels=labels, context_frames=ctx),
             z_clean,
@@ -99,17 +123,17 @@ class Stage2(nn.Module):
         return nats.mean(), {"base_nats": nats.mean().detach(), "context": float(ctx)}
 
     def _drop_labels(self, labels):
-        if self.model_config.num_classes == 0:
+        if self.base_config.num_classes == 0:
             return None
         drop = torch.rand(labels.shape, device=labels.device) < self.label_dropout
-        return torch.where(drop, torch.full_like(labels, self.model_config.num_classes), labels)
+        return torch.where(drop, torch.full_like(labels, self.base_config.num_classes), labels)
 
     @torch.no_grad()
     def evaluate(self, ema_network, z_clean, labels, decode_steps: int) -> dict:
         gen = torch.Generator(device=z_clean.device).manual_seed(0)
         t = torch.rand(z_clean.shape[0], generator=gen, device=z_clean.device)
         eps = torch.randn(z_clean.shape, generator=gen, device=z_clean.device)
-        labels = labels if self.model_config.num_classes else None
+        labels = labels if self.base_config.num_classes else None
         nats = base_loss(
             lambda z_t, logsnr: ema_network(z_t, logsnr, labels=labels),
             z_clean,
@@ -120,23 +144,19 @@ class Stage2(nn.Module):
         )
         return {"eval_base_nats": float(nats.mean())}
 
-    def export(self, ema_network, directory) -> None:
-        save_pipeline(directory, self.frozen, ema_network, self.model_config)
-
-
-def _base_fields(preset_config) -> dict:
-    """The base-model size fields of a preset (names starting with `base_`)."""
-    return {
-        f.name: getattr(preset_config, f.name)
-        for f in dataclasses.fields(preset_config)
-        if f.name.startswith("base_") and f.name != "base_bias"
-    }
+    def export(self, ema_network, directory, final: bool = False) -> None:
+        """A checkpoint's export: base/ + a reference to stage 1; the final one: self-contained."""
+        if final:
+            autoencoder = load_autoencoder(self.stage1_export)
+            Pipeline(autoencoder, ema_network, self.base_config).save_pretrained(directory)
+        else:
+            save_stage2_checkpoint(directory, ema_network, self.base_config, self.stage1_export)
 
 
 def load_stage1(path) -> UnifiedLatents:
     """The frozen stage-1 model, with a clear error for a missing or incompatible checkpoint."""
     try:
-        ul, _ = load_pipeline(path)
+        ul = load_autoencoder(path)
     except (FileNotFoundError, KeyError, ValueError) as err:
         raise ValueError(f"cannot load the stage-1 checkpoint {path}: {err}") from err
     return ul

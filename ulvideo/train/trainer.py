@@ -13,7 +13,9 @@ from accelerate.utils import DataLoaderConfiguration, broadcast_object_list, set
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..errors import run_main
+from evaluation.errors import run_main
+
+from ..nn import enable_activation_checkpointing, set_attention_backend
 from .checkpoint import prune_checkpoints, read_meta, resolve_resume, save_checkpoint
 from .config import TrainConfig, parse_config
 from .data import build_training_data, latent_tokens
@@ -68,20 +70,18 @@ def data_position(step: int, batches_per_epoch: int, grad_accum: int) -> tuple[i
 
 
 def stage1_model_config(config: TrainConfig):
-    """The stage-1 ModelConfig: the preset, at the run's resolution, with `config.model` overrides."""
-    from ..models import get_preset
+    """The stage-1 AutoencoderConfig: the preset, at the run's resolution, with `config.model`
+    overrides."""
+    from ..models import autoencoder_preset
 
-    return get_preset(config.preset, **{"resolution": config.resolution, **config.model})
+    return autoencoder_preset(config.preset, **{"resolution": config.resolution, **config.model})
 
 
-def check_clip_shape(config: TrainConfig) -> None:
+def check_clip_shape(config: TrainConfig, stage1) -> None:
     """Frame count and size against the model, before any data or model is built."""
     from ..models import check_video_shape
 
-    if config.stage == 1:
-        model_config = stage1_model_config(config)
-    else:
-        model_config = load_stage1(config.stage1_checkpoint).config
+    model_config = stage1_model_config(config) if config.stage == 1 else stage1.config
     check_video_shape(
         (1, 3, config.frames, config.resolution, config.resolution), model_config, "clip"
     )
@@ -98,10 +98,12 @@ def effective_precision(config: TrainConfig, on_cpu: bool) -> str:
     return config.mixed_precision
 
 
-def build_stage(config: TrainConfig, num_classes: int):
+def build_stage(config: TrainConfig, data, stage1):
     if config.stage == 1:
         return Stage1(stage1_model_config(config))
-    return Stage2(config, load_stage1(config.stage1_checkpoint), num_classes)
+    if data.from_latents:
+        data.dataset.check_encoder(stage1)  # before the stage drops the encoder
+    return Stage2(config, stage1, data.num_classes, keep_encoder=not data.from_latents)
 
 
 def train_main(cls: type[TrainConfig] = TrainConfig, argv: list[str] | None = None) -> int:
@@ -112,7 +114,8 @@ def train_main(cls: type[TrainConfig] = TrainConfig, argv: list[str] | None = No
 def train(config: TrainConfig) -> TrainResult:
     """Run (or resume) a training run described by `config`."""
     config.validate()
-    check_clip_shape(config)
+    stage1 = load_stage1(config.stage1_checkpoint) if config.stage == 2 else None  # read once
+    check_clip_shape(config, stage1)
     out = Path(config.output_dir)
     # a second run in one process (the demo, tests) may change mixed precision: accelerate keeps
     # its settings in a singleton, so clear them (the distributed PartialState is kept)
@@ -138,11 +141,12 @@ def train(config: TrainConfig) -> TrainResult:
     set_seed(config.seed)  # identical initialisation on every rank
     with accelerator.main_process_first():  # rank 0 builds and caches the dataset index first
         data = build_training_data(config)
-    stage = build_stage(config, data.num_classes)
+    stage = build_stage(config, data, stage1)
+    del stage1  # stage 2 keeps the encoder at most
+    set_attention_backend(stage.network, config.attention_backend)
+    enable_activation_checkpointing(stage.network, config.activation_checkpointing)
     if config.stage == 2:
-        stage.frozen.to(accelerator.device)
-        if data.from_latents:
-            data.dataset.check_encoder(stage.frozen)
+        stage.move_encoder(accelerator.device)
     eval_batch = data.eval_batch(stage, accelerator, size=min(8, config.batch_size))
     optimizer = torch.optim.AdamW(
         stage.network.parameters(),
@@ -271,7 +275,7 @@ def train(config: TrainConfig) -> TrainResult:
                     out,
                     step,
                     meta,
-                    lambda tmp: unwrapped.export(ema.model, tmp / "export"),
+                    lambda tmp: unwrapped.export(ema.model, tmp / "export", final=False),
                 )
                 if accelerator.is_main_process:
                     prune_checkpoints(out, config.keep_last)
@@ -279,7 +283,7 @@ def train(config: TrainConfig) -> TrainResult:
                 break
     bar.close()
     if accelerator.is_main_process:
-        unwrapped.export(ema.model, out / "final")
+        unwrapped.export(ema.model, out / "final", final=True)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return TrainResult(step, unwrapped.network, ema.model, accelerator, nonfinite_total, out)

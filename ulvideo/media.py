@@ -1,11 +1,13 @@
-"""Writing videos out: mp4 (H.264 through PyAV), GIF, PNG frame grids, side-by-side panels."""
+"""Model outputs as media files: mp4 (through the one video writer, ulvideo.data.write_video), GIF,
+frame grids, side-by-side panels."""
 
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
 from PIL import Image
+
+from .data.video_io import write_video
 
 
 def to_uint8(video: torch.Tensor) -> np.ndarray:
@@ -18,28 +20,8 @@ def to_uint8(video: torch.Tensor) -> np.ndarray:
 
 
 def write_mp4(video: torch.Tensor, path, fps: int = 8, crf: int = 10) -> Path:
-    """H.264 mp4, yuv420p, playable everywhere; odd sizes are padded to even."""
-    frames = to_uint8(video)
-    t, h, w, _ = frames.shape
-    frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        container = av.open(str(path), mode="w")
-        stream = container.add_stream("libx264", rate=fps)
-    except (av.error.FFmpegError, ValueError) as err:
-        raise RuntimeError(
-            f"cannot write {path}: PyAV has no libx264 encoder ({err}); install a PyAV wheel with "
-            "H.264 (pip install av) or export GIF/PNG instead"
-        ) from err
-    with container:
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf)}
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
-    return path
+    """One C x T x H x W video in [-1, 1] as an H.264 mp4 (ulvideo.data.write_video)."""
+    return write_video(path, to_uint8(video), fps=fps, options={"crf": str(crf)})
 
 
 def write_gif(video: torch.Tensor, path, fps: int = 8) -> Path:

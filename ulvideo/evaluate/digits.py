@@ -25,7 +25,7 @@ def _classifier(digit_size: int):
     # fitted on what digit_crops makes of each train-split digit drawn at offsets of 0-2 pixels
     from sklearn.linear_model import LogisticRegression
 
-    from ulvideo.data.demo import digit_images
+    from ..data.demo import digit_images
 
     images, labels = digit_images("train", digit_size)
     images = torch.from_numpy(images)[:, None]
