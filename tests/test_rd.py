@@ -73,3 +73,33 @@ def test_a_decoder_that_ignores_its_latent_is_flagged_as_collapsed():
     )
     used = {**evaluation, "eval_latent_gap_db": MIN_LATENT_GAP_DB + 0.5}
     assert Stage1.collapse_warning(used, step=500) is None
+
+
+# Issue 11's acceptance at a CI budget: stage 1 of the tiny preset on the demo digits (5 frames at
+# 32 px), 250 steps each with the default latent warm-up shortened to 75 + 75 steps, every run from
+# the same seed (same initialisation, data order and noise), so that only the knob differs.
+SWEEP_FLAGS = [
+    "--preset", "tiny", "--data", "demo", "--frames", "5", "--resolution", "32",
+    "--batch_size", "16", "--lr", "1e-3", "--warmup_steps", "20", "--max_steps", "250",
+    "--latent_hold_steps", "75", "--latent_ramp_steps", "75", "--log_every", "50",
+    "--eval_every", "100000", "--checkpoint_every", "100000", "--eval_videos", "16",
+    "--eval_batch_size", "16", "--eval_decode_steps", "16", "--rfvd", "false",
+]  # fmt: skip
+
+
+def test_the_rate_follows_both_knobs_and_the_latent_carries_the_clip(tmp_path):
+    rows = {}
+    for name, grid in (("clf", ("1,2,4", "0")), ("bias", ("2", "-2,2"))):
+        out = tmp_path / name
+        argv = ["rd", "--loss_factors", grid[0], "--biases", grid[1], "--output_dir", str(out)]
+        assert cli_main([*argv, *SWEEP_FLAGS]) == 0
+        rows |= {(r["loss_factor"], r["decoder_bias"]): r for r in json.loads(
+            (out / "rd.json").read_text()
+        )}  # fmt: skip
+    for series in ([rows[c, 0] for c in (1, 2, 4)], [rows[2, b] for b in (-2, 0, 2)]):
+        bits = [r["bits_per_pixel"] for r in series]
+        psnr = [r["psnr"] for r in series]
+        assert bits[0] < bits[1] < bits[2], series  # more bits with c_lf, and with the bias
+        assert psnr[0] < psnr[1] < psnr[2], series  # and a better reconstruction for them
+    middle = rows[2, 0]
+    assert middle["psnr"] - middle["psnr_swapped_latent"] > 2.0, middle  # the latent is used
