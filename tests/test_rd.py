@@ -91,7 +91,7 @@ def test_the_rate_follows_both_knobs_and_the_latent_carries_the_clip(tmp_path):
     rows = {}
     for name, grid in (("clf", ("1,2,4", "0")), ("bias", ("2", "-2,2"))):
         out = tmp_path / name
-        argv = ["rd", "--loss_factors", grid[0], "--biases", grid[1], "--output_dir", str(out)]
+        argv = ["rd", "--loss_factors", grid[0], f"--biases={grid[1]}", "--output_dir", str(out)]
         assert cli_main([*argv, *SWEEP_FLAGS]) == 0
         rows |= {(r["loss_factor"], r["decoder_bias"]): r for r in json.loads(
             (out / "rd.json").read_text()
