@@ -78,7 +78,9 @@ def cmd_reconstruct(args) -> None:
     ul = _load(args.checkpoint).autoencoder
     video = _read_video(args.input, args.frames, args.resolution or ul.config.resolution)
     ul.validate_video(video)
-    metrics = reconstruction_metrics(ul, video, args.steps, seed=args.seed)
+    metrics = reconstruction_metrics(
+        ul, video, args.steps, seed=args.seed, encode_window=args.window
+    )
     recon = metrics["recon"]
     out = Path(args.out)
     write_mp4(recon[0], out / "reconstruction.mp4")
@@ -95,6 +97,8 @@ def cmd_encode(args) -> None:
     from safetensors.torch import save_file
 
     ul = _load(args.checkpoint).autoencoder
+    if args.data and args.window:
+        raise ValueError("--window streams --input videos; --data shards are encoded clip by clip")
     if args.data:
         from .data import build_dataset
         from .train.latents import precompute_latents
@@ -119,7 +123,7 @@ def cmd_encode(args) -> None:
     videos = torch.cat([_read_video(p, args.frames, res) for p in paths])
     ul.validate_video(videos)
     with torch.no_grad():
-        z = ul.encode(videos)
+        z = ul.encode(videos, args.window)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     save_file(
         {"z_clean": z.contiguous()},
@@ -201,6 +205,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0)
         return p
 
+    def with_window(p):
+        p.add_argument(
+            "--window",
+            type=int,
+            default=None,
+            help="stream the causal encoder over chunks of this many frames (a multiple of 4): "
+            "the same latents, memory bounded by the window; default: the whole clip at once",
+        )
+        return p
+
     s = with_checkpoint(sub.add_parser("sample", help="sample videos and write mp4 + a PNG grid"))
     s.add_argument("--num", type=int, default=8)
     s.add_argument("--labels", default=None, help="comma-separated class labels, one video each")
@@ -216,16 +230,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="samples")
     s.set_defaults(func=cmd_sample)
 
-    r = with_checkpoint(
-        sub.add_parser("reconstruct", help="encode then decode a video; PSNR and bits/pixel")
+    r = with_window(
+        with_checkpoint(
+            sub.add_parser("reconstruct", help="encode then decode a video; PSNR and bits/pixel")
+        )
     )
     r.add_argument("--input", required=True)
     r.add_argument("--steps", type=int, default=64)
     r.add_argument("--out", default="reconstruction")
     r.set_defaults(func=cmd_reconstruct)
 
-    e = with_checkpoint(
-        sub.add_parser("encode", help="write the latents of videos or of a dataset")
+    e = with_window(
+        with_checkpoint(
+            sub.add_parser("encode", help="write the latents of videos or of a dataset")
+        )
     )
     e.add_argument("--input", default=None, help="a video file or a folder of .mp4 files")
     e.add_argument(

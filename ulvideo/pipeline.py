@@ -164,13 +164,25 @@ class Pipeline:
         return self.base
 
     @torch.no_grad()
+    def encode(self, video: Tensor, window: int | None = None) -> Tensor:
+        """z_clean of `video`; with `window`, streamed over chunks of that many frames (the same
+        latents, memory bounded by the window)."""
+        return self.autoencoder.encode(video, window)
+
+    @torch.no_grad()
     def reconstruct(
-        self, video: Tensor, steps: int = 32, method: str = "ddpm", seed: int = 0
+        self,
+        video: Tensor,
+        steps: int = 32,
+        method: str = "ddpm",
+        seed: int = 0,
+        window: int | None = None,
     ) -> Tensor:
-        """encode -> noisy z0 -> decode; video k's noise depends only on (seed, k)."""
+        """encode (streamed over `window` frames when given) -> noisy z0 -> decode; video k's
+        noise depends only on (seed, k)."""
         self.autoencoder.validate_video(video)
         rng = StackedRandomGenerator(video.device, seed, range(len(video)))
-        return self.autoencoder.reconstruct(video, steps=steps, method=method, rng=rng)
+        return self.autoencoder.reconstruct(video, steps, method, rng, window)
 
     def generate(
         self,

@@ -69,10 +69,26 @@ class UnifiedLatents(nn.Module):
             latent_width * cfg.spatial_downsample,
         )
 
-    def encode(self, video: Tensor) -> Tensor:
-        """z_clean = E(video), deterministic."""
+    def encode(self, video: Tensor, window: int | None = None) -> Tensor:
+        """z_clean = E(video), deterministic.
+
+        With `window` (pixel frames, a multiple of temporal_downsample) the causal encoder streams
+        over chunks of that many frames (the first one frame more) and gives the same latents,
+        with activation memory bounded by the window instead of the clip.
+        """
         self.validate_video(video)
-        return self.encoder(video)
+        if window is None:
+            return self.encoder(video)
+        td = self.config.temporal_downsample
+        if window < td or window % td:
+            raise ValueError(
+                f"window={window} frames: a streaming window must be a positive multiple of "
+                f"temporal_downsample={td}, e.g. {max(td, window // td * td)}"
+            )
+        frames = video.shape[2]
+        bounds = [0, *range(1 + window, frames, window), frames]
+        chunks = (video[:, :, a:b] for a, b in zip(bounds, bounds[1:]))
+        return torch.cat(list(self.encoder.stream(chunks)), dim=2)
 
     def noisy_latent(self, z_clean: Tensor, rng: StackedRandomGenerator | None = None) -> Tensor:
         # UL §2: z0 = alpha_0 z_clean + sigma_0 eps at the fixed log-SNR lambda_z(0) = 5
@@ -160,7 +176,8 @@ class UnifiedLatents(nn.Module):
         steps: int = 32,
         method: str = "ddpm",
         rng: StackedRandomGenerator | None = None,
+        window: int | None = None,
     ) -> Tensor:
-        """encode -> noisy_latent -> decode."""
-        z0 = self.noisy_latent(self.encode(video), rng)
+        """encode (streamed over `window` frames when given) -> noisy_latent -> decode."""
+        z0 = self.noisy_latent(self.encode(video, window), rng)
         return self.decode(z0, steps=steps, method=method, rng=rng)

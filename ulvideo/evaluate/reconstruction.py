@@ -30,6 +30,7 @@ def reconstruction_metrics(
     seed: int = 0,
     first_index: int = 0,
     bits_draws: int = 4,
+    encode_window: int | None = None,
 ) -> dict:
     """The stage-1 metrics of one batch, shared by the training evaluation, the demo, `ulvideo
     reconstruct`, `ulvideo rd` and `ulvideo eval reconstruction`.
@@ -38,9 +39,12 @@ def reconstruction_metrics(
     batch rolled by one) under the same noise, video k's from (seed, first_index + k) alone. Returns
     `recon`, per-frame `psnr` and `ssim` (B x T), `psnr_swapped` (B,; a decoder that ignores its
     latent scores it as well as `psnr`) and the prior's `bits_per_pixel`, the batch mean over
-    `bits_draws` Monte-Carlo draws of t and noise."""
+    `bits_draws` Monte-Carlo draws of t and noise. `encode_window` streams the encoder over chunks
+    of that many frames (UnifiedLatents.encode)."""
     ids = range(first_index, first_index + len(video))
-    z0 = model.noisy_latent(model.encode(video), StackedRandomGenerator(video.device, seed, ids))
+    z0 = model.noisy_latent(
+        model.encode(video, encode_window), StackedRandomGenerator(video.device, seed, ids)
+    )
 
     def decode(z: Tensor) -> Tensor:
         rng = StackedRandomGenerator(video.device, seed, ids)
