@@ -1,11 +1,17 @@
-"""Long and large videos: causal streaming encode (issue 13)."""
+"""Long and large videos (issue 13): causal streaming encode, any aspect ratio."""
 
 import pytest
 import torch
 
 from ulvideo import UnifiedLatents
-from ulvideo.models import autoencoder_preset
-from ulvideo.nn import Conv3d
+from ulvideo.models import (
+    autoencoder_preset,
+    base_preset,
+    build_base,
+    check_video_shape,
+    nearest_frame_counts,
+)
+from ulvideo.nn import Conv3d, sincos_1d, sincos_3d
 
 TINY = autoencoder_preset("tiny")
 
@@ -104,3 +110,90 @@ def test_pipeline_and_cli_stream_the_encoder(tiny_ul, tmp_path):
     torch.testing.assert_close(outs[4], outs[None], rtol=0, atol=1e-5)
     assert main(["encode", "--checkpoint", str(path), "--input", str(tmp_path / "in.mp4"),
                  "--frames", "13", "--out", str(tmp_path / "bad"), "--window", "6"]) == 2  # fmt: skip
+
+
+# ---------------------------------------------------------------- any aspect ratio
+
+
+def test_frame_count_error_names_the_nearest_valid_counts():
+    assert nearest_frame_counts(18, 4) == [17, 21]
+    assert nearest_frame_counts(2, 4) == [1, 5]
+    assert nearest_frame_counts(65, 4) == [65]
+    with pytest.raises(ValueError, match=r"66 frames.*1 \+ 4k frames.*use 65 or 69 frames"):
+        check_video_shape((1, 3, 66, 16, 16), TINY)
+
+
+def test_positions_take_a_non_square_grid():
+    # token (t, i, j) of a 2 x 3 x 5 grid: time, row and column sinusoids of its own indices
+    dim = 36
+    pos = sincos_3d(2, 3, 5, dim).view(2, 3, 5, dim)
+    t, i, j = 1, 2, 4
+    expected = torch.cat(
+        [sincos_1d(torch.tensor([v]), d)[0] for v, d in ((t, 12), (i, 12), (j, 12))]
+    )
+    torch.testing.assert_close(pos[t, i, j], expected)
+
+
+def test_non_square_video_through_every_part(tiny_ul):
+    torch.manual_seed(0)
+    base = build_base(base_preset("tiny", latent_channels=TINY.latent_channels)).eval()
+    video = _video(5, height=16, width=32)
+    logsnr = torch.tensor([0.5])
+    with torch.no_grad():
+        z = tiny_ul.encode(video, window=4)
+        assert z.shape == (1, 8, 2, 2, 4)
+        assert tiny_ul.decoder(video, z, logsnr).shape == video.shape
+        assert tiny_ul.prior(z, logsnr).shape == z.shape
+        assert base(z, logsnr).shape == z.shape
+        assert base(z, logsnr, context_frames=1).shape == z.shape
+        assert tiny_ul.decode(z, steps=2).shape == video.shape
+        # a wide clip is not its transpose: the grid's two axes are told apart
+        tall = tiny_ul.decoder(video.transpose(3, 4), z.transpose(3, 4), logsnr)
+        wide = tiny_ul.decoder(video, z, logsnr)
+        assert (tall.transpose(3, 4) - wide).abs().max() > 1e-3
+
+
+def test_clip_transform_keeps_the_aspect_ratio():
+    import torch.nn.functional as F
+
+    from ulvideo.data import clip_transform
+
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (3, 240, 320, 3), dtype=torch.uint8, generator=g)
+    # 240 x 320 covers 64 x 128 at scale max(64/240, 128/320) = 0.4: 96 x 128, rows 16:80 kept
+    resized = F.interpolate(
+        frames.permute(0, 3, 1, 2), size=(96, 128), mode="bilinear", antialias=True
+    )
+    expected = resized[..., 16:80, :].permute(1, 0, 2, 3).float() / 127.5 - 1
+    video = clip_transform(frames.numpy(), (64, 128))
+    assert video.shape == (3, 3, 64, 128)
+    torch.testing.assert_close(video, expected, rtol=0, atol=1e-6)
+    assert clip_transform(frames.numpy(), 32).shape == (3, 3, 32, 32)  # a side stays square
+
+
+def test_generate_and_cli_sample_non_square(tiny_ul, tmp_path, capsys):
+    import av
+
+    from ulvideo.cli import main
+    from ulvideo.pipeline import Pipeline
+    from ulvideo.sample import SamplingConfig
+
+    torch.manual_seed(0)
+    base_cfg = base_preset("tiny", latent_channels=TINY.latent_channels)
+    pipeline = Pipeline(tiny_ul, build_base(base_cfg).eval(), base_cfg)
+    cfg = SamplingConfig(base_steps=2, decoder_steps=2)
+    assert pipeline.generate(2, 5, (16, 32), cfg).shape == (2, 3, 5, 16, 32)
+    context = _video(5, height=32, width=16)
+    predicted = pipeline.generate(1, 9, (32, 16), cfg, context=context)
+    assert predicted.shape == (1, 3, 9, 32, 16)
+    torch.testing.assert_close(predicted[:, :, :5], context)
+    path = pipeline.save_pretrained(tmp_path / "export")
+    assert main(["sample", "--checkpoint", str(path), "--num", "1", "--frames", "5", "--base_steps",
+                 "1", "--decoder_steps", "1", "--resolution", "16x32", "--out",
+                 str(tmp_path / "s")]) == 0  # fmt: skip
+    with av.open(str(tmp_path / "s" / "sample_0000.mp4")) as f:
+        frame = next(f.decode(video=0)).to_ndarray(format="rgb24")
+    assert frame.shape[:2] == (16, 32)
+    with pytest.raises(SystemExit):
+        main(["sample", "--checkpoint", str(path), "--resolution", "16by32"])
+    assert "'16by32': give a side (128) or height x width (96x160)" in capsys.readouterr().err

@@ -17,8 +17,20 @@ def _load(checkpoint):
     return Pipeline.from_pretrained(checkpoint)
 
 
-def _read_video(path, frames: int, resolution: int) -> torch.Tensor:
-    """The first `frames` frames of a video file as a 1 x 3 x T x R x R tensor in [-1, 1]."""
+def frame_size_arg(text: str) -> int | tuple[int, int]:
+    """`--resolution`: a side ("128", square) or height x width ("96x160")."""
+    try:
+        sides = tuple(int(side) for side in text.lower().split("x"))
+    except ValueError:
+        sides = ()
+    if len(sides) not in (1, 2) or min(sides) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a side (128) or height x width (96x160)")
+    return sides[0] if len(sides) == 1 else sides
+
+
+def _read_video(path, frames: int, resolution: int | tuple[int, int]) -> torch.Tensor:
+    """The first `frames` frames of a video file as a 1 x 3 x T x H x W tensor in [-1, 1], resized
+    to cover `resolution` (a side, or (H, W)) and centre-cropped to it."""
     from .data.transforms import clip_transform
     from .data.video_io import read_clip, video_info
 
@@ -134,12 +146,13 @@ def cmd_encode(args) -> None:
 
 
 def cmd_info(args) -> None:
+    from .models import frame_size
     from .models.flops import count_params, training_flops_per_example
     from .train.checkpoint import read_meta
 
     pipeline = _load(args.checkpoint)
     ul, cfg = pipeline.autoencoder, pipeline.autoencoder.config
-    frames, res = args.frames, args.resolution or cfg.resolution
+    frames, (height, width) = args.frames, frame_size(args.resolution or cfg.resolution)
     info = {
         "config": cfg.to_dict(),
         "params": {
@@ -148,16 +161,16 @@ def cmd_info(args) -> None:
             "decoder": count_params(ul.decoder),
         },
         "flops_per_example": {
-            "stage1": training_flops_per_example(cfg, "stage1", frames, res, res)
+            "stage1": training_flops_per_example(cfg, "stage1", frames, height, width)
         },
-        "latent_shape": list(ul.latent_shape(frames, res, res)),
-        "example": {"frames": frames, "resolution": res},
+        "latent_shape": list(ul.latent_shape(frames, height, width)),
+        "example": {"frames": frames, "height": height, "width": width},
     }
     if pipeline.base is not None:  # the base model that was trained, from its own config
         info["base_config"] = pipeline.base_config.to_dict()
         info["params"]["base"] = count_params(pipeline.base)
         info["flops_per_example"]["stage2"] = training_flops_per_example(
-            cfg, "stage2", frames, res, res, base_config=pipeline.base_config
+            cfg, "stage2", frames, height, width, base_config=pipeline.base_config
         )
     meta_dir = Path(args.checkpoint)
     if (meta_dir / "meta.json").is_file():
@@ -200,7 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--frames", type=int, default=17)
         p.add_argument(
-            "--resolution", type=int, default=None, help="default: the model's resolution"
+            "--resolution",
+            type=frame_size_arg,
+            default=None,
+            help="a side (128) or height x width (96x160), multiples of the spatial compression; "
+            "default: the model's resolution, square",
         )
         p.add_argument("--seed", type=int, default=0)
         return p
@@ -272,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="config, parameters, FLOPs/example and step of a checkpoint")
     i.add_argument("checkpoint")
     i.add_argument("--frames", type=int, default=17)
-    i.add_argument("--resolution", type=int, default=None)
+    i.add_argument("--resolution", type=frame_size_arg, default=None, help="a side or HxW")
     i.set_defaults(func=cmd_info)
     return parser
 

@@ -188,7 +188,7 @@ class Pipeline:
         self,
         num_videos: int,
         frames: int,
-        resolution: int,
+        resolution: int | tuple[int, int],
         cfg: SamplingConfig,
         *,
         labels: Tensor | None = None,
@@ -196,7 +196,7 @@ class Pipeline:
         indices: Tensor | None = None,
     ) -> Tensor:
         """UL Algorithm 2 (ulvideo.sample.generate): class-conditional, unconditional or frame
-        prediction from `context` frames."""
+        prediction from `context` frames; `resolution` is a side or (H, W)."""
         return generate(
             self.autoencoder, self.require_base(), num_videos, frames, resolution, cfg,
             labels=labels, context=context, indices=indices,

@@ -18,6 +18,7 @@ from .diffusion import (
     pin_context,
     randn_like,
 )
+from .models import frame_size
 
 
 @dataclass
@@ -96,21 +97,22 @@ def generate(
     base,
     num_videos: int,
     frames: int,
-    resolution: int,
+    resolution: int | tuple[int, int],
     cfg: SamplingConfig,
     *,
     labels: Tensor | None = None,
     context: Tensor | None = None,
     indices: Tensor | None = None,
 ) -> Tensor:
-    """Sample `num_videos` videos (B x C x T x H x W in [-1, 1]) in batches of cfg.batch_size.
+    """Sample `num_videos` videos (B x C x T x H x W in [-1, 1]) in batches of cfg.batch_size;
+    `resolution` is a side (square) or (H, W).
 
     Video k's noise depends only on (cfg.seed, indices[k]) (default index k), never on the batch
     it is drawn in nor on the process drawing it. `labels` (B,) conditions on classes; `context` (B x C x T_ctx x H x W, T_ctx = 1 + 4k real
     frames) turns it into frame prediction: the context latents stay fixed and the real context
     frames are pasted into the output.
     """
-    shape = ul.latent_shape(frames, resolution, resolution)
+    shape = ul.latent_shape(frames, *frame_size(resolution))
     if labels is not None:
         if base.num_classes == 0:
             raise ValueError("this base model is unconditional: sample without labels")
@@ -153,7 +155,7 @@ def frame_predictor(ul, base, cfg: SamplingConfig):
         run = replace(cfg, batch_size=len(context))
         y = labels.long() if base.num_classes else None
         video = generate(
-            ul, base, len(context), num_frames, context.shape[-1], run,
+            ul, base, len(context), num_frames, tuple(context.shape[-2:]), run,
             labels=y, context=context, indices=sample_ids.cpu(),
         )  # fmt: skip
         return video.to(context.device)

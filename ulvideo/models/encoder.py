@@ -14,6 +14,20 @@ def valid_frame_counts(temporal_downsample: int, up_to: int = 21) -> list[int]:
     return list(range(1, up_to + 1, temporal_downsample))
 
 
+def nearest_frame_counts(frames: int, temporal_downsample: int) -> list[int]:
+    """The valid counts 1 + k * stride next to `frames`: the one below and the one above."""
+    below = 1 + max(0, frames - 1) // temporal_downsample * temporal_downsample
+    return [below] if below == frames else [below, below + temporal_downsample]
+
+
+def frame_size(size: int | tuple[int, int]) -> tuple[int, int]:
+    """(height, width) of a frame size given as a side length (square) or as (height, width)."""
+    height, width = (size, size) if isinstance(size, int) else size
+    if height < 1 or width < 1:
+        raise ValueError(f"a frame size needs height, width >= 1, got {size}")
+    return height, width
+
+
 def check_video_shape(
     shape: tuple[int, ...], config: AutoencoderConfig, name: str = "video"
 ) -> None:
@@ -27,9 +41,11 @@ def check_video_shape(
         raise ValueError(f"{name} has {c} channels, the model expects {config.in_channels} (RGB)")
     td, sd = config.temporal_downsample, config.spatial_downsample
     if (t - 1) % td:
+        nearest = " or ".join(map(str, nearest_frame_counts(t, td)))
         raise ValueError(
             f"{name} has {t} frames; the causal encoder with {td}x temporal compression takes "
-            f"1 + {td}k frames: {', '.join(map(str, valid_frame_counts(td)))}, ..."
+            f"1 + {td}k frames ({', '.join(map(str, valid_frame_counts(td)))}, ...): "
+            f"use {nearest} frames"
         )
     if h % sd or w % sd:
         raise ValueError(
