@@ -1,9 +1,24 @@
-"""Long and large videos (issue 13): causal streaming encode, any aspect ratio."""
+"""Long and large videos (issue 13): causal streaming encode, any aspect ratio, windowed decode."""
+
+from dataclasses import replace
 
 import pytest
 import torch
 
 from ulvideo import UnifiedLatents
+from ulvideo.diffusion import (
+    LinearLogSNR,
+    StackedRandomGenerator,
+    alpha_sigma,
+    clip_denoiser,
+    logsnr_grid,
+    multidiffusion,
+    ramp_weights,
+    randn_like,
+    sample_ddpm,
+    to_data,
+    window_starts,
+)
 from ulvideo.models import (
     autoencoder_preset,
     base_preset,
@@ -31,7 +46,7 @@ def _video(frames, height=16, width=16, seed=0):
 
 
 @pytest.mark.parametrize("frames", [1, 5, 17, 65])
-@pytest.mark.parametrize("window", [4, 8, 12, 64])
+@pytest.mark.parametrize("window", [5, 9, 13, 65])
 def test_streamed_encode_equals_whole_clip(tiny_ul, frames, window):
     video = _video(frames, seed=frames)
     with torch.no_grad():
@@ -57,15 +72,17 @@ def test_strided_causal_conv_streams_any_chunking():
 def test_streamed_encode_rejects_bad_windows(tiny_ul):
     video = _video(9)
     with pytest.raises(
-        ValueError, match="window=6 frames.*multiple of temporal_downsample=4, e.g. 4"
+        ValueError, match=r"window=6: windows take 1 \+ 4k frames, at least 5; use 5 or 9"
     ):
         tiny_ul.encode(video, window=6)
+    with pytest.raises(ValueError, match="window=1: .*; use 5$"):
+        tiny_ul.encode(video, window=1)
     with pytest.raises(ValueError, match="chunk 1 has 3 frames.*multiple of temporal_downsample=4"):
         list(tiny_ul.encoder.stream([video[:, :, :5], video[:, :, 5:8]]))
 
 
 def test_encoder_memory_is_bounded_by_the_window(tiny_ul):
-    # every conv of a streamed 65-frame encode sees at most window + 1 frames + its 2 past frames
+    # every conv of a streamed 65-frame encode sees at most the window (its past is added inside)
     longest = []
     hooks = [
         m.register_forward_pre_hook(lambda m, args: longest.append(args[0].shape[2]))
@@ -74,14 +91,15 @@ def test_encoder_memory_is_bounded_by_the_window(tiny_ul):
     ]
     try:
         with torch.no_grad():
-            tiny_ul.encode(_video(65), window=8)
+            tiny_ul.encode(_video(65), window=9)
     finally:
         for hook in hooks:
             hook.remove()
-    assert max(longest) == 9  # the first chunk, 1 + 8 frames; the cache is added inside
+    assert max(longest) == 9
 
 
 def test_pipeline_and_cli_stream_the_encoder(tiny_ul, tmp_path):
+    import av
     from safetensors.torch import load_file
 
     from ulvideo.cli import main
@@ -91,25 +109,30 @@ def test_pipeline_and_cli_stream_the_encoder(tiny_ul, tmp_path):
     pipeline = Pipeline(tiny_ul)
     video = _video(13)
     torch.testing.assert_close(
-        pipeline.encode(video, window=4), tiny_ul.encode(video), rtol=0, atol=1e-5
+        pipeline.encode(video, window=5), tiny_ul.encode(video), rtol=0, atol=1e-5
     )
     torch.testing.assert_close(
-        pipeline.reconstruct(video, steps=2, window=4), pipeline.reconstruct(video, steps=2),
+        pipeline.reconstruct(video, steps=2, window=13), pipeline.reconstruct(video, steps=2),
         rtol=0, atol=1e-4,
     )  # fmt: skip
     path = pipeline.save_pretrained(tmp_path / "export")
     write_mp4(video[0], tmp_path / "in.mp4")
     outs = {}
-    for window in (None, 4):
+    for window in (None, 5):
         out = tmp_path / f"z{window}.safetensors"
         flag = [] if window is None else ["--window", str(window)]
         assert main(["encode", "--checkpoint", str(path), "--input", str(tmp_path / "in.mp4"),
                      "--frames", "13", "--resolution", "16", "--out", str(out), *flag]) == 0  # fmt: skip
         outs[window] = load_file(out)["z_clean"]
-    assert outs[4].shape == (1, 8, 4, 2, 2)
-    torch.testing.assert_close(outs[4], outs[None], rtol=0, atol=1e-5)
+    assert outs[5].shape == (1, 8, 4, 2, 2)
+    torch.testing.assert_close(outs[5], outs[None], rtol=0, atol=1e-5)
     assert main(["encode", "--checkpoint", str(path), "--input", str(tmp_path / "in.mp4"),
                  "--frames", "13", "--out", str(tmp_path / "bad"), "--window", "6"]) == 2  # fmt: skip
+    assert main(["reconstruct", "--checkpoint", str(path), "--input", str(tmp_path / "in.mp4"),
+                 "--frames", "13", "--resolution", "16", "--steps", "1", "--window", "5", "--tile",
+                 "8", "--out", str(tmp_path / "r")]) == 0  # fmt: skip
+    with av.open(str(tmp_path / "r" / "reconstruction.mp4")) as f:
+        assert sum(1 for _ in f.decode(video=0)) == 13
 
 
 # ---------------------------------------------------------------- any aspect ratio
@@ -140,7 +163,7 @@ def test_non_square_video_through_every_part(tiny_ul):
     video = _video(5, height=16, width=32)
     logsnr = torch.tensor([0.5])
     with torch.no_grad():
-        z = tiny_ul.encode(video, window=4)
+        z = tiny_ul.encode(video, window=5)
         assert z.shape == (1, 8, 2, 2, 4)
         assert tiny_ul.decoder(video, z, logsnr).shape == video.shape
         assert tiny_ul.prior(z, logsnr).shape == z.shape
@@ -194,6 +217,146 @@ def test_generate_and_cli_sample_non_square(tiny_ul, tmp_path, capsys):
     with av.open(str(tmp_path / "s" / "sample_0000.mp4")) as f:
         frame = next(f.decode(video=0)).to_ndarray(format="rgb24")
     assert frame.shape[:2] == (16, 32)
+    windowed = replace(cfg, window=5, tile=16)
+    assert pipeline.generate(1, 9, (16, 32), windowed).shape == (1, 3, 9, 16, 32)
     with pytest.raises(SystemExit):
         main(["sample", "--checkpoint", str(path), "--resolution", "16by32"])
     assert "'16by32': give a side (128) or height x width (96x160)" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- windowed decode
+
+
+def _z0(frames, height=16, width=16):
+    g = torch.Generator().manual_seed(frames)
+    return torch.randn(1, TINY.latent_channels, frames, height, width, generator=g)
+
+
+def test_one_window_covering_the_clip_is_the_plain_decoder(tiny_ul):
+    # reference: the sampler over the decoder itself, with the same per-video noise
+    z0 = _z0(3, 2, 4)
+    rng = StackedRandomGenerator("cpu", 0, [0])
+    noise = randn_like(z0.new_empty(1, 3, 9, 16, 32), rng)
+    reference = sample_ddpm(
+        clip_denoiser(lambda x_t, logsnr: tiny_ul.decoder(x_t, z0, logsnr)),
+        noise,
+        to_data(logsnr_grid(tiny_ul.pixel_schedule, 3)),
+        noise_sampler=lambda z: randn_like(z, rng),
+    ).clamp(-1, 1)
+    for options in ({}, {"window": 9}, {"window": 9, "tile": 32}, {"window": 41, "tile": 64}):
+        video = tiny_ul.decode(z0, steps=3, rng=StackedRandomGenerator("cpu", 0, [0]), **options)
+        assert torch.equal(video, reference), options
+
+
+class PerFrameDecoder(torch.nn.Module):
+    """x_hat of each pixel from its own noisy value and its latent (pixel frame f <-> latent
+    frame round(f / 4)): no context, so every window predicts the whole clip's values."""
+
+    def forward(self, x_t, z0, logsnr):
+        frames = (torch.arange(x_t.shape[2]) + 2) // 4
+        z = z0[:, :3, frames].repeat_interleave(8, 3).repeat_interleave(8, 4)
+        return torch.tanh(0.5 * x_t + z + 0.1 * logsnr.view(-1, 1, 1, 1, 1))
+
+
+def test_windows_and_tiles_blend_back_to_the_whole_clip(monkeypatch):
+    ul = UnifiedLatents(TINY).eval()
+    monkeypatch.setattr(ul, "decoder", PerFrameDecoder())
+    z0 = _z0(9, 4, 6)  # 33 x 32 x 48 pixels
+
+    def decode(**options):
+        return ul.decode(z0, steps=4, rng=StackedRandomGenerator("cpu", 1, [0]), **options)
+
+    whole = decode()
+    for options in (
+        {"window": 9},
+        {"window": 13, "overlap": 9},
+        {"tile": 16},
+        {"window": 5, "tile": 24, "tile_overlap": 8},
+    ):
+        torch.testing.assert_close(decode(**options), whole, rtol=0, atol=1e-6, msg=str(options))
+
+
+def test_windows_cover_the_clip_and_bound_the_decoder_input(tiny_ul):
+    windows = tiny_ul.decode_windows((9, 4, 6), window=13, overlap=5, tile=16, tile_overlap=8)
+    covered = torch.zeros(33, 32, 48)
+    for latent, (pixel, weights) in windows:
+        sizes = [s.stop - s.start for s in latent]
+        assert tuple(tiny_ul.pixel_shape(*sizes)[1:]) == weights.shape == (13, 16, 16)
+        assert [s.start for s in pixel] == [
+            4 * latent[0].start,
+            8 * latent[1].start,
+            8 * latent[2].start,
+        ]
+        covered[pixel] += weights.float()
+    assert covered.min() > 0
+    seen = []
+    hook = tiny_ul.decoder.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape))
+    try:
+        tiny_ul.decode(_z0(9, 4, 6), steps=1, window=13, overlap=5, tile=16, tile_overlap=8)
+    finally:
+        hook.remove()
+    assert len(seen) == len(windows) == 4 * 3 * 5 and {s[2:] for s in seen} == {(13, 16, 16)}
+
+
+def test_decode_window_errors_name_the_fix(tiny_ul):
+    z0 = _z0(5)
+    with pytest.raises(ValueError, match="window=8: .*1 \\+ 4k frames, at least 5; use 5 or 9"):
+        tiny_ul.decode(z0, steps=1, window=8)
+    with pytest.raises(
+        ValueError, match="tile=12: .*multiple of 8 pixels, at least 8; use 8 or 16"
+    ):
+        tiny_ul.decode(z0, steps=1, tile=12)
+    with pytest.raises(ValueError, match="overlap=9 for window=9 frames.*fewer than the window"):
+        tiny_ul.decode(z0, steps=1, window=9, overlap=9)
+
+
+def test_multidiffusion_has_no_seams_on_a_gaussian_process():
+    # Data: a smooth stationary Gaussian process over 41 frames. Each window's denoiser is the
+    # exact posterior mean given only its own 13 frames, a network with a limited context. Blended
+    # inside every step, window edges are as smooth as their insides; windows sampled apart and
+    # cut afterwards are not (the test's control).
+    frames, size, overlap, batch = 41, 13, 6, 4000
+    i = torch.arange(frames, dtype=torch.float64)
+    cov = torch.exp(-((i[:, None] - i) ** 2) / 18) + 1e-4 * torch.eye(frames, dtype=torch.float64)
+
+    def posterior_mean(c):  # E[x | z] = a C (a^2 C + s^2 I)^-1 z for x ~ N(0, C)
+        def denoise(z, logsnr):
+            a, s = alpha_sigma(logsnr[0])
+            eye = torch.eye(len(c), dtype=c.dtype)
+            return (a * c @ torch.linalg.solve(a**2 * c + s**2 * eye, z[:, 0].T)).T[:, None]
+
+        return denoise
+
+    starts = window_starts(frames, size, overlap)
+    windows = [
+        ((slice(a, a + size),), ramp_weights(size, overlap, a > 0, a + size < frames))
+        for a in starts
+    ]
+    local = [posterior_mean(cov[a : a + size, a : a + size]) for a in starts]
+    grid = to_data(logsnr_grid(LinearLogSNR(10.0, -10.0), 40))
+    g = torch.Generator().manual_seed(0)
+
+    def noise(z):
+        return torch.randn(z.shape, generator=g, dtype=z.dtype)
+
+    def sample(denoiser, length):
+        return sample_ddpm(
+            denoiser, noise(torch.zeros(batch, 1, length, dtype=torch.float64)), grid, noise
+        )[:, 0]
+
+    def roughness(x):  # mean |x_{f+1} - x_f| per frame pair
+        return (x[:, 1:] - x[:, :-1]).abs().mean(0)
+
+    blended = roughness(sample(multidiffusion(lambda z, lam, k: local[k](z, lam), windows), frames))
+    edges = sorted({a - 1 for a in starts[1:]} | {a + size - 1 for a in starts[:-1]})
+    inside = [f for f in range(frames - 1) if f not in edges]
+    assert blended[edges].mean() <= 1.05 * blended[inside].mean()
+    # control: each window sampled on its own and the clip cut in the middle of each overlap
+    apart = [sample(local[k], size) for k in range(len(starts))]
+    cuts = [0] + [(a + starts[k] + size) // 2 for k, a in enumerate(starts[1:])] + [frames]
+    stitched = torch.cat(
+        [apart[k][:, cuts[k] - a : cuts[k + 1] - a] for k, a in enumerate(starts)], 1
+    )
+    seams = [c - 1 for c in cuts[1:-1]]
+    smooth = [f for f in range(frames - 1) if f not in seams]
+    assert roughness(stitched)[seams].mean() > 2 * roughness(stitched)[smooth].mean()

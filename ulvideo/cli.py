@@ -72,6 +72,8 @@ def cmd_sample(args) -> None:
         batch_size=args.batch_size,
         seed=args.seed,
         progress=True,
+        window=args.window,
+        tile=args.tile,
     )
     videos = pipeline.generate(num, args.frames, res, cfg, labels=labels, context=context)
     out = Path(args.out)
@@ -91,7 +93,7 @@ def cmd_reconstruct(args) -> None:
     video = _read_video(args.input, args.frames, args.resolution or ul.config.resolution)
     ul.validate_video(video)
     metrics = reconstruction_metrics(
-        ul, video, args.steps, seed=args.seed, encode_window=args.window
+        ul, video, args.steps, seed=args.seed, window=args.window, tile=args.tile
     )
     recon = metrics["recon"]
     out = Path(args.out)
@@ -222,17 +224,28 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0)
         return p
 
-    def with_window(p):
+    def with_window(p, tile: bool = True):
         p.add_argument(
             "--window",
             type=int,
             default=None,
-            help="stream the causal encoder over chunks of this many frames (a multiple of 4): "
-            "the same latents, memory bounded by the window; default: the whole clip at once",
+            help="1 + 4k frames: stream the causal encoder over chunks of this many frames (the "
+            "same latents) and decode in overlapping windows blended inside every step; memory "
+            "bounded by the window. Default: the whole clip at once",
         )
+        if tile:
+            p.add_argument(
+                "--tile",
+                type=int,
+                default=None,
+                help="decode in overlapping tiles of this many pixels (a multiple of 8), blended "
+                "inside every step; default: whole frames",
+            )
         return p
 
-    s = with_checkpoint(sub.add_parser("sample", help="sample videos and write mp4 + a PNG grid"))
+    s = with_window(
+        with_checkpoint(sub.add_parser("sample", help="sample videos and write mp4 + a PNG grid"))
+    )
     s.add_argument("--num", type=int, default=8)
     s.add_argument("--labels", default=None, help="comma-separated class labels, one video each")
     s.add_argument("--cfg_scale", type=float, default=1.0)
@@ -260,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = with_window(
         with_checkpoint(
             sub.add_parser("encode", help="write the latents of videos or of a dataset")
-        )
+        ),
+        tile=False,
     )
     e.add_argument("--input", default=None, help="a video file or a folder of .mp4 files")
     e.add_argument(

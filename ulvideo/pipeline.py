@@ -177,12 +177,14 @@ class Pipeline:
         method: str = "ddpm",
         seed: int = 0,
         window: int | None = None,
+        tile: int | None = None,
     ) -> Tensor:
-        """encode (streamed over `window` frames when given) -> noisy z0 -> decode; video k's
-        noise depends only on (seed, k)."""
+        """encode -> noisy z0 -> decode, streamed / in windows of `window` frames and tiles of
+        `tile` pixels when given (UnifiedLatents.encode, decode); video k's noise depends only on
+        (seed, k)."""
         self.autoencoder.validate_video(video)
         rng = StackedRandomGenerator(video.device, seed, range(len(video)))
-        return self.autoencoder.reconstruct(video, steps, method, rng, window)
+        return self.autoencoder.reconstruct(video, steps, method, rng, window, tile)
 
     def generate(
         self,

@@ -32,6 +32,8 @@ class SamplingConfig:
     batch_size: int = 16
     seed: int = 0
     progress: bool = False
+    window: int | None = None  # decode in windows of 1 + 4k frames (UnifiedLatents.decode)
+    tile: int | None = None  # decode in tiles of this many pixels
 
 
 def guided_denoiser(base, labels: Tensor | None, cfg_scale: float, context_frames: int):
@@ -138,7 +140,7 @@ def generate(
         rng = StackedRandomGenerator(device, cfg.seed, indices[sl].tolist())
         z0 = sample_z0(ul, base, shape, batch_cfg, labels=y, context_latents=ctx_latents, rng=rng)
         video = ul.decode(
-            z0, steps=cfg.decoder_steps, method=cfg.method, rng=rng, progress=cfg.progress
+            z0, cfg.decoder_steps, cfg.method, rng, cfg.progress, window=cfg.window, tile=cfg.tile
         )
         if context is not None:
             video[:, :, : context.shape[2]] = context[sl].to(device)
