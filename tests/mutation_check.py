@@ -189,6 +189,19 @@ def window_latents_shifted():
     UnifiedLatents.decode_windows = shifted
 
 
+def long_generation_forgets():
+    import ulvideo.sample as sample
+
+    original = sample.sample_z0
+
+    def forgetting(ul, base, shape, cfg, *, context_latents=None, **kw):
+        if context_latents is not None and context_latents.shape[2] == shape[1] - 1:
+            context_latents = None  # a later window starts afresh
+        return original(ul, base, shape, cfg, context_latents=context_latents, **kw)
+
+    sample.sample_z0 = forgetting
+
+
 SAMPLING = "tests/test_sample_cli.py::"
 FRAME_PREDICTION = [
     SAMPLING + "test_frame_prediction_keeps_context_latents",
@@ -296,6 +309,12 @@ MUTATIONS = {
         "a decode window reads the latent frames one frame before its pixels",
         window_latents_shifted,
         ["tests/test_long_videos.py::test_windows_and_tiles_blend_back_to_the_whole_clip"],
+        False,
+    ),
+    "long_generation_forgets": (
+        "long generation samples each later window without the previous window's frames",
+        long_generation_forgets,
+        ["tests/test_long_videos.py::test_each_window_continues_the_last_latent_frames"],
         False,
     ),
     "bf16_loss_off": (

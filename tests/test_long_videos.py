@@ -1,4 +1,5 @@
-"""Long and large videos (issue 13): causal streaming encode, any aspect ratio, windowed decode."""
+"""Long and large videos (issue 13): causal streaming encode, any aspect ratio, windowed decode,
+long generation window by window."""
 
 from dataclasses import replace
 
@@ -217,7 +218,7 @@ def test_generate_and_cli_sample_non_square(tiny_ul, tmp_path, capsys):
     with av.open(str(tmp_path / "s" / "sample_0000.mp4")) as f:
         frame = next(f.decode(video=0)).to_ndarray(format="rgb24")
     assert frame.shape[:2] == (16, 32)
-    windowed = replace(cfg, window=5, tile=16)
+    windowed = replace(cfg, window=5, window_context=1, tile=16)
     assert pipeline.generate(1, 9, (16, 32), windowed).shape == (1, 3, 9, 16, 32)
     with pytest.raises(SystemExit):
         main(["sample", "--checkpoint", str(path), "--resolution", "16by32"])
@@ -360,3 +361,91 @@ def test_multidiffusion_has_no_seams_on_a_gaussian_process():
     seams = [c - 1 for c in cuts[1:-1]]
     smooth = [f for f in range(frames - 1) if f not in seams]
     assert roughness(stitched)[seams].mean() > 2 * roughness(stitched)[smooth].mean()
+
+
+# ---------------------------------------------------------------- long generation
+
+
+@pytest.fixture(scope="module")
+def long_pipeline(tiny_ul):
+    from ulvideo.pipeline import Pipeline
+
+    torch.manual_seed(0)
+    base_cfg = base_preset("tiny", latent_channels=TINY.latent_channels, num_classes=4)
+    return Pipeline(tiny_ul, build_base(base_cfg).eval(), base_cfg)
+
+
+def test_each_window_continues_the_last_latent_frames(long_pipeline, monkeypatch):
+    import ulvideo.sample as sample
+
+    calls = []
+    original = sample.sample_z0
+
+    def recording(ul, base, shape, cfg, **kw):
+        out = original(ul, base, shape, cfg, **kw)
+        calls.append((kw["context_latents"], out))
+        return out
+
+    monkeypatch.setattr(sample, "sample_z0", recording)
+    cfg = sample.SamplingConfig(base_steps=2, batch_size=1)
+    ul, base = long_pipeline.autoencoder, long_pipeline.base
+    inputs = []  # what the base model sees: its input's first two frames, context_frames
+    hook = base.register_forward_pre_hook(
+        lambda m, a, kw: inputs.append((a[0][:, :, :2], kw["context_frames"])), with_kwargs=True
+    )
+    context = torch.randn(1, 8, 1, 2, 2)
+    try:
+        z0 = sample.sample_long_z0(
+            ul, base, (8, 8, 2, 2), cfg, 3, 2, context_latents=context,
+            rng=StackedRandomGenerator("cpu", 0, [0]),
+        )  # fmt: skip
+    finally:
+        hook.remove()
+    assert z0.shape == (1, 8, 8, 2, 2)
+    assert [out.shape[2] for _, out in calls] == [3, 3, 3, 3, 3, 3]  # 3 + 5 x 1 new frame
+    assert calls[0][0] is context
+    for k, (given, out) in enumerate(calls[1:], start=1):
+        torch.testing.assert_close(given, z0[:, :, k : k + 2], rtol=0, atol=0)
+        torch.testing.assert_close(out[:, :, 2], z0[:, :, k + 2], rtol=0, atol=0)
+        for seen, context_frames in inputs[2 * k : 2 * k + 2]:  # base_steps calls per window
+            assert context_frames == 2
+            torch.testing.assert_close(seen, given, rtol=0, atol=0)
+
+
+def test_long_generation_is_windowed_and_batch_independent(long_pipeline):
+    from ulvideo.sample import SamplingConfig
+
+    seen = []
+    hook = long_pipeline.base.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[2]))
+    cfg = SamplingConfig(base_steps=2, decoder_steps=2, window=9, batch_size=2)
+    try:
+        videos = long_pipeline.generate(2, 21, 16, cfg, labels=torch.tensor([1, 2]))
+    finally:
+        hook.remove()
+    assert videos.shape == (2, 3, 21, 16, 16) and max(seen) == 3  # 3 of the 6 latent frames
+    one = long_pipeline.generate(
+        1, 21, 16, replace(cfg, batch_size=1), labels=torch.tensor([2]), indices=torch.tensor([1])
+    )
+    torch.testing.assert_close(one, videos[1:], rtol=0, atol=1e-5)
+
+
+def test_long_generation_errors_and_cli(long_pipeline, tmp_path):
+    import av
+
+    from ulvideo.cli import main
+    from ulvideo.pipeline import Pipeline
+    from ulvideo.sample import SamplingConfig
+
+    cfg = SamplingConfig(base_steps=1, decoder_steps=1, window=9, window_context=9)
+    with pytest.raises(ValueError, match="window_context=9 frames fewer than the window"):
+        long_pipeline.generate(1, 17, 16, cfg)
+    no_context = base_preset("tiny", latent_channels=8, context=False)
+    pipeline = Pipeline(long_pipeline.autoencoder, build_base(no_context), no_context)
+    with pytest.raises(ValueError, match="needs a base model trained with context"):
+        pipeline.generate(1, 17, 16, SamplingConfig(base_steps=1, decoder_steps=1, window=9))
+    path = long_pipeline.save_pretrained(tmp_path / "export")
+    assert main(["sample", "--checkpoint", str(path), "--num", "1", "--frames", "25", "--window",
+                 "9", "--base_steps", "1", "--decoder_steps", "1", "--resolution", "16",
+                 "--out", str(tmp_path / "s")]) == 0  # fmt: skip
+    with av.open(str(tmp_path / "s" / "sample_0000.mp4")) as f:
+        assert sum(1 for _ in f.decode(video=0)) == 25

@@ -73,6 +73,7 @@ def cmd_sample(args) -> None:
         seed=args.seed,
         progress=True,
         window=args.window,
+        window_context=args.context_frames,
         tile=args.tile,
     )
     videos = pipeline.generate(num, args.frames, res, cfg, labels=labels, context=context)
@@ -250,7 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--labels", default=None, help="comma-separated class labels, one video each")
     s.add_argument("--cfg_scale", type=float, default=1.0)
     s.add_argument("--context", default=None, help="a video whose first frames are the context")
-    s.add_argument("--context_frames", type=int, default=5)
+    s.add_argument(
+        "--context_frames",
+        type=int,
+        default=5,
+        help="frames of --context to continue; with --window shorter than --frames, also the "
+        "last frames each new window continues",
+    )
     s.add_argument("--base_steps", type=int, default=64)
     s.add_argument("--decoder_steps", type=int, default=64)
     s.add_argument("--method", choices=["ddpm", "ddim"], default="ddpm")
