@@ -27,7 +27,7 @@ from ulvideo.models import (
     check_video_shape,
     nearest_frame_counts,
 )
-from ulvideo.nn import Conv3d, sincos_1d, sincos_3d
+from ulvideo.nn import ATTENTION_MODES, Conv3d, sincos_1d, sincos_3d
 
 TINY = autoencoder_preset("tiny")
 
@@ -158,9 +158,12 @@ def test_positions_take_a_non_square_grid():
     torch.testing.assert_close(pos[t, i, j], expected)
 
 
-def test_non_square_video_through_every_part(tiny_ul):
+@pytest.mark.parametrize("mode", ATTENTION_MODES)
+def test_non_square_video_through_every_part(mode):
     torch.manual_seed(0)
-    base = build_base(base_preset("tiny", latent_channels=TINY.latent_channels)).eval()
+    tiny_ul = UnifiedLatents(autoencoder_preset("tiny", attention=mode, decoder_attention=mode))
+    tiny_ul.eval()
+    base = build_base(base_preset("tiny", latent_channels=8, attention=mode)).eval()
     video = _video(5, height=16, width=32)
     logsnr = torch.tensor([0.5])
     with torch.no_grad():
