@@ -198,6 +198,20 @@ def test_clip_transform_keeps_the_aspect_ratio():
     assert clip_transform(frames.numpy(), 32).shape == (3, 3, 32, 32)  # a side stays square
 
 
+def test_clip_sampling_keeps_a_non_square_size():
+    import numpy as np
+
+    from ulvideo.data import ClipSampling
+
+    sampling = ClipSampling.default(False, resolution=(64, 128))
+    frames = np.random.default_rng(0).integers(0, 256, (3, 240, 320, 3), dtype=np.uint8)
+    assert sampling.transform(frames, np.random.default_rng(0)).shape == (3, 3, 64, 128)
+    training = ClipSampling.default(True, resolution=(64, 128))
+    assert training.transform(frames, np.random.default_rng(0)).shape == (3, 3, 64, 128)
+    with pytest.raises(ValueError, match="a frame size needs height, width >= 1"):
+        ClipSampling(resolution=(0, 128))
+
+
 def test_generate_and_cli_sample_non_square(tiny_ul, tmp_path, capsys):
     import av
 
