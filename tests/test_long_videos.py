@@ -446,6 +446,16 @@ def test_long_generation_is_windowed_and_batch_independent(long_pipeline):
     torch.testing.assert_close(one, videos[1:], rtol=0, atol=1e-5)
 
 
+def test_long_generation_continues_a_given_context(long_pipeline):
+    from ulvideo.sample import SamplingConfig
+
+    context = _video(5)
+    cfg = SamplingConfig(base_steps=1, decoder_steps=1, window=9, batch_size=1)
+    video = long_pipeline.generate(1, 21, 16, cfg, context=context, labels=torch.tensor([3]))
+    assert video.shape == (1, 3, 21, 16, 16)
+    torch.testing.assert_close(video[:, :, :5], context, rtol=0, atol=0)
+
+
 def test_long_generation_errors_and_cli(long_pipeline, tmp_path):
     import av
 
