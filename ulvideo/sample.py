@@ -152,8 +152,8 @@ def generate(
     height, width = frame_size(resolution)
     shape = ul.latent_shape(frames, height, width)
     window = shape[1] if cfg.window is None else ul.latent_shape(cfg.window, height, width)[1]
-    carried = ul.latent_shape(cfg.window_context, height, width)[1]
-    if window < shape[1] and (base.given_embed is None or not 0 < carried < window):
+    carried = 0 if window >= shape[1] else ul.latent_shape(cfg.window_context, height, width)[1]
+    if carried and (base.given_embed is None or carried >= window):
         raise ValueError(
             f"generating {frames} frames in windows of {cfg.window} needs a base model trained "
             f"with context (BaseConfig.context) and window_context={cfg.window_context} frames "
