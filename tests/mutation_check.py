@@ -161,6 +161,47 @@ def bf16_loss_off():
     diffusion.base_loss = lambda *a, **kw: off(base_loss(*a, **kw))
 
 
+def stream_cache_dropped():
+    from ulvideo.nn import Conv3d
+
+    forward = Conv3d.forward
+    Conv3d.forward = lambda self, x, cache=None: forward(self, x, None if cache is None else {})
+
+
+def windows_unweighted():
+    import torch
+
+    import ulvideo.diffusion as diffusion
+
+    diffusion.ramp_weights = lambda size, *a, **kw: torch.ones(size, dtype=torch.float64)
+
+
+def window_latents_shifted():
+    from ulvideo.ul import UnifiedLatents
+
+    windows = UnifiedLatents.decode_windows
+
+    def shifted(self, *a, **kw):  # each later window reads the latent frames one too early
+        out = windows(self, *a, **kw)
+        shift = lambda t: slice(max(0, t.start - 1), t.stop - (t.start > 0))  # noqa: E731
+        return [((shift(t), h, w), pixel) for (t, h, w), pixel in out]
+
+    UnifiedLatents.decode_windows = shifted
+
+
+def long_generation_forgets():
+    import ulvideo.sample as sample
+
+    original = sample.sample_z0
+
+    def forgetting(ul, base, shape, cfg, *, context_latents=None, **kw):
+        if context_latents is not None and context_latents.shape[2] == shape[1] - 1:
+            context_latents = None  # a later window starts afresh
+        return original(ul, base, shape, cfg, context_latents=context_latents, **kw)
+
+    sample.sample_z0 = forgetting
+
+
 SAMPLING = "tests/test_sample_cli.py::"
 FRAME_PREDICTION = [
     SAMPLING + "test_frame_prediction_keeps_context_latents",
@@ -250,6 +291,30 @@ MUTATIONS = {
             "tests/test_eval_reconstruction.py::"
             "test_evaluate_reconstruction_reports_the_metrics_of_the_reconstructions"
         ],
+        False,
+    ),
+    "stream_cache_dropped": (
+        "a streamed encode zero-pads every chunk instead of carrying the causal convs' past",
+        stream_cache_dropped,
+        ["tests/test_long_videos.py::test_streamed_encode_equals_whole_clip"],
+        False,
+    ),
+    "windows_unweighted": (
+        "overlapping decode windows are averaged with equal weights, no ramps",
+        windows_unweighted,
+        ["tests/test_long_videos.py::test_multidiffusion_has_no_seams_on_a_gaussian_process"],
+        False,
+    ),
+    "window_latents_shifted": (
+        "a decode window reads the latent frames one frame before its pixels",
+        window_latents_shifted,
+        ["tests/test_long_videos.py::test_windows_and_tiles_blend_back_to_the_whole_clip"],
+        False,
+    ),
+    "long_generation_forgets": (
+        "long generation samples each later window without the previous window's frames",
+        long_generation_forgets,
+        ["tests/test_long_videos.py::test_each_window_continues_the_last_latent_frames"],
         False,
     ),
     "bf16_loss_off": (

@@ -144,3 +144,23 @@ def test_benchmark_refuses_missing_cuda_before_work():
         text=True,
     )
     assert proc.returncode != 0 and "sees no CUDA device" in proc.stderr
+
+
+def test_long_videos_benchmark_reports_whole_and_windowed(tmp_path):
+    out = tmp_path / "long.json"
+    cmd = [sys.executable, "benchmarks/bench_long_videos.py", "--device", "cpu", "--threads", "1",
+           "--frames", "5", "9", "--resolution", "16", "--window", "5", "--sizes", "16", "32",
+           "--tile", "16", "--tile_frames", "1", "--steps", "1", "--out", str(out)]  # fmt: skip
+    paths = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert [r["frames"] for r in report["by_frames"]] == [5, 9]
+    assert [(r["height"], r["tile"]) for r in report["by_size"]] == [(16, 16), (32, 16)]
+    for row in report["by_frames"]:
+        for key in ("encode_whole", "encode_windowed", "decode_whole", "decode_windowed"):
+            assert positive(row[key]["s"]) and positive(row[key]["peak_memory_mb"])
+    peaks = [r["decode_windowed"]["step_memory_mb"] for r in report["by_frames"]]
+    if min(peaks) > 0:
+        assert report["flat_ratio"]["decode_windowed"] == round(max(peaks) / min(peaks), 3)

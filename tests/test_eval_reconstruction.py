@@ -89,13 +89,13 @@ class PoolingAutoencoder(nn.Module):
         self.anchor = nn.Parameter(torch.zeros(()))  # gives the module a device
         self.decode_steps = []
 
-    def encode(self, video):
+    def encode(self, video, window=None):  # UnifiedLatents' signatures (windows unused)
         return video if self.lossless else F.avg_pool3d(video, (1, 2, 2))
 
     def noisy_latent(self, z, rng=None):
         return z if self.lossless else z + self.OFFSET
 
-    def decode(self, z0, steps, rng=None):
+    def decode(self, z0, steps, rng=None, window=None, tile=None):
         self.decode_steps.append(steps)
         return z0 if self.lossless else F.interpolate(z0, scale_factor=(1, 2, 2), mode="nearest")
 

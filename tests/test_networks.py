@@ -110,7 +110,9 @@ def test_image_equals_first_frame_of_video(tiny_encoder):
 def test_encoder_rejects_bad_videos(tiny_encoder):
     with pytest.raises(ValueError, match="4 channels, the model expects 3"):
         tiny_encoder(torch.zeros(1, 4, 5, 16, 16))
-    with pytest.raises(ValueError, match=r"6 frames.*1 \+ 4k frames: 1, 5, 9, 13, 17"):
+    with pytest.raises(
+        ValueError, match=r"6 frames.*1 \+ 4k frames \(1, 5, 9, .*use 5 or 9 frames"
+    ):
         tiny_encoder(torch.zeros(1, 3, 6, 16, 16))
     with pytest.raises(ValueError, match="20x16; height and width must be divisible by .*=8"):
         tiny_encoder(torch.zeros(1, 3, 5, 20, 16))

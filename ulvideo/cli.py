@@ -17,8 +17,20 @@ def _load(checkpoint):
     return Pipeline.from_pretrained(checkpoint)
 
 
-def _read_video(path, frames: int, resolution: int) -> torch.Tensor:
-    """The first `frames` frames of a video file as a 1 x 3 x T x R x R tensor in [-1, 1]."""
+def frame_size_arg(text: str) -> int | tuple[int, int]:
+    """`--resolution`: a side ("128", square) or height x width ("96x160")."""
+    try:
+        sides = tuple(int(side) for side in text.lower().split("x"))
+    except ValueError:
+        sides = ()
+    if len(sides) not in (1, 2) or min(sides) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a side (128) or height x width (96x160)")
+    return sides[0] if len(sides) == 1 else sides
+
+
+def _read_video(path, frames: int, resolution: int | tuple[int, int]) -> torch.Tensor:
+    """The first `frames` frames of a video file as a 1 x 3 x T x H x W tensor in [-1, 1], resized
+    to cover `resolution` (a side, or (H, W)) and centre-cropped to it."""
     from .data.transforms import clip_transform
     from .data.video_io import read_clip, video_info
 
@@ -60,6 +72,9 @@ def cmd_sample(args) -> None:
         batch_size=args.batch_size,
         seed=args.seed,
         progress=True,
+        window=args.window,
+        window_context=args.context_frames,
+        tile=args.tile,
     )
     videos = pipeline.generate(num, args.frames, res, cfg, labels=labels, context=context)
     out = Path(args.out)
@@ -78,7 +93,9 @@ def cmd_reconstruct(args) -> None:
     ul = _load(args.checkpoint).autoencoder
     video = _read_video(args.input, args.frames, args.resolution or ul.config.resolution)
     ul.validate_video(video)
-    metrics = reconstruction_metrics(ul, video, args.steps, seed=args.seed)
+    metrics = reconstruction_metrics(
+        ul, video, args.steps, seed=args.seed, window=args.window, tile=args.tile
+    )
     recon = metrics["recon"]
     out = Path(args.out)
     write_mp4(recon[0], out / "reconstruction.mp4")
@@ -95,6 +112,8 @@ def cmd_encode(args) -> None:
     from safetensors.torch import save_file
 
     ul = _load(args.checkpoint).autoencoder
+    if args.data and args.window:
+        raise ValueError("--window streams --input videos; --data shards are encoded clip by clip")
     if args.data:
         from .data import build_dataset
         from .train.latents import precompute_latents
@@ -119,7 +138,7 @@ def cmd_encode(args) -> None:
     videos = torch.cat([_read_video(p, args.frames, res) for p in paths])
     ul.validate_video(videos)
     with torch.no_grad():
-        z = ul.encode(videos)
+        z = ul.encode(videos, args.window)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     save_file(
         {"z_clean": z.contiguous()},
@@ -130,12 +149,13 @@ def cmd_encode(args) -> None:
 
 
 def cmd_info(args) -> None:
+    from .models import frame_size
     from .models.flops import count_params, training_flops_per_example
     from .train.checkpoint import read_meta
 
     pipeline = _load(args.checkpoint)
     ul, cfg = pipeline.autoencoder, pipeline.autoencoder.config
-    frames, res = args.frames, args.resolution or cfg.resolution
+    frames, (height, width) = args.frames, frame_size(args.resolution or cfg.resolution)
     info = {
         "config": cfg.to_dict(),
         "params": {
@@ -144,16 +164,16 @@ def cmd_info(args) -> None:
             "decoder": count_params(ul.decoder),
         },
         "flops_per_example": {
-            "stage1": training_flops_per_example(cfg, "stage1", frames, res, res)
+            "stage1": training_flops_per_example(cfg, "stage1", frames, height, width)
         },
-        "latent_shape": list(ul.latent_shape(frames, res, res)),
-        "example": {"frames": frames, "resolution": res},
+        "latent_shape": list(ul.latent_shape(frames, height, width)),
+        "example": {"frames": frames, "height": height, "width": width},
     }
     if pipeline.base is not None:  # the base model that was trained, from its own config
         info["base_config"] = pipeline.base_config.to_dict()
         info["params"]["base"] = count_params(pipeline.base)
         info["flops_per_example"]["stage2"] = training_flops_per_example(
-            cfg, "stage2", frames, res, res, base_config=pipeline.base_config
+            cfg, "stage2", frames, height, width, base_config=pipeline.base_config
         )
     meta_dir = Path(args.checkpoint)
     if (meta_dir / "meta.json").is_file():
@@ -196,17 +216,48 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--frames", type=int, default=17)
         p.add_argument(
-            "--resolution", type=int, default=None, help="default: the model's resolution"
+            "--resolution",
+            type=frame_size_arg,
+            default=None,
+            help="a side (128) or height x width (96x160), multiples of the spatial compression; "
+            "default: the model's resolution, square",
         )
         p.add_argument("--seed", type=int, default=0)
         return p
 
-    s = with_checkpoint(sub.add_parser("sample", help="sample videos and write mp4 + a PNG grid"))
+    def with_window(p, tile: bool = True):
+        p.add_argument(
+            "--window",
+            type=int,
+            default=None,
+            help="1 + 4k frames: stream the causal encoder over chunks of this many frames (the "
+            "same latents) and decode in overlapping windows blended inside every step; memory "
+            "bounded by the window. Default: the whole clip at once",
+        )
+        if tile:
+            p.add_argument(
+                "--tile",
+                type=int,
+                default=None,
+                help="decode in overlapping tiles of this many pixels (a multiple of 8), blended "
+                "inside every step; default: whole frames",
+            )
+        return p
+
+    s = with_window(
+        with_checkpoint(sub.add_parser("sample", help="sample videos and write mp4 + a PNG grid"))
+    )
     s.add_argument("--num", type=int, default=8)
     s.add_argument("--labels", default=None, help="comma-separated class labels, one video each")
     s.add_argument("--cfg_scale", type=float, default=1.0)
     s.add_argument("--context", default=None, help="a video whose first frames are the context")
-    s.add_argument("--context_frames", type=int, default=5)
+    s.add_argument(
+        "--context_frames",
+        type=int,
+        default=5,
+        help="frames of --context to continue; with --window shorter than --frames, also the "
+        "last frames each new window continues",
+    )
     s.add_argument("--base_steps", type=int, default=64)
     s.add_argument("--decoder_steps", type=int, default=64)
     s.add_argument("--method", choices=["ddpm", "ddim"], default="ddpm")
@@ -216,16 +267,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="samples")
     s.set_defaults(func=cmd_sample)
 
-    r = with_checkpoint(
-        sub.add_parser("reconstruct", help="encode then decode a video; PSNR and bits/pixel")
+    r = with_window(
+        with_checkpoint(
+            sub.add_parser("reconstruct", help="encode then decode a video; PSNR and bits/pixel")
+        )
     )
     r.add_argument("--input", required=True)
     r.add_argument("--steps", type=int, default=64)
     r.add_argument("--out", default="reconstruction")
     r.set_defaults(func=cmd_reconstruct)
 
-    e = with_checkpoint(
-        sub.add_parser("encode", help="write the latents of videos or of a dataset")
+    e = with_window(
+        with_checkpoint(
+            sub.add_parser("encode", help="write the latents of videos or of a dataset")
+        ),
+        tile=False,
     )
     e.add_argument("--input", default=None, help="a video file or a folder of .mp4 files")
     e.add_argument(
@@ -254,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="config, parameters, FLOPs/example and step of a checkpoint")
     i.add_argument("checkpoint")
     i.add_argument("--frames", type=int, default=17)
-    i.add_argument("--resolution", type=int, default=None)
+    i.add_argument("--resolution", type=frame_size_arg, default=None, help="a side or HxW")
     i.set_defaults(func=cmd_info)
     return parser
 

@@ -164,19 +164,33 @@ class Pipeline:
         return self.base
 
     @torch.no_grad()
+    def encode(self, video: Tensor, window: int | None = None) -> Tensor:
+        """z_clean of `video`; with `window`, streamed over chunks of that many frames (the same
+        latents, memory bounded by the window)."""
+        return self.autoencoder.encode(video, window)
+
+    @torch.no_grad()
     def reconstruct(
-        self, video: Tensor, steps: int = 32, method: str = "ddpm", seed: int = 0
+        self,
+        video: Tensor,
+        steps: int = 32,
+        method: str = "ddpm",
+        seed: int = 0,
+        window: int | None = None,
+        tile: int | None = None,
     ) -> Tensor:
-        """encode -> noisy z0 -> decode; video k's noise depends only on (seed, k)."""
+        """encode -> noisy z0 -> decode, streamed / in windows of `window` frames and tiles of
+        `tile` pixels when given (UnifiedLatents.encode, decode); video k's noise depends only on
+        (seed, k)."""
         self.autoencoder.validate_video(video)
         rng = StackedRandomGenerator(video.device, seed, range(len(video)))
-        return self.autoencoder.reconstruct(video, steps=steps, method=method, rng=rng)
+        return self.autoencoder.reconstruct(video, steps, method, rng, window, tile)
 
     def generate(
         self,
         num_videos: int,
         frames: int,
-        resolution: int,
+        resolution: int | tuple[int, int],
         cfg: SamplingConfig,
         *,
         labels: Tensor | None = None,
@@ -184,7 +198,7 @@ class Pipeline:
         indices: Tensor | None = None,
     ) -> Tensor:
         """UL Algorithm 2 (ulvideo.sample.generate): class-conditional, unconditional or frame
-        prediction from `context` frames."""
+        prediction from `context` frames; `resolution` is a side or (H, W)."""
         return generate(
             self.autoencoder, self.require_base(), num_videos, frames, resolution, cfg,
             labels=labels, context=context, indices=indices,

@@ -18,6 +18,7 @@ from .diffusion import (
     pin_context,
     randn_like,
 )
+from .models import frame_size
 
 
 @dataclass
@@ -31,6 +32,9 @@ class SamplingConfig:
     batch_size: int = 16
     seed: int = 0
     progress: bool = False
+    window: int | None = None  # 1 + 4k frames: generate and decode window by window
+    window_context: int = 5  # 1 + 4k frames: each generated window continues the last ones
+    tile: int | None = None  # decode in tiles of this many pixels
 
 
 def guided_denoiser(base, labels: Tensor | None, cfg_scale: float, context_frames: int):
@@ -91,26 +95,70 @@ def sample_z0(
 
 
 @torch.no_grad()
+def sample_long_z0(
+    ul,
+    base,
+    latent_shape: tuple[int, ...],
+    cfg: SamplingConfig,
+    window: int,
+    carried: int,
+    *,
+    labels: Tensor | None = None,
+    context_latents: Tensor | None = None,
+    rng: StackedRandomGenerator | None = None,
+) -> Tensor:
+    """z0 of any length by frame prediction, `window` latent frames at a time: each window after
+    the first is conditioned on the last `carried` latent frames of the clip so far (their noisy
+    z0, as given context [ours]), and adds window - carried new ones."""
+    channels, frames, height, width = latent_shape
+    z0 = sample_z0(
+        ul, base, (channels, min(window, frames), height, width), cfg,
+        labels=labels, context_latents=context_latents, rng=rng,
+    )  # fmt: skip
+    while z0.shape[2] < frames:
+        new = min(window - carried, frames - z0.shape[2])
+        nxt = sample_z0(
+            ul, base, (channels, carried + new, height, width), cfg,
+            labels=labels, context_latents=z0[:, :, -carried:], rng=rng,
+        )  # fmt: skip
+        z0 = torch.cat([z0, nxt[:, :, carried:]], dim=2)
+    return z0
+
+
+@torch.no_grad()
 def generate(
     ul,
     base,
     num_videos: int,
     frames: int,
-    resolution: int,
+    resolution: int | tuple[int, int],
     cfg: SamplingConfig,
     *,
     labels: Tensor | None = None,
     context: Tensor | None = None,
     indices: Tensor | None = None,
 ) -> Tensor:
-    """Sample `num_videos` videos (B x C x T x H x W in [-1, 1]) in batches of cfg.batch_size.
+    """Sample `num_videos` videos (B x C x T x H x W in [-1, 1]) in batches of cfg.batch_size;
+    `resolution` is a side (square) or (H, W).
 
     Video k's noise depends only on (cfg.seed, indices[k]) (default index k), never on the batch
-    it is drawn in nor on the process drawing it. `labels` (B,) conditions on classes; `context` (B x C x T_ctx x H x W, T_ctx = 1 + 4k real
+    it is drawn in nor on the process drawing it. With cfg.window shorter than the clip, the base
+    model extends it window by window (sample_long_z0, each window continuing the last
+    cfg.window_context frames) and the decoder runs in blended windows: memory bounded by the
+    window, any length. `labels` (B,) conditions on classes; `context` (B x C x T_ctx x H x W, T_ctx = 1 + 4k real
     frames) turns it into frame prediction: the context latents stay fixed and the real context
     frames are pasted into the output.
     """
-    shape = ul.latent_shape(frames, resolution, resolution)
+    height, width = frame_size(resolution)
+    shape = ul.latent_shape(frames, height, width)
+    window = shape[1] if cfg.window is None else ul.latent_shape(cfg.window, height, width)[1]
+    carried = 0 if window >= shape[1] else ul.latent_shape(cfg.window_context, height, width)[1]
+    if carried and (base.given_embed is None or carried >= window):
+        raise ValueError(
+            f"generating {frames} frames in windows of {cfg.window} needs a base model trained "
+            f"with context (BaseConfig.context) and window_context={cfg.window_context} frames "
+            f"fewer than the window"
+        )
     if labels is not None:
         if base.num_classes == 0:
             raise ValueError("this base model is unconditional: sample without labels")
@@ -134,9 +182,12 @@ def generate(
             ctx_latents = ul.encode(context[sl].to(device))
         batch_cfg = replace(cfg, batch_size=n)
         rng = StackedRandomGenerator(device, cfg.seed, indices[sl].tolist())
-        z0 = sample_z0(ul, base, shape, batch_cfg, labels=y, context_latents=ctx_latents, rng=rng)
+        z0 = sample_long_z0(
+            ul, base, shape, batch_cfg, window, carried, labels=y, context_latents=ctx_latents,
+            rng=rng,
+        )  # fmt: skip
         video = ul.decode(
-            z0, steps=cfg.decoder_steps, method=cfg.method, rng=rng, progress=cfg.progress
+            z0, cfg.decoder_steps, cfg.method, rng, cfg.progress, window=cfg.window, tile=cfg.tile
         )
         if context is not None:
             video[:, :, : context.shape[2]] = context[sl].to(device)
@@ -153,7 +204,7 @@ def frame_predictor(ul, base, cfg: SamplingConfig):
         run = replace(cfg, batch_size=len(context))
         y = labels.long() if base.num_classes else None
         video = generate(
-            ul, base, len(context), num_frames, context.shape[-1], run,
+            ul, base, len(context), num_frames, tuple(context.shape[-2:]), run,
             labels=y, context=context, indices=sample_ids.cpu(),
         )  # fmt: skip
         return video.to(context.device)

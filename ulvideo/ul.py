@@ -3,6 +3,7 @@
 Saving and loading belong to ulvideo.pipeline (through ulvideo.serialization).
 """
 
+import itertools
 from functools import partial
 
 import torch
@@ -19,11 +20,20 @@ from .diffusion import (
     diffuse,
     get_sampler,
     logsnr_grid,
+    multidiffusion,
     prior_elbo,
+    ramp_weights,
     randn_like,
     to_data,
+    window_starts,
 )
-from .models import AutoencoderConfig, Decoder, Encoder, build_prior, check_video_shape
+from .models import (
+    AutoencoderConfig,
+    Decoder,
+    Encoder,
+    build_prior,
+    check_video_shape,
+)
 
 
 class UnifiedLatents(nn.Module):
@@ -69,10 +79,21 @@ class UnifiedLatents(nn.Module):
             latent_width * cfg.spatial_downsample,
         )
 
-    def encode(self, video: Tensor) -> Tensor:
-        """z_clean = E(video), deterministic."""
+    def encode(self, video: Tensor, window: int | None = None) -> Tensor:
+        """z_clean = E(video), deterministic.
+
+        With `window` (1 + 4k pixel frames, k >= 1, as decode's) the causal encoder streams over
+        chunks: the first `window` frames, then 4k at a time (each latent frame of the clip is
+        made once), and gives the same latents with activation memory bounded by the window.
+        """
         self.validate_video(video)
-        return self.encoder(video)
+        if window is None:
+            return self.encoder(video)
+        _latent_span("window", window, self.config.temporal_downsample, 1, least=2)
+        frames = video.shape[2]
+        bounds = [0, *range(window, frames, window - 1), frames]
+        chunks = (video[:, :, a:b] for a, b in zip(bounds, bounds[1:]))
+        return torch.cat(list(self.encoder.stream(chunks)), dim=2)
 
     def noisy_latent(self, z_clean: Tensor, rng: StackedRandomGenerator | None = None) -> Tensor:
         # UL §2: z0 = alpha_0 z_clean + sigma_0 eps at the fixed log-SNR lambda_z(0) = 5
@@ -125,12 +146,20 @@ class UnifiedLatents(nn.Module):
         method: str = "ddpm",
         rng: StackedRandomGenerator | None = None,
         progress: bool = False,
+        window: int | None = None,
+        overlap: int | None = None,
+        tile: int | None = None,
+        tile_overlap: int | None = None,
     ) -> Tensor:
         """Sample x ~ p(x | z0) by reverse diffusion in log-SNR space (UL Algorithm 2, steps 3-4).
 
         `rng` (one generator per video) makes video k depend only on its own seed; None draws from
         torch's global RNG. Returns a video in [-1, 1]; predictions are clipped to [-1, 1] at every step. The
         decoder runs in eval mode (no dropout) and is put back in its previous mode afterwards.
+
+        `window` (pixel frames, 1 + 4k) and `tile` (pixels, a multiple of spatial_downsample) run
+        the decoder on overlapping windows / tiles of that size, blended inside every step
+        (decode_windows); `overlap` and `tile_overlap` default to about half of them.
         """
         if z0.ndim != 5 or z0.shape[1] != self.config.latent_channels:
             raise ValueError(
@@ -139,11 +168,18 @@ class UnifiedLatents(nn.Module):
         sampler = get_sampler(method)
         shape = (z0.shape[0], *self.pixel_shape(*z0.shape[2:]))
         noise = randn_like(z0.new_empty(shape), rng)
+        # one window of weight 1 by default: exactly the plain decoder
+        latents, windows = zip(
+            *self.decode_windows(z0.shape[2:], window, overlap, tile, tile_overlap)
+        )
+        denoiser = multidiffusion(
+            lambda x_t, logsnr, k: self.decoder(x_t, z0[(..., *latents[k])], logsnr), list(windows)
+        )
         was_training = self.decoder.training
         self.decoder.eval()
         try:
             video = sampler(
-                clip_denoiser(lambda x_t, logsnr: self.decoder(x_t, z0, logsnr)),
+                clip_denoiser(denoiser),
                 noise,
                 to_data(logsnr_grid(self.pixel_schedule, steps)),  # ends at the pixels
                 noise_sampler=partial(randn_like, rng=rng),
@@ -153,6 +189,43 @@ class UnifiedLatents(nn.Module):
             self.decoder.train(was_training)
         return video.clamp(-1, 1)
 
+    def decode_windows(
+        self,
+        latent_grid: tuple[int, int, int],
+        window: int | None = None,
+        overlap: int | None = None,
+        tile: int | None = None,
+        tile_overlap: int | None = None,
+    ) -> list[tuple[tuple[slice, ...], tuple[tuple[slice, ...], Tensor]]]:
+        """The decoder's windows on a T_z x H_z x W_z latent grid: (latent region, (pixel region,
+        blend weights)) each. Latent frames [a, b) decode pixel frames [4a, 4(b - 1)] and latent
+        rows [a, b) pixel rows [8a, 8b) (for 4x8x8 compression); None covers an axis whole."""
+        td, sd = self.config.temporal_downsample, self.config.spatial_downsample
+        t_z, h_z, w_z = latent_grid
+        lt = t_z if window is None else _latent_span("window", window, td, 1, least=2)
+        lto = max(1, lt // 2) if overlap is None else _latent_span("overlap", overlap, td, 1)
+        if lt < t_z and not 1 <= lto < lt:
+            raise ValueError(
+                f"overlap={overlap} for window={window} frames: neighbouring windows share "
+                f"1 + {td}k frames, fewer than the window (which needs at least {1 + td} frames)"
+            )
+        lh = None if tile is None else _latent_span("tile", tile, sd, 0)
+        lho = 0 if lh is None else lh // 2
+        if tile_overlap is not None:
+            lho = _latent_span("tile_overlap", tile_overlap, sd, 0, least=0)
+        if lh is not None and lho >= lh:
+            raise ValueError(f"tile_overlap={tile_overlap} must be smaller than tile={tile}")
+        axes = [
+            _axis_windows(t_z, lt, lto, td, trim=td - 1),
+            _axis_windows(h_z, lh or h_z, lho, sd, trim=0),
+            _axis_windows(w_z, lh or w_z, lho, sd, trim=0),
+        ]
+        out = []
+        for (lt_, pt, wt), (lh_, ph, wh), (lw_, pw, ww) in itertools.product(*axes):
+            weights = wt[:, None, None] * wh[None, :, None] * ww[None, None, :]
+            out.append(((lt_, lh_, lw_), ((pt, ph, pw), weights)))
+        return out
+
     @torch.no_grad()
     def reconstruct(
         self,
@@ -160,7 +233,33 @@ class UnifiedLatents(nn.Module):
         steps: int = 32,
         method: str = "ddpm",
         rng: StackedRandomGenerator | None = None,
+        window: int | None = None,
+        tile: int | None = None,
     ) -> Tensor:
-        """encode -> noisy_latent -> decode."""
-        z0 = self.noisy_latent(self.encode(video), rng)
-        return self.decode(z0, steps=steps, method=method, rng=rng)
+        """encode -> noisy_latent -> decode, streamed / in windows of `window` frames when given
+        (see encode, decode; `tile` as decode's)."""
+        z0 = self.noisy_latent(self.encode(video, window), rng)
+        return self.decode(z0, steps, method, rng, window=window, tile=tile)
+
+
+def _latent_span(name: str, value: int, step: int, offset: int, least: int = 1) -> int:
+    # pixels -> latent elements: 1 + 4(n - 1) frames -> n (offset 1), 8n pixels -> n (offset 0)
+    smallest = step * (least - offset) + offset  # the span of `least` latent elements
+    if value < smallest or (value - offset) % step:
+        form = f"1 + {step}k frames" if offset else f"a multiple of {step} pixels"
+        below = max(smallest, offset + (value - offset) // step * step)
+        fix = f"{below} or {below + step}" if below < value else str(below)
+        raise ValueError(f"{name}={value}: windows take {form}, at least {smallest}; use {fix}")
+    return (value - offset) // step + offset
+
+
+def _axis_windows(length: int, window: int, overlap: int, scale: int, trim: int) -> list:
+    # (latent slice, pixel slice, pixel blend weights) along one axis; latent [a, b) decodes
+    # pixels [scale a, scale b - trim), and latent overlaps o pixel overlaps scale o - trim
+    out = []
+    for a in window_starts(length, window, overlap):
+        b = min(a + window, length)
+        size, ramp = scale * (b - a) - trim, max(0, scale * overlap - trim)
+        weights = ramp_weights(size, ramp, left=a > 0, right=b < length)
+        out.append((slice(a, b), slice(scale * a, scale * b - trim), weights))
+    return out

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..models.encoder import frame_size
 from .bad_files import BadFiles, FileDataset
 from .manifest import VideoEntry, default_manifest_paths, load_or_build_manifest
 from .transforms import CROPS, clip_transform
@@ -27,12 +28,13 @@ class ClipSampling:
     ``frames`` frames ``stride`` apart, or with ``fps`` set, the stride nearest to the video's frame
     rate / ``fps`` (at least 1), so that clips of videos at 25 and 50 fps span the same time. The
     first frame is uniformly random or centred (``temporal_crop``). Frames have their short side
-    resized to ``resolution``, then a random or centred square window is kept (``spatial_crop``),
+    resized to ``resolution`` (a side, or (height, width): resized to cover it), then a random or
+    centred window of that size is kept (``spatial_crop``),
     mirrored left-right with probability 1/2 if ``flip``.
     """
 
     frames: int = 17
-    resolution: int = 128
+    resolution: int | tuple[int, int] = 128
     stride: int = 1
     fps: float | None = None
     temporal_crop: str = "random"
@@ -40,7 +42,7 @@ class ClipSampling:
     flip: bool = True
 
     def __post_init__(self):
-        if self.frames < 1 or self.resolution < 1 or self.stride < 1:
+        if self.frames < 1 or min(frame_size(self.resolution)) < 1 or self.stride < 1:
             raise ValueError(
                 "need frames, resolution, stride >= 1, got "
                 f"{self.frames}, {self.resolution}, {self.stride}"
@@ -85,13 +87,13 @@ class ClipSampling:
         return int(rng.integers(0, last + 1)) if self.temporal_crop == "random" else last // 2
 
     def transform(self, frames: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
-        """Decoded uint8 ``(T, H, W, 3)`` frames to the float32 ``3 x T x R x R`` video."""
+        """Decoded uint8 ``(T, H, W, 3)`` frames to the float32 ``3 x T x H x W`` video."""
         return clip_transform(frames, self.resolution, rng, self.spatial_crop, self.flip)
 
 
 class VideoClips(FileDataset):
-    """Clips of video files as ``(video, label)``: float32 ``3 x frames x resolution x resolution``
-    in [-1, 1] and the class index (-1 if unlabelled). Subclasses define ``_find_videos()``, the
+    """Clips of video files as ``(video, label)``: float32 ``3 x frames x H x W`` in [-1, 1]
+    (``resolution`` a side, or (H, W) to keep a non-square aspect ratio) and the class index (-1 if unlabelled). Subclasses define ``_find_videos()``, the
     ``([(path relative to root, label), ...], classes)`` of the split.
 
     Clips are cut as ``ClipSampling.default(train, ...)`` says: by default training (split "train")
@@ -110,7 +112,7 @@ class VideoClips(FileDataset):
         root: str | os.PathLike,
         split: str = "train",
         frames: int = 17,
-        resolution: int = 128,
+        resolution: int | tuple[int, int] = 128,
         *,
         stride: int = 1,
         fps: float | None = None,

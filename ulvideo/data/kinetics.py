@@ -98,7 +98,7 @@ class Kinetics600(VideoClips):
         root: str | os.PathLike,
         split: str = "train",
         frames: int = 17,
-        resolution: int = 128,
+        resolution: int | tuple[int, int] = 128,
         **options,
     ):
         if split not in SPLITS:

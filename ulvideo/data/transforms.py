@@ -10,6 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..models.encoder import frame_size
+
 
 def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     """Randomness of one sample: a function of (seed, epoch, index) only, so workers and ranks agree."""
@@ -39,12 +41,14 @@ def to_video_tensor(frames: np.ndarray) -> torch.Tensor:
     return to_video(as_frames(frames))
 
 
-def resize_short_side(frames: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize ``N x C x H x W`` images so that min(H, W) == size, keeping the aspect ratio
-    (antialiased bilinear; uint8 or float)."""
+def resize_short_side(frames: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Resize ``N x C x H x W`` images, keeping the aspect ratio, to the smallest size that covers
+    ``size`` (a side, or height x width): for a square size, min(H, W) == size (antialiased
+    bilinear; uint8 or float)."""
     height, width = frames.shape[-2:]
-    scale = size / min(height, width)
-    new_size = (max(size, round(height * scale)), max(size, round(width * scale)))
+    out_h, out_w = frame_size(size)
+    scale = max(out_h / height, out_w / width)
+    new_size = (max(out_h, round(height * scale)), max(out_w, round(width * scale)))
     if new_size == (height, width):
         return frames
     return F.interpolate(
@@ -52,22 +56,26 @@ def resize_short_side(frames: torch.Tensor, size: int) -> torch.Tensor:
     )
 
 
-def crop(frames: torch.Tensor, top: int, left: int, size: int) -> torch.Tensor:
-    """The ``size x size`` window of ``... x H x W`` frames whose top-left corner is (top, left)."""
-    return frames[..., top : top + size, left : left + size]
+def crop(frames: torch.Tensor, top: int, left: int, size: int | tuple[int, int]) -> torch.Tensor:
+    """The ``size`` (a side, or height x width) window of ``... x H x W`` frames whose top-left
+    corner is (top, left)."""
+    height, width = frame_size(size)
+    return frames[..., top : top + height, left : left + width]
 
 
-def center_crop(frames: torch.Tensor, size: int) -> torch.Tensor:
-    """The centred ``size x size`` window."""
-    height, width = frames.shape[-2:]
-    return crop(frames, (height - size) // 2, (width - size) // 2, size)
+def center_crop(frames: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """The centred ``size`` (a side, or height x width) window."""
+    (height, width), (out_h, out_w) = frames.shape[-2:], frame_size(size)
+    return crop(frames, (height - out_h) // 2, (width - out_w) // 2, size)
 
 
-def random_crop(frames: torch.Tensor, size: int, rng: np.random.Generator) -> torch.Tensor:
-    """A uniformly placed ``size x size`` window."""
-    height, width = frames.shape[-2:]
-    top = int(rng.integers(0, height - size + 1))
-    left = int(rng.integers(0, width - size + 1))
+def random_crop(
+    frames: torch.Tensor, size: int | tuple[int, int], rng: np.random.Generator
+) -> torch.Tensor:
+    """A uniformly placed ``size`` (a side, or height x width) window."""
+    (height, width), (out_h, out_w) = frames.shape[-2:], frame_size(size)
+    top = int(rng.integers(0, height - out_h + 1))
+    left = int(rng.integers(0, width - out_w + 1))
     return crop(frames, top, left, size)
 
 
@@ -81,13 +89,14 @@ CROPS = ("random", "center")
 
 def clip_transform(
     frames: np.ndarray,
-    resolution: int,
+    resolution: int | tuple[int, int],
     rng: np.random.Generator | None = None,
     crop: str = "center",
     flip: bool = False,
 ) -> torch.Tensor:
-    """uint8 ``(T, H, W, 3)`` frames to a float32 ``3 x T x resolution x resolution`` video in
-    [-1, 1]: shorter side resized to ``resolution``, then a ``crop`` ("center" or "random") window,
+    """uint8 ``(T, H, W, 3)`` frames to a float32 ``3 x T x height x width`` video in [-1, 1],
+    ``resolution`` a side (square) or (height, width): resized, keeping the aspect ratio, to cover
+    height x width (the short side for a square), then a ``crop`` ("center" or "random") window,
     mirrored with probability 1/2 if ``flip``. Random choices (which need ``rng``) are drawn in the
     order crop, flip."""
     if crop not in CROPS:

@@ -18,10 +18,13 @@ from .samplers import (
     ddpm_step,
     get_sampler,
     logsnr_grid,
+    multidiffusion,
     pin_context,
+    ramp_weights,
     sample_ddim,
     sample_ddpm,
     to_data,
+    window_starts,
 )
 from .schedules import LinearLogSNR, Schedule, ShiftedCosine, stratified_t
 from .vp import alpha_sigma, diffuse, eps_to_x, expand_to, v_to_x, x_to_eps, x_to_v
@@ -32,6 +35,9 @@ __all__ = [
     "get_sampler",
     "pin_context",
     "to_data",
+    "multidiffusion",
+    "ramp_weights",
+    "window_starts",
     "LinearLogSNR",
     "Schedule",
     "StackedRandomGenerator",

@@ -4,9 +4,11 @@ ancestral DDPM and DDIM (UL_METHOD §6, Algorithm 2).
 A sampler integrates from `z` at grid[0] to grid[-1] and returns the state there. The base model's
 grid ends at lambda = 5, so it returns the noisy z0 the decoder was trained on; the decoder's grid
 ends at +inf (`to_data`), where a step returns the prediction itself. Clipping predictions and
-pinning context latents are wrappers around the denoiser, not sampler options.
+pinning context latents are wrappers around the denoiser, not sampler options, and so is
+sampling in overlapping windows (multidiffusion).
 """
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -110,3 +112,53 @@ def pin_context(denoiser: Denoiser, clean: Tensor, keep: Tensor) -> Denoiser:
         return torch.where(keep, clean, denoiser(torch.where(keep, clean, z), logsnr))
 
     return pinned
+
+
+Window = tuple[tuple[slice, ...], Tensor]  # a region of the trailing dims, its blend weights there
+
+
+def window_starts(length: int, window: int, overlap: int) -> list[int]:
+    """Starts of the fewest windows of `window` covering range(length), spread evenly, neighbours
+    sharing at least `overlap` (0 <= overlap < window)."""
+    if window >= length:
+        return [0]
+    if not 0 <= overlap < window:
+        raise ValueError(f"a window overlap must be in [0, window={window}), got {overlap}")
+    count = math.ceil((length - window) / (window - overlap)) + 1
+    return [round(i * (length - window) / (count - 1)) for i in range(count)]
+
+
+def ramp_weights(size: int, ramp: int, left: bool, right: bool) -> Tensor:
+    """Blend weights over a window of `size`: 1 inside, rising linearly over `ramp` elements on
+    each side that meets a neighbour (`left`, `right`), never 0 (float64)."""
+    i = torch.arange(size, dtype=torch.float64)
+    w = torch.ones(size, dtype=torch.float64)
+    if left:
+        w = torch.minimum(w, (i + 1) / (ramp + 1))
+    if right:
+        w = torch.minimum(w, (size - i) / (ramp + 1))
+    return w
+
+
+def multidiffusion(
+    window_denoiser: Callable[[Tensor, Tensor, int], Tensor], windows: list[Window]
+) -> Denoiser:
+    """One denoiser from overlapping windows: `window_denoiser(z[window k], logsnr, k)` predicts
+    window k, and the prediction is the per-element weighted average over the windows covering it.
+
+    MultiDiffusion (Bar-Tal et al. 2023, eq. 5) averages the windows' next states; a sampler step
+    is affine in x_hat, so averaging x_hat inside every step is the same update. The windows'
+    regions (slices of z's trailing dims) must cover z; their weights broadcast over the region.
+    """
+
+    def combined(z: Tensor, logsnr: Tensor) -> Tensor:
+        total = torch.zeros_like(z)
+        weight = z.new_zeros(z.shape[2:])
+        for k, (region, w) in enumerate(windows):
+            index = (slice(None), slice(None), *region)
+            w = w.to(z)
+            total[index] += w * window_denoiser(z[index], logsnr, k)
+            weight[region] += w
+        return total / weight
+
+    return combined

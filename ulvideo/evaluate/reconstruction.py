@@ -30,6 +30,8 @@ def reconstruction_metrics(
     seed: int = 0,
     first_index: int = 0,
     bits_draws: int = 4,
+    window: int | None = None,
+    tile: int | None = None,
 ) -> dict:
     """The stage-1 metrics of one batch, shared by the training evaluation, the demo, `ulvideo
     reconstruct`, `ulvideo rd` and `ulvideo eval reconstruction`.
@@ -38,13 +40,16 @@ def reconstruction_metrics(
     batch rolled by one) under the same noise, video k's from (seed, first_index + k) alone. Returns
     `recon`, per-frame `psnr` and `ssim` (B x T), `psnr_swapped` (B,; a decoder that ignores its
     latent scores it as well as `psnr`) and the prior's `bits_per_pixel`, the batch mean over
-    `bits_draws` Monte-Carlo draws of t and noise."""
+    `bits_draws` Monte-Carlo draws of t and noise. `window` (frames) and `tile` (pixels) stream the
+    encoder and run the decoder in blended windows (UnifiedLatents.encode, decode)."""
     ids = range(first_index, first_index + len(video))
-    z0 = model.noisy_latent(model.encode(video), StackedRandomGenerator(video.device, seed, ids))
+    z0 = model.noisy_latent(
+        model.encode(video, window=window), StackedRandomGenerator(video.device, seed, ids)
+    )
 
     def decode(z: Tensor) -> Tensor:
         rng = StackedRandomGenerator(video.device, seed, ids)
-        return model.decode(z, steps=decode_steps, rng=rng).clamp(-1, 1)
+        return model.decode(z, steps=decode_steps, rng=rng, window=window, tile=tile).clamp(-1, 1)
 
     recon = decode(z0)
     bits = [float(model.stage1_loss(video)["bits_per_pixel"]) for _ in range(bits_draws)]

@@ -1,7 +1,13 @@
 """The networks: causal encoder, 3D UViT decoder, prior/base transformer, presets and FLOP counts."""
 
 from .decoder import Decoder
-from .encoder import Encoder, check_video_shape, valid_frame_counts
+from .encoder import (
+    Encoder,
+    check_video_shape,
+    frame_size,
+    nearest_frame_counts,
+    valid_frame_counts,
+)
 from .flops import PARTS, count_params, params_per_part, training_flops_per_example
 from .presets import (
     AUTOENCODER_PRESETS,
@@ -35,4 +41,6 @@ __all__ = [
     "register_network",
     "training_flops_per_example",
     "valid_frame_counts",
+    "frame_size",
+    "nearest_frame_counts",
 ]

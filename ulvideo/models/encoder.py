@@ -1,16 +1,31 @@
 """The deterministic, causal spatiotemporal encoder E(x) -> z_clean (UL_METHOD §2, §7)."""
 
 import math
+from collections.abc import Iterable, Iterator
 
 from torch import Tensor, nn
 
-from ..nn import Conv3d, Downsample3d, GroupNorm3d, ResBlock3d, patchify
+from ..nn import Conv3d, Downsample3d, GroupNorm3d, ResBlock3d, StreamCache, patchify
 from .presets import AutoencoderConfig
 
 
 def valid_frame_counts(temporal_downsample: int, up_to: int = 21) -> list[int]:
     """The frame counts a causal encoder with this temporal stride accepts: 1 + k * stride."""
     return list(range(1, up_to + 1, temporal_downsample))
+
+
+def nearest_frame_counts(frames: int, temporal_downsample: int) -> list[int]:
+    """The valid counts 1 + k * stride next to `frames`: the one below and the one above."""
+    below = 1 + max(0, frames - 1) // temporal_downsample * temporal_downsample
+    return [below] if below == frames else [below, below + temporal_downsample]
+
+
+def frame_size(size: int | tuple[int, int]) -> tuple[int, int]:
+    """(height, width) of a frame size given as a side length (square) or as (height, width)."""
+    height, width = (size, size) if isinstance(size, int) else size
+    if height < 1 or width < 1:
+        raise ValueError(f"a frame size needs height, width >= 1, got {size}")
+    return height, width
 
 
 def check_video_shape(
@@ -26,9 +41,11 @@ def check_video_shape(
         raise ValueError(f"{name} has {c} channels, the model expects {config.in_channels} (RGB)")
     td, sd = config.temporal_downsample, config.spatial_downsample
     if (t - 1) % td:
+        nearest = " or ".join(map(str, nearest_frame_counts(t, td)))
         raise ValueError(
             f"{name} has {t} frames; the causal encoder with {td}x temporal compression takes "
-            f"1 + {td}k frames: {', '.join(map(str, valid_frame_counts(td)))}, ..."
+            f"1 + {td}k frames ({', '.join(map(str, valid_frame_counts(td)))}, ...): "
+            f"use {nearest} frames"
         )
     if h % sd or w % sd:
         raise ValueError(
@@ -65,11 +82,31 @@ class Encoder(nn.Module):
         self.norm = GroupNorm3d(ch[-1])
         self.head = nn.Conv3d(ch[-1], config.latent_channels, 1)
 
-    def forward(self, video: Tensor) -> Tensor:
-        check_video_shape(video.shape, self.config)
-        h = self.stem(patchify(video, 2))
+    def forward(self, video: Tensor, cache: StreamCache | None = None) -> Tensor:
+        """z_clean of `video`; with a `cache`, `video` is the next chunk of a longer clip (stream)."""
+        if cache is None:
+            check_video_shape(video.shape, self.config)
+        h = self.stem(patchify(video, 2), cache)
         for i, stage in enumerate(self.stages):
-            h = stage(h)
+            for block in stage:
+                h = block(h, cache=cache)
             if i < len(self.downs):
-                h = self.downs[i](h)
+                h = self.downs[i](h, cache)
         return self.head(nn.functional.silu(self.norm(h)))
+
+    def stream(self, chunks: Iterable[Tensor]) -> Iterator[Tensor]:
+        """The latents of a clip given as consecutive chunks, chunk by chunk: equal to forward on
+        the whole clip, with activation memory bounded by the chunk. Each causal conv's past
+        frames are carried from chunk to chunk. The first chunk has 1 + stride * k frames, the
+        later ones stride * k (k >= 1), stride = temporal_downsample."""
+        cache: StreamCache = {}
+        td = self.config.temporal_downsample
+        for i, chunk in enumerate(chunks):
+            if i == 0:
+                check_video_shape(chunk.shape, self.config, "the first chunk")
+            elif chunk.shape[2] == 0 or chunk.shape[2] % td:
+                raise ValueError(
+                    f"chunk {i} has {chunk.shape[2]} frames; every chunk after the first needs "
+                    f"a positive multiple of temporal_downsample={td} frames"
+                )
+            yield self(chunk, cache)

@@ -4,7 +4,7 @@ Nothing here imports ulvideo.models.
 """
 
 from .attention import BACKENDS, attention, naive_attention, resolve_backend, xformers_available
-from .conv import Conv3d, patchify, unpatchify
+from .conv import Conv3d, StreamCache, patchify, unpatchify
 from .embedding import LogSNREmbedding, fourier_features, sincos_1d, sincos_3d
 from .norm import GroupNorm3d, frame_group_norm, modulate, modulation_linear
 from .resblock import Downsample3d, ResBlock3d, Upsample3d
@@ -21,6 +21,7 @@ __all__ = [
     "LogSNREmbedding",
     "ResBlock3d",
     "SelfAttention",
+    "StreamCache",
     "TransformerBlock",
     "Upsample3d",
     "attention",

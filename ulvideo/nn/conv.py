@@ -1,7 +1,10 @@
 """3D convolutions with explicit time padding (causal or centred), and spatial (un)patching."""
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+StreamCache = dict[nn.Module, Tensor]  # each causal conv's not-yet-consumed input frames
 
 
 class Conv3d(nn.Conv3d):
@@ -31,9 +34,20 @@ class Conv3d(nn.Conv3d):
         )
         self.causal_pad = kernel - 1 if causal else 0
 
-    def forward(self, x: Tensor) -> Tensor:
-        if self.causal_pad:
-            x = F.pad(x, (0, 0, 0, 0, self.causal_pad, 0))  # past frames only
+    def forward(self, x: Tensor, cache: StreamCache | None = None) -> Tensor:
+        if not self.causal_pad:
+            return super().forward(x)
+        if cache is None:
+            return super().forward(F.pad(x, (0, 0, 0, 0, self.causal_pad, 0)))  # past side only
+        # Padded input P = [0] * causal_pad + frames; output j reads P[s j : s j + kernel]. The
+        # cache holds P from the first output not yet produced on.
+        past = cache.get(self)
+        if past is None:
+            past = x.new_zeros(*x.shape[:2], self.causal_pad, *x.shape[3:])
+        x = torch.cat([past, x], dim=2)
+        stride, kernel = self.stride[0], self.kernel_size[0]
+        outputs = (x.shape[2] - kernel) // stride + 1  # the caller's chunks complete >= 1
+        cache[self] = x[:, :, stride * outputs :]
         return super().forward(x)
 
 

@@ -3,7 +3,7 @@
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .conv import Conv3d
+from .conv import Conv3d, StreamCache
 from .norm import GroupNorm3d
 
 
@@ -11,7 +11,8 @@ class ResBlock3d(nn.Module):
     """norm -> SiLU -> conv3 -> norm -> SiLU -> dropout -> conv3, plus a (1x1 projected) skip.
 
     With cond_dim > 0 the second norm is adaptive to a conditioning vector (the log-SNR embedding).
-    causal=True keeps every output frame a function of current and past input frames only.
+    causal=True keeps every output frame a function of current and past input frames only, and
+    the block streams with a `cache` (see Conv3d).
     """
 
     def __init__(
@@ -34,9 +35,11 @@ class ResBlock3d(nn.Module):
             else nn.Identity()
         )
 
-    def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(self.dropout(F.silu(self.norm2(h, cond))))
+    def forward(
+        self, x: Tensor, cond: Tensor | None = None, cache: StreamCache | None = None
+    ) -> Tensor:
+        h = self.conv1(F.silu(self.norm1(x)), cache)
+        h = self.conv2(self.dropout(F.silu(self.norm2(h, cond))), cache)
         return self.skip(x) + h
 
 
@@ -49,8 +52,8 @@ class Downsample3d(nn.Module):
         super().__init__()
         self.conv = Conv3d(in_channels, out_channels, stride=(temporal, spatial), causal=causal)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.conv(x)
+    def forward(self, x: Tensor, cache: StreamCache | None = None) -> Tensor:
+        return self.conv(x, cache)
 
 
 class Upsample3d(nn.Module):

@@ -1,0 +1,478 @@
+"""Long and large videos (issue 13): causal streaming encode, any aspect ratio, windowed decode,
+long generation window by window."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from ulvideo import UnifiedLatents
+from ulvideo.diffusion import (
+    LinearLogSNR,
+    StackedRandomGenerator,
+    alpha_sigma,
+    clip_denoiser,
+    logsnr_grid,
+    multidiffusion,
+    ramp_weights,
+    randn_like,
+    sample_ddpm,
+    to_data,
+    window_starts,
+)
+from ulvideo.models import (
+    autoencoder_preset,
+    base_preset,
+    build_base,
+    check_video_shape,
+    nearest_frame_counts,
+)
+from ulvideo.nn import ATTENTION_MODES, Conv3d, sincos_1d, sincos_3d
+
+TINY = autoencoder_preset("tiny")
+
+
+@pytest.fixture(scope="module")
+def tiny_ul():
+    torch.manual_seed(0)
+    return UnifiedLatents(TINY).eval()
+
+
+def _video(frames, height=16, width=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(1, 3, frames, height, width, generator=g) * 2 - 1
+
+
+# ---------------------------------------------------------------- causal streaming encode
+
+
+@pytest.mark.parametrize("frames", [1, 5, 17, 65])
+@pytest.mark.parametrize("window", [5, 9, 13, 65])
+def test_streamed_encode_equals_whole_clip(tiny_ul, frames, window):
+    video = _video(frames, seed=frames)
+    with torch.no_grad():
+        whole = tiny_ul.encode(video)
+        streamed = tiny_ul.encode(video, window=window)
+    assert streamed.shape == whole.shape
+    torch.testing.assert_close(streamed, whole, rtol=0, atol=1e-5)
+
+
+def test_strided_causal_conv_streams_any_chunking():
+    # stride 2 and stride 1, chunks that complete 1 to several outputs, against one call
+    torch.manual_seed(0)
+    for stride in (1, 2):
+        conv = Conv3d(3, 4, stride=(stride, 1))
+        x = torch.randn(1, 3, 21, 4, 4)
+        cuts = [0, 1, 4, 5, 9, 15, 21] if stride == 1 else [0, 1, 3, 7, 9, 15, 21]
+        cache = {}
+        with torch.no_grad():
+            parts = [conv(x[:, :, a:b], cache) for a, b in zip(cuts, cuts[1:])]
+            torch.testing.assert_close(torch.cat(parts, 2), conv(x), rtol=0, atol=1e-6)
+
+
+def test_streamed_encode_rejects_bad_windows(tiny_ul):
+    video = _video(9)
+    with pytest.raises(
+        ValueError, match=r"window=6: windows take 1 \+ 4k frames, at least 5; use 5 or 9"
+    ):
+        tiny_ul.encode(video, window=6)
+    with pytest.raises(ValueError, match="window=1: .*; use 5$"):
+        tiny_ul.encode(video, window=1)
+    with pytest.raises(ValueError, match="chunk 1 has 3 frames.*multiple of temporal_downsample=4"):
+        list(tiny_ul.encoder.stream([video[:, :, :5], video[:, :, 5:8]]))
+
+
+def test_encoder_memory_is_bounded_by_the_window(tiny_ul):
+    # every conv of a streamed 65-frame encode sees at most the window (its past is added inside)
+    longest = []
+    hooks = [
+        m.register_forward_pre_hook(lambda m, args: longest.append(args[0].shape[2]))
+        for m in tiny_ul.encoder.modules()
+        if isinstance(m, Conv3d)
+    ]
+    try:
+        with torch.no_grad():
+            tiny_ul.encode(_video(65), window=9)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert max(longest) == 9
+
+
+def test_pipeline_and_cli_stream_the_encoder(tiny_ul, tmp_path):
+    import av
+    from safetensors.torch import load_file
+
+    from ulvideo.cli import main
+    from ulvideo.media import write_mp4
+    from ulvideo.pipeline import Pipeline
+
+    pipeline = Pipeline(tiny_ul)
+    video = _video(13)
+    torch.testing.assert_close(
+        pipeline.encode(video, window=5), tiny_ul.encode(video), rtol=0, atol=1e-5
+    )
+    torch.testing.assert_close(
+        pipeline.reconstruct(video, steps=2, window=13), pipeline.reconstruct(video, steps=2),
+        rtol=0, atol=1e-4,
+    )  # fmt: skip
+    path = pipeline.save_pretrained(tmp_path / "export")
+    write_mp4(video[0], tmp_path / "in.mp4")
+    outs = {}
+    for window in (None, 5):
+        out = tmp_path / f"z{window}.safetensors"
+        flag = [] if window is None else ["--window", str(window)]
+        assert main(["encode", "--checkpoint", str(path), "--input", str(tmp_path / "in.mp4"),
+                     "--frames", "13", "--resolution", "16", "--out", str(out), *flag]) == 0  # fmt: skip
+        outs[window] = load_file(out)["z_clean"]
+    assert outs[5].shape == (1, 8, 4, 2, 2)
+    torch.testing.assert_close(outs[5], outs[None], rtol=0, atol=1e-5)
+    assert main(["encode", "--checkpoint", str(path), "--input", str(tmp_path / "in.mp4"),
+                 "--frames", "13", "--out", str(tmp_path / "bad"), "--window", "6"]) == 2  # fmt: skip
+    assert main(["reconstruct", "--checkpoint", str(path), "--input", str(tmp_path / "in.mp4"),
+                 "--frames", "13", "--resolution", "16", "--steps", "1", "--window", "5", "--tile",
+                 "8", "--out", str(tmp_path / "r")]) == 0  # fmt: skip
+    with av.open(str(tmp_path / "r" / "reconstruction.mp4")) as f:
+        assert sum(1 for _ in f.decode(video=0)) == 13
+
+
+# ---------------------------------------------------------------- any aspect ratio
+
+
+def test_frame_count_error_names_the_nearest_valid_counts():
+    assert nearest_frame_counts(18, 4) == [17, 21]
+    assert nearest_frame_counts(2, 4) == [1, 5]
+    assert nearest_frame_counts(65, 4) == [65]
+    with pytest.raises(ValueError, match=r"66 frames.*1 \+ 4k frames.*use 65 or 69 frames"):
+        check_video_shape((1, 3, 66, 16, 16), TINY)
+
+
+def test_positions_take_a_non_square_grid():
+    # token (t, i, j) of a 2 x 3 x 5 grid: time, row and column sinusoids of its own indices
+    dim = 36
+    pos = sincos_3d(2, 3, 5, dim).view(2, 3, 5, dim)
+    t, i, j = 1, 2, 4
+    expected = torch.cat(
+        [sincos_1d(torch.tensor([v]), d)[0] for v, d in ((t, 12), (i, 12), (j, 12))]
+    )
+    torch.testing.assert_close(pos[t, i, j], expected)
+
+
+@pytest.mark.parametrize("mode", ATTENTION_MODES)
+def test_non_square_video_through_every_part(mode):
+    torch.manual_seed(0)
+    tiny_ul = UnifiedLatents(autoencoder_preset("tiny", attention=mode, decoder_attention=mode))
+    tiny_ul.eval()
+    base = build_base(base_preset("tiny", latent_channels=8, attention=mode)).eval()
+    video = _video(5, height=16, width=32)
+    logsnr = torch.tensor([0.5])
+    with torch.no_grad():
+        z = tiny_ul.encode(video, window=5)
+        assert z.shape == (1, 8, 2, 2, 4)
+        assert tiny_ul.decoder(video, z, logsnr).shape == video.shape
+        assert tiny_ul.prior(z, logsnr).shape == z.shape
+        assert base(z, logsnr).shape == z.shape
+        assert base(z, logsnr, context_frames=1).shape == z.shape
+        assert tiny_ul.decode(z, steps=2).shape == video.shape
+        # a wide clip is not its transpose: the grid's two axes are told apart
+        tall = tiny_ul.decoder(video.transpose(3, 4), z.transpose(3, 4), logsnr)
+        wide = tiny_ul.decoder(video, z, logsnr)
+        assert (tall.transpose(3, 4) - wide).abs().max() > 1e-3
+
+
+def test_clip_transform_keeps_the_aspect_ratio():
+    import torch.nn.functional as F
+
+    from ulvideo.data import clip_transform
+
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (3, 240, 320, 3), dtype=torch.uint8, generator=g)
+    # 240 x 320 covers 64 x 128 at scale max(64/240, 128/320) = 0.4: 96 x 128, rows 16:80 kept
+    resized = F.interpolate(
+        frames.permute(0, 3, 1, 2), size=(96, 128), mode="bilinear", antialias=True
+    )
+    expected = resized[..., 16:80, :].permute(1, 0, 2, 3).float() / 127.5 - 1
+    video = clip_transform(frames.numpy(), (64, 128))
+    assert video.shape == (3, 3, 64, 128)
+    torch.testing.assert_close(video, expected, rtol=0, atol=1e-6)
+    assert clip_transform(frames.numpy(), 32).shape == (3, 3, 32, 32)  # a side stays square
+
+
+def test_clip_sampling_keeps_a_non_square_size():
+    import numpy as np
+
+    from ulvideo.data import ClipSampling
+
+    sampling = ClipSampling.default(False, resolution=(64, 128))
+    frames = np.random.default_rng(0).integers(0, 256, (3, 240, 320, 3), dtype=np.uint8)
+    assert sampling.transform(frames, np.random.default_rng(0)).shape == (3, 3, 64, 128)
+    training = ClipSampling.default(True, resolution=(64, 128))
+    assert training.transform(frames, np.random.default_rng(0)).shape == (3, 3, 64, 128)
+    with pytest.raises(ValueError, match="a frame size needs height, width >= 1"):
+        ClipSampling(resolution=(0, 128))
+
+
+def test_generate_and_cli_sample_non_square(tiny_ul, tmp_path, capsys):
+    import av
+
+    from ulvideo.cli import main
+    from ulvideo.pipeline import Pipeline
+    from ulvideo.sample import SamplingConfig
+
+    torch.manual_seed(0)
+    base_cfg = base_preset("tiny", latent_channels=TINY.latent_channels)
+    pipeline = Pipeline(tiny_ul, build_base(base_cfg).eval(), base_cfg)
+    cfg = SamplingConfig(base_steps=2, decoder_steps=2)
+    assert pipeline.generate(2, 5, (16, 32), cfg).shape == (2, 3, 5, 16, 32)
+    context = _video(5, height=32, width=16)
+    predicted = pipeline.generate(1, 9, (32, 16), cfg, context=context)
+    assert predicted.shape == (1, 3, 9, 32, 16)
+    torch.testing.assert_close(predicted[:, :, :5], context)
+    path = pipeline.save_pretrained(tmp_path / "export")
+    assert main(["sample", "--checkpoint", str(path), "--num", "1", "--frames", "5", "--base_steps",
+                 "1", "--decoder_steps", "1", "--resolution", "16x32", "--out",
+                 str(tmp_path / "s")]) == 0  # fmt: skip
+    with av.open(str(tmp_path / "s" / "sample_0000.mp4")) as f:
+        frame = next(f.decode(video=0)).to_ndarray(format="rgb24")
+    assert frame.shape[:2] == (16, 32)
+    windowed = replace(cfg, window=5, window_context=1, tile=16)
+    assert pipeline.generate(1, 9, (16, 32), windowed).shape == (1, 3, 9, 16, 32)
+    with pytest.raises(SystemExit):
+        main(["sample", "--checkpoint", str(path), "--resolution", "16by32"])
+    assert "'16by32': give a side (128) or height x width (96x160)" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- windowed decode
+
+
+def _z0(frames, height=16, width=16):
+    g = torch.Generator().manual_seed(frames)
+    return torch.randn(1, TINY.latent_channels, frames, height, width, generator=g)
+
+
+def test_one_window_covering_the_clip_is_the_plain_decoder(tiny_ul):
+    # reference: the sampler over the decoder itself, with the same per-video noise
+    z0 = _z0(3, 2, 4)
+    rng = StackedRandomGenerator("cpu", 0, [0])
+    noise = randn_like(z0.new_empty(1, 3, 9, 16, 32), rng)
+    reference = sample_ddpm(
+        clip_denoiser(lambda x_t, logsnr: tiny_ul.decoder(x_t, z0, logsnr)),
+        noise,
+        to_data(logsnr_grid(tiny_ul.pixel_schedule, 3)),
+        noise_sampler=lambda z: randn_like(z, rng),
+    ).clamp(-1, 1)
+    for options in ({}, {"window": 9}, {"window": 9, "tile": 32}, {"window": 41, "tile": 64}):
+        video = tiny_ul.decode(z0, steps=3, rng=StackedRandomGenerator("cpu", 0, [0]), **options)
+        assert torch.equal(video, reference), options
+
+
+class PerFrameDecoder(torch.nn.Module):
+    """x_hat of each pixel from its own noisy value and its latent (pixel frame f <-> latent
+    frame round(f / 4)): no context, so every window predicts the whole clip's values."""
+
+    def forward(self, x_t, z0, logsnr):
+        frames = (torch.arange(x_t.shape[2]) + 2) // 4
+        z = z0[:, :3, frames].repeat_interleave(8, 3).repeat_interleave(8, 4)
+        return torch.tanh(0.5 * x_t + z + 0.1 * logsnr.view(-1, 1, 1, 1, 1))
+
+
+def test_windows_and_tiles_blend_back_to_the_whole_clip(monkeypatch):
+    ul = UnifiedLatents(TINY).eval()
+    monkeypatch.setattr(ul, "decoder", PerFrameDecoder())
+    z0 = _z0(9, 4, 6)  # 33 x 32 x 48 pixels
+
+    def decode(**options):
+        return ul.decode(z0, steps=4, rng=StackedRandomGenerator("cpu", 1, [0]), **options)
+
+    whole = decode()
+    for options in (
+        {"window": 9},
+        {"window": 13, "overlap": 9},
+        {"tile": 16},
+        {"window": 5, "tile": 24, "tile_overlap": 8},
+    ):
+        torch.testing.assert_close(decode(**options), whole, rtol=0, atol=1e-6, msg=str(options))
+
+
+def test_windows_cover_the_clip_and_bound_the_decoder_input(tiny_ul):
+    windows = tiny_ul.decode_windows((9, 4, 6), window=13, overlap=5, tile=16, tile_overlap=8)
+    covered = torch.zeros(33, 32, 48)
+    for latent, (pixel, weights) in windows:
+        sizes = [s.stop - s.start for s in latent]
+        assert tuple(tiny_ul.pixel_shape(*sizes)[1:]) == weights.shape == (13, 16, 16)
+        assert [s.start for s in pixel] == [
+            4 * latent[0].start,
+            8 * latent[1].start,
+            8 * latent[2].start,
+        ]
+        covered[pixel] += weights.float()
+    assert covered.min() > 0
+    seen = []
+    hook = tiny_ul.decoder.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape))
+    try:
+        tiny_ul.decode(_z0(9, 4, 6), steps=1, window=13, overlap=5, tile=16, tile_overlap=8)
+    finally:
+        hook.remove()
+    assert len(seen) == len(windows) == 4 * 3 * 5 and {s[2:] for s in seen} == {(13, 16, 16)}
+
+
+def test_decode_window_errors_name_the_fix(tiny_ul):
+    z0 = _z0(5)
+    with pytest.raises(ValueError, match="window=8: .*1 \\+ 4k frames, at least 5; use 5 or 9"):
+        tiny_ul.decode(z0, steps=1, window=8)
+    with pytest.raises(
+        ValueError, match="tile=12: .*multiple of 8 pixels, at least 8; use 8 or 16"
+    ):
+        tiny_ul.decode(z0, steps=1, tile=12)
+    with pytest.raises(ValueError, match="overlap=9 for window=9 frames.*fewer than the window"):
+        tiny_ul.decode(z0, steps=1, window=9, overlap=9)
+
+
+def test_multidiffusion_has_no_seams_on_a_gaussian_process():
+    # Data: a smooth stationary Gaussian process over 41 frames. Each window's denoiser is the
+    # exact posterior mean given only its own 13 frames, a network with a limited context. Blended
+    # inside every step, window edges are as smooth as their insides; windows sampled apart and
+    # cut afterwards are not (the test's control).
+    frames, size, overlap, batch = 41, 13, 6, 4000
+    i = torch.arange(frames, dtype=torch.float64)
+    cov = torch.exp(-((i[:, None] - i) ** 2) / 18) + 1e-4 * torch.eye(frames, dtype=torch.float64)
+
+    def posterior_mean(c):  # E[x | z] = a C (a^2 C + s^2 I)^-1 z for x ~ N(0, C)
+        def denoise(z, logsnr):
+            a, s = alpha_sigma(logsnr[0])
+            eye = torch.eye(len(c), dtype=c.dtype)
+            return (a * c @ torch.linalg.solve(a**2 * c + s**2 * eye, z[:, 0].T)).T[:, None]
+
+        return denoise
+
+    starts = window_starts(frames, size, overlap)
+    windows = [
+        ((slice(a, a + size),), ramp_weights(size, overlap, a > 0, a + size < frames))
+        for a in starts
+    ]
+    local = [posterior_mean(cov[a : a + size, a : a + size]) for a in starts]
+    grid = to_data(logsnr_grid(LinearLogSNR(10.0, -10.0), 40))
+    g = torch.Generator().manual_seed(0)
+
+    def noise(z):
+        return torch.randn(z.shape, generator=g, dtype=z.dtype)
+
+    def sample(denoiser, length):
+        return sample_ddpm(
+            denoiser, noise(torch.zeros(batch, 1, length, dtype=torch.float64)), grid, noise
+        )[:, 0]
+
+    def roughness(x):  # mean |x_{f+1} - x_f| per frame pair
+        return (x[:, 1:] - x[:, :-1]).abs().mean(0)
+
+    blended = roughness(sample(multidiffusion(lambda z, lam, k: local[k](z, lam), windows), frames))
+    edges = sorted({a - 1 for a in starts[1:]} | {a + size - 1 for a in starts[:-1]})
+    inside = [f for f in range(frames - 1) if f not in edges]
+    assert blended[edges].mean() <= 1.05 * blended[inside].mean()
+    # control: each window sampled on its own and the clip cut in the middle of each overlap
+    apart = [sample(local[k], size) for k in range(len(starts))]
+    cuts = [0] + [(a + starts[k] + size) // 2 for k, a in enumerate(starts[1:])] + [frames]
+    stitched = torch.cat(
+        [apart[k][:, cuts[k] - a : cuts[k + 1] - a] for k, a in enumerate(starts)], 1
+    )
+    seams = [c - 1 for c in cuts[1:-1]]
+    smooth = [f for f in range(frames - 1) if f not in seams]
+    assert roughness(stitched)[seams].mean() > 2 * roughness(stitched)[smooth].mean()
+
+
+# ---------------------------------------------------------------- long generation
+
+
+@pytest.fixture(scope="module")
+def long_pipeline(tiny_ul):
+    from ulvideo.pipeline import Pipeline
+
+    torch.manual_seed(0)
+    base_cfg = base_preset("tiny", latent_channels=TINY.latent_channels, num_classes=4)
+    return Pipeline(tiny_ul, build_base(base_cfg).eval(), base_cfg)
+
+
+def test_each_window_continues_the_last_latent_frames(long_pipeline, monkeypatch):
+    import ulvideo.sample as sample
+
+    calls = []
+    original = sample.sample_z0
+
+    def recording(ul, base, shape, cfg, **kw):
+        out = original(ul, base, shape, cfg, **kw)
+        calls.append((kw["context_latents"], out))
+        return out
+
+    monkeypatch.setattr(sample, "sample_z0", recording)
+    cfg = sample.SamplingConfig(base_steps=2, batch_size=1)
+    ul, base = long_pipeline.autoencoder, long_pipeline.base
+    inputs = []  # what the base model sees: its input's first two frames, context_frames
+    hook = base.register_forward_pre_hook(
+        lambda m, a, kw: inputs.append((a[0][:, :, :2], kw["context_frames"])), with_kwargs=True
+    )
+    context = torch.randn(1, 8, 1, 2, 2)
+    try:
+        z0 = sample.sample_long_z0(
+            ul, base, (8, 8, 2, 2), cfg, 3, 2, context_latents=context,
+            rng=StackedRandomGenerator("cpu", 0, [0]),
+        )  # fmt: skip
+    finally:
+        hook.remove()
+    assert z0.shape == (1, 8, 8, 2, 2)
+    assert [out.shape[2] for _, out in calls] == [3, 3, 3, 3, 3, 3]  # 3 + 5 x 1 new frame
+    assert calls[0][0] is context
+    for k, (given, out) in enumerate(calls[1:], start=1):
+        torch.testing.assert_close(given, z0[:, :, k : k + 2], rtol=0, atol=0)
+        torch.testing.assert_close(out[:, :, 2], z0[:, :, k + 2], rtol=0, atol=0)
+        for seen, context_frames in inputs[2 * k : 2 * k + 2]:  # base_steps calls per window
+            assert context_frames == 2
+            torch.testing.assert_close(seen, given, rtol=0, atol=0)
+
+
+def test_long_generation_is_windowed_and_batch_independent(long_pipeline):
+    from ulvideo.sample import SamplingConfig
+
+    seen = []
+    hook = long_pipeline.base.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[2]))
+    cfg = SamplingConfig(base_steps=2, decoder_steps=2, window=9, batch_size=2)
+    try:
+        videos = long_pipeline.generate(2, 21, 16, cfg, labels=torch.tensor([1, 2]))
+    finally:
+        hook.remove()
+    assert videos.shape == (2, 3, 21, 16, 16) and max(seen) == 3  # 3 of the 6 latent frames
+    one = long_pipeline.generate(
+        1, 21, 16, replace(cfg, batch_size=1), labels=torch.tensor([2]), indices=torch.tensor([1])
+    )
+    torch.testing.assert_close(one, videos[1:], rtol=0, atol=1e-5)
+
+
+def test_long_generation_continues_a_given_context(long_pipeline):
+    from ulvideo.sample import SamplingConfig
+
+    context = _video(5)
+    cfg = SamplingConfig(base_steps=1, decoder_steps=1, window=9, batch_size=1)
+    video = long_pipeline.generate(1, 21, 16, cfg, context=context, labels=torch.tensor([3]))
+    assert video.shape == (1, 3, 21, 16, 16)
+    torch.testing.assert_close(video[:, :, :5], context, rtol=0, atol=0)
+
+
+def test_long_generation_errors_and_cli(long_pipeline, tmp_path):
+    import av
+
+    from ulvideo.cli import main
+    from ulvideo.pipeline import Pipeline
+    from ulvideo.sample import SamplingConfig
+
+    cfg = SamplingConfig(base_steps=1, decoder_steps=1, window=9, window_context=9)
+    with pytest.raises(ValueError, match="window_context=9 frames fewer than the window"):
+        long_pipeline.generate(1, 17, 16, cfg)
+    no_context = base_preset("tiny", latent_channels=8, context=False)
+    pipeline = Pipeline(long_pipeline.autoencoder, build_base(no_context), no_context)
+    with pytest.raises(ValueError, match="needs a base model trained with context"):
+        pipeline.generate(1, 17, 16, SamplingConfig(base_steps=1, decoder_steps=1, window=9))
+    path = long_pipeline.save_pretrained(tmp_path / "export")
+    assert main(["sample", "--checkpoint", str(path), "--num", "1", "--frames", "25", "--window",
+                 "9", "--base_steps", "1", "--decoder_steps", "1", "--resolution", "16",
+                 "--out", str(tmp_path / "s")]) == 0  # fmt: skip
+    with av.open(str(tmp_path / "s" / "sample_0000.mp4")) as f:
+        assert sum(1 for _ in f.decode(video=0)) == 25
