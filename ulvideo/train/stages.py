@@ -39,7 +39,8 @@ class Stage1(nn.Module):
         from ..evaluate.reconstruction import reconstruction_metrics
 
         metrics = reconstruction_metrics(ema_network, video, decode_steps)
-        own, swapped = float(metrics["psnr"].mean()), float(metrics["psnr_swapped"].mean())
+        own = float(metrics["psnr"].mean(1).mean())  # per-video means, as psnr_swapped is
+        swapped = float(metrics["psnr_swapped"].mean())
         return {
             "eval_psnr": own,
             "eval_psnr_swapped": swapped,
