@@ -165,6 +165,8 @@ real, fake = frame_prediction_features(shifted_copy, clip_dataset(), **kwargs)
 frame_prediction_fvd(shifted_copy, clip_dataset(), report_path={report!r}, **kwargs)
 if accelerator.is_main_process:
     torch.save({{"real": real, "fake": fake, "world": accelerator.num_processes}}, {out!r})
+accelerator.wait_for_everyone()
+accelerator.end_training()  # tear the process group down: no rank exits while gloo still runs
 """
 
 
