@@ -151,8 +151,9 @@ def decoder_terms(
     sq_err, t = _diffusion_sq_err(
         lambda x_t, logsnr: denoiser(x_t, z0, logsnr), x, schedule, t, eps
     )
-    read_weight = loss_factor * schedule.neg_dlogsnr_dt(t) / 2 * sigmoid_weight(bias)(schedule(t))
-    return read_weight * torch.exp(schedule(t)) * sq_err, read_weight * sq_err
+    logsnr = schedule(t)
+    read_weight = loss_factor * schedule.neg_dlogsnr_dt(t) / 2 * sigmoid_weight(bias)(logsnr)
+    return read_weight * torch.exp(logsnr) * sq_err, read_weight * sq_err
 
 
 def context_mask(z: Tensor, context_frames: int) -> Tensor | None:
