@@ -26,6 +26,13 @@ def detach_decoder_latent():
     UnifiedLatents.noisy_latent = lambda self, z, rng=None: noisy(self, z.detach(), rng)
 
 
+def latent_zeroed():
+    from ulvideo.ul import UnifiedLatents
+
+    encode = UnifiedLatents.encode
+    UnifiedLatents.encode = lambda self, video, window=None: 0 * encode(self, video, window)
+
+
 def patch_guidance(**fixed):
     import ulvideo.sample as sample
 
@@ -233,10 +240,20 @@ MUTATIONS = {
         FRAME_PREDICTION,
         False,
     ),
+    "latent_zeroed": (
+        "the encoder's output is multiplied by 0: a constant latent (the stage-1 collapse)",
+        latent_zeroed,
+        [
+            "tests/test_ul.py::test_tiny_model_overfits_one_batch_and_keeps_its_latent_only_under"
+            "_the_warm_up[1.0]",
+            "tests/test_rd.py::test_the_rate_follows_both_knobs_and_the_latent_carries_the_clip",
+        ],
+        False,
+    ),
     "labels_dropped": (
         "labels are dropped inside sampling",
         lambda: patch_guidance(labels=None),
-        FRAME_PREDICTION + CONDITIONING,
+        [*FRAME_PREDICTION, *CONDITIONING, SAMPLING + "test_demo_end_to_end_smoke"],
         False,
     ),
     "cfg_ignored_by_guidance": (
