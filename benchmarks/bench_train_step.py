@@ -11,8 +11,9 @@ is the sigmoid-weighted base-model loss on latents. Inputs are random: the cost 
 on the values. MFU = training FLOPs per example (ulvideo.models.training_flops_per_example: the
 paper's counting, linear layers and convs plus the attention matmuls, x3 for forward + backward)
 x examples/s / the device's peak bf16 FLOP/s (--peak_tflops; 989 for a dense H100 SXM).
-`--compile on` compiles each transformer block and residual block (regional compilation: the
-repeated blocks share compiled code, so compiling takes seconds rather than minutes).
+`--compile on` compiles each transformer block and residual block (ulvideo.nn.compile_blocks,
+regional compilation: the repeated blocks share compiled code, so compiling takes seconds rather
+than minutes), as the trainer's --compile does.
 """
 
 import argparse
@@ -42,7 +43,7 @@ from ulvideo.models import (
     count_params,
     training_flops_per_example,
 )
-from ulvideo.nn import ResBlock3d, TransformerBlock, set_attention_backend
+from ulvideo.nn import compile_blocks, set_attention_backend
 from ulvideo.ul import UnifiedLatents
 
 CLIPS = {"tiny": (17, 32)}  # frames, resolution; every other preset: the K600 clip, 17 x 128 x 128
@@ -58,16 +59,6 @@ class Setting:
     batch_size: int
     frames: int
     resolution: int
-
-
-def compile_blocks(network: torch.nn.Module) -> None:
-    # Regional compilation: each transformer / residual block is compiled in place. The blocks
-    # share one compiled forward per input shape; a stage-1 model has more shapes (up to ~16)
-    # than dynamo's default limit of 8 recompilations per function.
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-    for module in network.modules():
-        if isinstance(module, (TransformerBlock, ResBlock3d)):
-            module.compile(dynamic=False)
 
 
 def build(setting: Setting, device: torch.device, backend: str | None):

@@ -440,6 +440,45 @@ def test_training_losses_have_no_host_syncs_or_graph_breaks(tmp_path):
     torch._dynamo.reset()
 
 
+def _loss_and_grads(stage, inputs, labels) -> list[torch.Tensor]:
+    # the training step's loss and gradients on one batch, from a fixed RNG state
+    torch.manual_seed(1)
+    loss, _ = stage(inputs, labels)
+    loss.backward()
+    return [loss.detach()] + [p.grad for p in stage.network.parameters()]
+
+
+@pytest.mark.parametrize("stage_number,backend", [(1, "aot_eager"), (2, "inductor")])
+def test_compiled_step_equals_eager_step(tmp_path, stage_number, backend):
+    # --compile (ulvideo.nn.compile_blocks) gives the eager step's loss and gradients. Inductor on
+    # stage 2 (~25 s of C++ compilation on 2 cores); stage 1's ~15 block shapes would take ~90 s
+    # with inductor, so there dynamo's capture and AOT autograd are checked (aot_eager)
+    import copy
+
+    from torch._dynamo.utils import counters
+
+    from ulvideo.models import autoencoder_preset
+    from ulvideo.nn import compile_blocks
+    from ulvideo.train.stages import Stage2
+
+    torch.manual_seed(0)
+    stage = Stage1(autoencoder_preset("tiny", resolution=16))
+    inputs = torch.rand(2, 3, 5, 16, 16) * 2 - 1
+    if stage_number == 2:
+        cfg = tiny(tmp_path, stage=2, context_frames=1, class_conditional=True)
+        stage, inputs = Stage2(cfg, stage.network, num_classes=10), torch.randn(2, 8, 2, 2, 2)
+    compiled = compile_blocks(copy.deepcopy(stage), backend=backend)
+    torch._dynamo.reset()
+    eager = _loss_and_grads(stage, inputs, torch.tensor([3, 9]))
+    result = _loss_and_grads(compiled, inputs, torch.tensor([3, 9]))
+    assert counters["stats"]["unique_graphs"] > 0  # the blocks did run compiled
+    scale = max(float(x.abs().max()) for x in eager)  # float noise is relative to the largest
+    for x, x_eager in zip(result, eager, strict=True):
+        torch.testing.assert_close(x, x_eager, rtol=1e-4, atol=1e-6 * scale)
+    assert compiled.state_dict().keys() == stage.state_dict().keys()
+    torch._dynamo.reset()
+
+
 def test_nonfinite_latents_are_refused_where_they_are_written(tmp_path):
     from ulvideo.data import build_dataset
     from ulvideo.models import autoencoder_preset
