@@ -2,7 +2,7 @@
 parameter count: one training step each, timed alternately in one process. Prints JSON.
 
     git clone https://github.com/Vchitect/Latte /tmp/latte     # or any checkout with models/
-    LATTE_DIR=/tmp/latte python benchmarks/bench_peer_latte.py --threads 2 \\
+    LATTE_DIR=/tmp/latte python benchmarks/bench_peer_latte.py --threads 1 \\
         --compile off on --out benchmarks/results/cpu_peer_latte.json
 
 Latte's code is read from the checkout named by LATTE_DIR (never vendored); the two timm layers it
@@ -14,9 +14,13 @@ backward, AdamW (fused, as ulvideo's trainer). Latte's 8-block model is 4 spatia
 blocks; ours has spatial and temporal attention in every block, so equal parameters means fewer of
 our blocks (--depth 8 against --latte_depth 10: 47.2 M against 48.3 M). The two models are timed
 in turns (Latte, ours, Latte, ...) so load from other processes hits both; `ratio` is our median
-step time over Latte's, `ratio_per_param` the same per parameter.
-`--compile on` compiles each transformer block of both models in place (regional compilation,
-ulvideo.nn.compile_blocks for ours, the same torch.compile call on each of Latte's blocks).
+step time over Latte's, `ratio_per_param` the same per parameter, `ratio_per_flop` the same per
+training FLOP (3 x the forward's, counted by FlopCounterMode: matmuls and attention, as
+ulvideo.models.flops); `ratio_of_fastest_steps` compares the least disturbed steps. `profile`
+splits one more step of each by the profiler into matmuls, attention, the optimizer and the rest
+(elementwise ops, norms, copies; inside compiled blocks, inductor's fused kernels). `--compile on`
+compiles each transformer block of both models in place (regional compilation: ulvideo.nn's
+compile_blocks for ours, the same torch.compile call on each of Latte's blocks).
 """
 
 import argparse
@@ -31,6 +35,7 @@ from pathlib import Path
 import torch
 from common import add_common_arguments, emit, machine, setup
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from ulvideo.models import count_params
 from ulvideo.models.transformer import VideoTransformer
@@ -106,7 +111,7 @@ def trainer(net: nn.Module, forward, target: torch.Tensor):
 
 
 def build(args, latte_module):
-    """(name -> (network, step function)) for Latte and ours, on the same latent batch shape."""
+    """(name -> (network, forward, target)) for Latte and ours, on the same latent batch."""
     b, c, t, s = args.batch_size, args.channels, args.frames, args.grid
     latte = latte_module.Latte(
         input_size=s,
@@ -128,7 +133,7 @@ def build(args, latte_module):
         "latte": (latte, lambda: latte(z.transpose(1, 2), steps), z.transpose(1, 2)),
         "ours": (ours, lambda: ours(z, logsnr), z),
     }
-    return {name: (net, trainer(net, fwd, target)) for name, (net, fwd, target) in nets.items()}
+    return nets
 
 
 def compile_latte_blocks(latte: nn.Module) -> None:
@@ -137,9 +142,41 @@ def compile_latte_blocks(latte: nn.Module) -> None:
         block.compile(dynamic=False)
 
 
+# Where a step's time goes: profiler op names by kind (the rest: elementwise ops, norms, copies)
+KINDS = {
+    "matmul": ("aten::mm", "aten::addmm", "aten::bmm"),
+    "attention": ("aten::_scaled_dot_product", "aten::_softmax"),
+    "optimizer": ("aten::_fused_adamw",),
+}
+
+
+def profile_step(step) -> dict:
+    """Self CPU seconds of one step by kind, and its five most expensive other ops."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        step()
+    by_kind, other = dict.fromkeys([*KINDS, "other"], 0.0), []
+    for event in prof.key_averages():
+        seconds = event.self_cpu_time_total / 1e6
+        kind = next((k for k, names in KINDS.items() if event.key.startswith(names)), "other")
+        by_kind[kind] += seconds
+        if kind == "other":
+            other.append((seconds, event.key))
+    total = sum(by_kind.values())
+    return {
+        "seconds": round(total, 3),
+        "share": {k: round(v / total, 3) for k, v in by_kind.items()},
+        "top_other_ops_s": {k: round(v, 3) for v, k in sorted(other, reverse=True)[:5]},
+    }
+
+
 def run(args, latte_module, compiled: bool) -> dict:
     torch.manual_seed(0)
-    models = build(args, latte_module)
+    models, flops = {}, {}
+    for name, (net, forward, target) in build(args, latte_module).items():
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            forward()
+        flops[name] = 3 * counter.get_total_flops()  # forward + backward, as models/flops.py
+        models[name] = (net, trainer(net, forward, target))
     compile_s = {}
     for name, (net, step) in models.items():
         if compiled:
@@ -155,6 +192,7 @@ def run(args, latte_module, compiled: bool) -> dict:
             step()
             times[name].append(time.perf_counter() - start)
     median = {name: statistics.median(ts) for name, ts in times.items()}
+    least = {name: min(ts) for name, ts in times.items()}
     params = {name: count_params(net) for name, (net, _) in models.items()}
     ratio = median["ours"] / median["latte"]
     return {
@@ -166,7 +204,11 @@ def run(args, latte_module, compiled: bool) -> dict:
         },
         "warmup_s": {name: round(x, 2) for name, x in compile_s.items()},
         "ratio": round(ratio, 3),
+        "ratio_of_fastest_steps": round(least["ours"] / least["latte"], 3),
         "ratio_per_param": round(ratio * params["latte"] / params["ours"], 3),
+        "training_flops_per_step": flops,
+        "ratio_per_flop": round(ratio * flops["latte"] / flops["ours"], 3),
+        "profile": {name: profile_step(step) for name, (_, step) in models.items()},
     }
 
 
