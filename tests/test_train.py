@@ -272,6 +272,20 @@ def test_runtime_switches_apply_to_the_run_and_stay_out_of_its_export(tmp_path):
     assert "naive" not in saved and "checkpointing" not in saved
 
 
+def test_compile_flag_compiles_the_trained_network(tmp_path, monkeypatch):
+    from ulvideo.train.config import parse_config
+    from ulvideo.ul import UnifiedLatents
+
+    compiled = []
+    monkeypatch.setattr(trainer_module, "compile_blocks", lambda net: compiled.append(net) or net)
+    argv = ["--compile", "true", "--frames", "5", "--resolution", "16", "--batch_size", "4"]
+    argv += ["--max_steps", "1", "--output_dir", str(tmp_path / "run")]
+    config = parse_config(TrainConfig, argv)
+    assert config.compile is True
+    train(config)
+    assert len(compiled) == 1 and isinstance(compiled[0], UnifiedLatents)
+
+
 def test_two_processes_gloo_identical_weights(tmp_path):
     script = tmp_path / "two_proc.py"
     script.write_text(
