@@ -4,20 +4,28 @@ Prints JSON.
     python benchmarks/bench_train_step.py --device cpu --presets tiny --dtype fp32 bf16
     python benchmarks/bench_train_step.py --device cuda --presets small medium --stages 1 2 \\
         --compile off on --dtype bf16 --peak_tflops 989 --out gpu_train_step.json
+    python benchmarks/bench_train_step.py --device cpu --threads 1 --stages 1 \\
+        --parts all encoder prior decoder --compile off on --peak_tflops matmul
+
+`--parts` adds stage 1's networks one at a time (each on its stage-1 inputs, the mean square of its
+output as the loss), so the stage-1 bottleneck shows; `--peak_tflops matmul` takes the device's
+fastest fp32 (or bf16) matmul rate as the peak where no datasheet figure applies (a CPU).
 
 A step is what the trainer does per batch: forward under autocast, backward, gradient clipping,
 AdamW. Stage 1 is UnifiedLatents.stage1_loss (encoder + prior + decoder) on pixel clips; stage 2
 is the sigmoid-weighted base-model loss on latents. Inputs are random: the cost does not depend
 on the values. MFU = training FLOPs per example (ulvideo.models.training_flops_per_example: the
 paper's counting, linear layers and convs plus the attention matmuls, x3 for forward + backward)
-x examples/s / the device's peak bf16 FLOP/s (--peak_tflops; 989 for a dense H100 SXM).
-`--compile on` compiles each transformer block and residual block (regional compilation: the
-repeated blocks share compiled code, so compiling takes seconds rather than minutes).
+x examples/s / the device's peak FLOP/s (--peak_tflops; 989 for a dense-bf16 H100 SXM).
+`--compile on` compiles each transformer block and residual block (ulvideo.nn.compile_blocks,
+regional compilation: the repeated blocks share compiled code, so compiling takes seconds rather
+than minutes), as the trainer's --compile does.
 """
 
 import argparse
 import dataclasses
 import gc
+import itertools
 import math
 import time
 
@@ -42,11 +50,12 @@ from ulvideo.models import (
     count_params,
     training_flops_per_example,
 )
-from ulvideo.nn import ResBlock3d, TransformerBlock, set_attention_backend
+from ulvideo.nn import compile_blocks, set_attention_backend
 from ulvideo.ul import UnifiedLatents
 
 CLIPS = {"tiny": (17, 32)}  # frames, resolution; every other preset: the K600 clip, 17 x 128 x 128
 BATCH = {("cpu", 1): 4, ("cpu", 2): 16, ("cuda", 1): 8, ("cuda", 2): 32}
+PARTS = ("encoder", "prior", "decoder")
 
 
 @dataclasses.dataclass
@@ -58,16 +67,7 @@ class Setting:
     batch_size: int
     frames: int
     resolution: int
-
-
-def compile_blocks(network: torch.nn.Module) -> None:
-    # Regional compilation: each transformer / residual block is compiled in place. The blocks
-    # share one compiled forward per input shape; a stage-1 model has more shapes (up to ~16)
-    # than dynamo's default limit of 8 recompilations per function.
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-    for module in network.modules():
-        if isinstance(module, (TransformerBlock, ResBlock3d)):
-            module.compile(dynamic=False)
+    part: str = "all"  # "all" (the stage's step), or one stage-1 network: PARTS
 
 
 def build(setting: Setting, device: torch.device, backend: str | None):
@@ -77,9 +77,16 @@ def build(setting: Setting, device: torch.device, backend: str | None):
     b, side = setting.batch_size, setting.resolution
     with torch.device("meta"):  # the encoder's output shape, at no cost
         latent_shape = Encoder(cfg)(torch.zeros(1, 3, setting.frames, side, side)).shape[1:]
-    if setting.stage == 1:
+    video = (torch.rand(b, 3, setting.frames, side, side) * 2 - 1).to(device)
+    z, logsnr = torch.randn(b, *latent_shape, device=device), torch.randn(b, device=device)
+    if setting.part in PARTS:  # one network of stage 1 on its stage-1 inputs, sum of squares out
+        network = getattr(UnifiedLatents(cfg), setting.part).to(device)
+        inputs = {"encoder": (video,), "prior": (z, logsnr), "decoder": (video, z, logsnr)}
+
+        def loss_fn():
+            return network(*inputs[setting.part]).square().mean()
+    elif setting.stage == 1:
         network = UnifiedLatents(cfg).to(device)
-        video = (torch.rand(b, 3, setting.frames, side, side) * 2 - 1).to(device)
 
         def loss_fn():
             return network.stage1_loss(video)["loss"]
@@ -101,7 +108,7 @@ def run_setting(setting: Setting, device: torch.device, args) -> dict:
     """Build, warm up and time one setting; the measured numbers as a dict."""
     network, loss_fn, tokens, cfg, base_cfg = build(setting, device, args.attention_backend)
     params = [p for p in network.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-4)  # the trainer's optimiser (default kernels)
+    optimizer = torch.optim.AdamW(params, lr=1e-4, fused=True)  # the trainer's optimiser
     losses = []  # (loss, gradient norm) of every step, checked for finiteness at the end
 
     def step():
@@ -114,7 +121,7 @@ def run_setting(setting: Setting, device: torch.device, args) -> dict:
         losses.append(torch.stack([loss.detach().float(), grad_norm.float()]))
 
     timing = measure(step, device, args.warmup, args.steps)
-    part = f"stage{setting.stage}"
+    part = setting.part if setting.part in PARTS else f"stage{setting.stage}"
     flops = training_flops_per_example(
         cfg, part, setting.frames, setting.resolution, setting.resolution, base_config=base_cfg
     )
@@ -157,16 +164,35 @@ def run_with_fallback(setting: Setting, device: torch.device, args) -> dict:
 
 
 def best_per_preset_stage(results: list[dict]) -> list[dict]:
-    """The fastest setting (examples/s) of each preset and stage."""
+    """The fastest setting (examples/s) of each preset, stage and part."""
     best = {}
     for r in results:
-        key = (r["preset"], r["stage"])
+        key = (r["preset"], r["stage"], r["part"])
         if "examples_per_s" in r and r["examples_per_s"] > best.get(key, {}).get(
             "examples_per_s", 0
         ):
             best[key] = r
-    keys = ("preset", "stage", "dtype", "compile", "batch_size", "examples_per_s", "mfu")
+    keys = ("preset", "stage", "part", "dtype", "compile", "batch_size", "examples_per_s", "mfu")
     return [{k: r[k] for k in keys} for r in best.values()]
+
+
+def peak_argument(text: str) -> float | str:
+    if text == "matmul":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected TFLOP/s or 'matmul', got {text!r}") from None
+
+
+def matmul_tflops(device: torch.device, dtype: str) -> float:
+    """TFLOP/s of a 2048 x 2048 x 2048 matmul on `device`, the fastest of 10 (the least disturbed
+    by other processes): a measured peak for MFU where the datasheet's is unknown (a CPU). It is
+    measured at the start and the end of the run, and the faster of the two is the peak."""
+    a, b = torch.randn(2, 2048, 2048, device=device).unbind(0)
+    with autocast(device, dtype):
+        timing = measure(lambda: a @ b, device, warmup=1, repeats=10)
+    return 2 * 2048**3 / min(timing.times_s) / 1e12
 
 
 def main() -> dict:
@@ -181,13 +207,24 @@ def main() -> dict:
     parser.add_argument("--frames", type=int, help="pixel frames (default: 17)")
     parser.add_argument("--resolution", type=int, help="default: 32 for tiny, else 128")
     parser.add_argument("--attention_backend", choices=["sdpa", "xformers", "naive"])
-    parser.add_argument("--peak_tflops", type=float, help="peak bf16 TFLOP/s, for the MFU")
+    parser.add_argument(
+        "--parts", nargs="+", choices=["all", *PARTS], default=["all"], help="all: the whole step"
+    )
+    parser.add_argument(
+        "--peak_tflops",
+        type=peak_argument,
+        help="peak TFLOP/s for the MFU (989: dense-bf16 H100 SXM), or 'matmul': this device's "
+        "measured rate of a 2048^3 matmul in the first --dtype",
+    )
     parser.add_argument(
         "--max_seconds", type=float, default=float("inf"), help="skip settings after this long"
     )
     args = parser.parse_args()
     args.steps = args.steps or args.repeats
     device = setup(args)
+    args.peak_tflops_measured = args.peak_tflops == "matmul"
+    if args.peak_tflops_measured:
+        args.peak_tflops = matmul_tflops(device, args.dtype[0])
     for name in args.presets:
         autoencoder_preset(name)  # an unknown preset fails here, before any work
 
@@ -196,32 +233,42 @@ def main() -> dict:
         "device": str(device),
         "machine": machine(device),
         "peak_tflops": args.peak_tflops,
+        "parts": "encoder / prior / decoder: that network alone on its stage-1 inputs, forward, "
+        "mean square of its output, backward, AdamW; FLOPs from training_flops_per_example(part)",
         "step": "zero_grad, forward under autocast, backward, clip_grad_norm_(1.0), AdamW",
         "mfu": "training_flops_per_example x examples_per_s / (peak_tflops x 1e12)",
         "memory": MEMORY_NOTE,
         "results": [],
     }
     began = time.perf_counter()
-    for preset in args.presets:
+    for preset, stage, part, dtype, compiled in itertools.product(
+        args.presets, args.stages, args.parts, args.dtype, args.compile
+    ):
+        if stage == 2 and part != "all":
+            continue  # the parts are stage 1's networks
         frames, resolution = CLIPS.get(preset, (17, 128))
-        for stage in args.stages:
-            for dtype in args.dtype:
-                for compiled in args.compile:
-                    setting = Setting(
-                        preset,
-                        stage,
-                        dtype,
-                        compiled,
-                        args.batch_size or BATCH[(device.type, stage)],
-                        args.frames or frames,
-                        args.resolution or resolution,
-                    )
-                    if time.perf_counter() - began > args.max_seconds:
-                        result = {**dataclasses.asdict(setting), "skipped": "--max_seconds"}
-                    else:
-                        result = run_with_fallback(setting, device, args)
-                    report["results"].append(result)
-                    write_json(report, args.out)  # partial results survive a killed run
+        setting = Setting(
+            preset,
+            stage,
+            dtype,
+            compiled,
+            args.batch_size or BATCH[(device.type, stage)],
+            args.frames or frames,
+            args.resolution or resolution,
+            part,
+        )
+        if time.perf_counter() - began > args.max_seconds:
+            result = {**dataclasses.asdict(setting), "skipped": "--max_seconds"}
+        else:
+            result = run_with_fallback(setting, device, args)
+        report["results"].append(result)
+        write_json(report, args.out)  # partial results survive a killed run
+    if args.peak_tflops_measured:  # the fastest matmul of the run's start and end: the least load
+        args.peak_tflops = max(args.peak_tflops, matmul_tflops(device, args.dtype[0]))
+        report["peak_tflops"] = args.peak_tflops
+        for result in report["results"]:
+            if result.get("achieved_tflops"):
+                result["mfu"] = result["achieved_tflops"] / args.peak_tflops
     report["best"] = best_per_preset_stage(report["results"])
     report["machine"]["load_average_1_5_15min_at_end"] = machine(device)["load_average_1_5_15min"]
     emit(report, args.out)

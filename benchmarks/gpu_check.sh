@@ -25,9 +25,11 @@ mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,power.limit --format=csv >"$out/nvidia_smi.csv" 2>/dev/null || true
 began=$(date +%s)
 
-# 1. CUDA tests (~20 s), junit XML turned into JSON; failures are reported, the benchmarks still run
+# 1. CUDA tests (~1 min with inductor's compilation), junit XML turned into JSON; failures are
+# reported, the benchmarks still run
 tests_rc=0
-"$python" -m pytest -m cuda tests/test_attention.py tests/test_cuda.py -q -rs -p no:cacheprovider \
+"$python" -m pytest -m cuda tests/test_attention.py tests/test_cuda.py tests/test_train.py -q -rs \
+    -p no:cacheprovider \
     --junitxml "$out/cuda_tests.xml" || tests_rc=$?
 "$python" - "$out/cuda_tests.xml" "$out/cuda_tests.json" <<'EOF'
 import json, sys, xml.etree.ElementTree as ET

@@ -47,7 +47,17 @@ SIZES = {
     },
 }
 QUICK = {
-    "train_step": ["--presets", "tiny", "--steps", "2", "--warmup", "1"],
+    "train_step": [
+        "--presets",
+        "tiny",
+        "--parts",
+        "all",
+        "decoder",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+    ],
     "attention_modes": ["--frames", "1", "2", "4", "--grid", "4", "--width", "64", "--depth", "1"],
     "attention_backends": ["--lengths", "5", "64", "--tokens", "128", "--repeats", "2"],
     "sampling": ["--steps", "2", "--videos", "1"],

@@ -96,6 +96,33 @@ def batch_seeded_noise():
     sample.StackedRandomGenerator = OneGenerator
 
 
+def compile_blocks_noop():
+    import ulvideo.nn
+
+    ulvideo.nn.compile_blocks = lambda module, backend="inductor": module
+
+
+def compiled_blocks_drift():
+    # the compiled blocks compute in bf16, as a backend that loses precision would
+    import torch
+
+    import ulvideo.nn
+
+    def low_precision(module, backend="inductor"):
+        for block in module.modules():
+            if isinstance(block, (ulvideo.nn.TransformerBlock, ulvideo.nn.ResBlock3d)):
+                forward = block.forward
+
+                def bf16(*args, _forward=forward):
+                    with torch.autocast("cpu", dtype=torch.bfloat16):
+                        return _forward(*args).float()
+
+                block.forward = torch.compile(bf16, backend="aot_eager")
+        return module
+
+    ulvideo.nn.compile_blocks = low_precision
+
+
 def host_sync_in_loss():
     import torch
 
@@ -339,6 +366,18 @@ MUTATIONS = {
         bf16_loss_off,
         ["tests/test_cuda.py"],
         True,
+    ),
+    "compile_noop": (
+        "--compile compiles nothing (the test would compare eager with eager)",
+        compile_blocks_noop,
+        ["tests/test_train.py::test_compiled_step_equals_eager_step"],
+        False,
+    ),
+    "compiled_drift": (
+        "the compiled blocks compute in bf16",
+        compiled_blocks_drift,
+        ["tests/test_train.py::test_compiled_step_equals_eager_step"],
+        False,
     ),
 }
 

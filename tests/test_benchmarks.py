@@ -50,14 +50,16 @@ def test_machine_description(results):
 
 def test_train_step_numbers_are_consistent(results):
     rows = results["train_step"]["results"]
-    assert [(r["preset"], r["stage"]) for r in rows] == [("tiny", 1), ("tiny", 2)]
+    parts = [(r["stage"], r["part"]) for r in rows]
+    assert parts == [(1, "all"), (1, "decoder"), (2, "all")]
     config = autoencoder_preset("tiny", resolution=32)
     for r in rows:
         assert r["frames"] == 17 and r["resolution"] == 32 and r["dtype"] == "fp32"
         # 17 x 32 x 32 pixels -> 1 + 16/4 latent frames of 32/8 x 32/8 tokens
         assert r["latent_tokens_per_example"] == 5 * 4 * 4
+        part = f"stage{r['stage']}" if r["part"] == "all" else r["part"]
         flops = training_flops_per_example(
-            config, f"stage{r['stage']}", 17, 32, 32, base_config=base_preset("tiny")
+            config, part, 17, 32, 32, base_config=base_preset("tiny")
         )
         assert r["training_flops_per_example"] == flops
         for key in ("examples_per_s", "tokens_per_s", "achieved_tflops", "mfu", "params"):
@@ -69,9 +71,21 @@ def test_train_step_numbers_are_consistent(results):
         assert math.isclose(r["mfu"], flops * r["examples_per_s"] / (PEAK_TFLOPS * 1e12))
         assert math.isfinite(r["last_loss"]) and math.isfinite(r["last_grad_norm"])
         assert positive(r["step_s"]["peak_memory_mb"])
-    stage1, stage2 = rows
+    stage1, decoder, stage2 = rows
     assert stage1["params"] > stage2["params"]  # encoder + prior + decoder vs the tiny base
-    assert len(results["train_step"]["best"]) == 2
+    assert stage1["params"] > decoder["params"]  # the decoder is one of the three networks
+    assert stage1["training_flops_per_example"] > decoder["training_flops_per_example"]
+    assert len(results["train_step"]["best"]) == 3
+
+
+def test_peer_benchmark_without_latte_says_why_it_is_skipped():
+    env = {k: v for k, v in os.environ.items() if k != "LATTE_DIR"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    cmd = [sys.executable, "benchmarks/bench_peer_latte.py"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines() == [proc.stdout.strip()]
+    assert proc.stdout.startswith("skipped: set LATTE_DIR")
 
 
 def test_attention_modes_fit_exponents(results):

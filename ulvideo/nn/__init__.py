@@ -8,7 +8,7 @@ from .conv import Conv3d, StreamCache, patchify, unpatchify
 from .embedding import LogSNREmbedding, fourier_features, sincos_1d, sincos_3d
 from .norm import GroupNorm3d, frame_group_norm, modulate, modulation_linear
 from .resblock import Downsample3d, ResBlock3d, Upsample3d
-from .runtime import enable_activation_checkpointing, set_attention_backend
+from .runtime import compile_blocks, enable_activation_checkpointing, set_attention_backend
 from .transformer import ATTENTION_MODES, MLP, SelfAttention, TransformerBlock, run_blocks
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "TransformerBlock",
     "Upsample3d",
     "attention",
+    "compile_blocks",
     "enable_activation_checkpointing",
     "fourier_features",
     "frame_group_norm",

@@ -75,9 +75,10 @@ class TrainConfig:
     cpu_bf16: bool = False  # keep bf16 on a CPU (else fp32 there: bf16 autocast is ~28x slower)
     seed: int = 0
     cpu: bool = False  # force the CPU even where CUDA exists
-    # runtime switches, never saved with the model (compile: accelerate's --dynamo_backend)
+    # runtime switches, never saved with the model
     attention_backend: str | None = None  # None = auto: xformers on CUDA when installed, else SDPA
     activation_checkpointing: bool = False  # recompute transformer blocks in the backward pass
+    compile: bool = False  # torch.compile each transformer / residual block in place
 
     # stage 2
     stage1_checkpoint: str | None = None  # an export or checkpoint directory of a stage-1 run
