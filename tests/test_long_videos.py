@@ -329,10 +329,17 @@ def test_decode_window_errors_name_the_fix(tiny_ul):
 
 
 def test_multidiffusion_has_no_seams_on_a_gaussian_process():
-    # Data: a smooth stationary Gaussian process over 41 frames. Each window's denoiser is the
-    # exact posterior mean given only its own 13 frames, a network with a limited context. Blended
-    # inside every step, window edges are as smooth as their insides; windows sampled apart and
-    # cut afterwards are not (the test's control).
+    """Data: a smooth stationary Gaussian process over 41 frames. Each window's denoiser is the
+    exact posterior mean given only its own 13 frames, a network with a limited context. Blended
+    inside every step, the frame-to-frame difference across window edges is no larger than
+    inside the windows (within 2 standard errors over the 4000 samples); windows sampled apart
+    and cut afterwards are not (the test's control).
+
+    Measured, mean |x_{f+1} - x_f| at the 8 edge pairs / at the 32 others: raised-cosine ramps
+    0.2296 / 0.2303 (edges 0.3 % smoother; 2 SE = 1.1 %); the linear ramps they replaced 0.2349 /
+    0.2294 (2.4 % rougher, 4.5 SE: a window entered at weight 1/7 where it knows least). Over
+    noise seeds 0-3 the edge / inside ratio is 0.997-1.010 with raised cosines, 1.024-1.038 linear.
+    """
     frames, size, overlap, batch = 41, 13, 6, 4000
     i = torch.arange(frames, dtype=torch.float64)
     cov = torch.exp(-((i[:, None] - i) ** 2) / 18) + 1e-4 * torch.eye(frames, dtype=torch.float64)
@@ -362,22 +369,23 @@ def test_multidiffusion_has_no_seams_on_a_gaussian_process():
             denoiser, noise(torch.zeros(batch, 1, length, dtype=torch.float64)), grid, noise
         )[:, 0]
 
-    def roughness(x):  # mean |x_{f+1} - x_f| per frame pair
-        return (x[:, 1:] - x[:, :-1]).abs().mean(0)
+    def steps(x):  # |x_{f+1} - x_f|, batch x frame pairs
+        return (x[:, 1:] - x[:, :-1]).abs()
 
-    blended = roughness(sample(multidiffusion(lambda z, lam, k: local[k](z, lam), windows), frames))
+    blended = steps(sample(multidiffusion(lambda z, lam, k: local[k](z, lam), windows), frames))
     edges = sorted({a - 1 for a in starts[1:]} | {a + size - 1 for a in starts[:-1]})
     inside = [f for f in range(frames - 1) if f not in edges]
-    assert blended[edges].mean() <= 1.05 * blended[inside].mean()
+    excess = blended[:, edges].mean(1) - blended[:, inside].mean(1)  # per sample
+    assert excess.mean() <= 2 * excess.std() / batch**0.5, (excess.mean(), excess.std())
     # control: each window sampled on its own and the clip cut in the middle of each overlap
     apart = [sample(local[k], size) for k in range(len(starts))]
     cuts = [0] + [(a + starts[k] + size) // 2 for k, a in enumerate(starts[1:])] + [frames]
-    stitched = torch.cat(
-        [apart[k][:, cuts[k] - a : cuts[k + 1] - a] for k, a in enumerate(starts)], 1
-    )
+    stitched = steps(
+        torch.cat([apart[k][:, cuts[k] - a : cuts[k + 1] - a] for k, a in enumerate(starts)], 1)
+    ).mean(0)
     seams = [c - 1 for c in cuts[1:-1]]
     smooth = [f for f in range(frames - 1) if f not in seams]
-    assert roughness(stitched)[seams].mean() > 2 * roughness(stitched)[smooth].mean()
+    assert stitched[seams].mean() > 2 * stitched[smooth].mean()
 
 
 # ---------------------------------------------------------------- long generation
