@@ -183,23 +183,6 @@ def windows_unweighted():
     diffusion.ramp_weights = lambda size, *a, **kw: torch.ones(size, dtype=torch.float64)
 
 
-def windows_linear_ramps():
-    import torch
-
-    import ulvideo.diffusion as diffusion
-
-    def linear(size, ramp, left, right):  # the ramps before raised cosines
-        i = torch.arange(size, dtype=torch.float64)
-        w = torch.ones(size, dtype=torch.float64)
-        if left:
-            w = torch.minimum(w, (i + 1) / (ramp + 1))
-        if right:
-            w = torch.minimum(w, (size - i) / (ramp + 1))
-        return w
-
-    diffusion.ramp_weights = linear
-
-
 def window_latents_shifted():
     from ulvideo.ul import UnifiedLatents
 
@@ -336,12 +319,6 @@ MUTATIONS = {
     "windows_unweighted": (
         "overlapping decode windows are averaged with equal weights, no ramps",
         windows_unweighted,
-        ["tests/test_long_videos.py::test_multidiffusion_has_no_seams_on_a_gaussian_process"],
-        False,
-    ),
-    "windows_linear_ramps": (
-        "decode windows blend with linear ramps, entering at weight 1 / (ramp + 1)",
-        windows_linear_ramps,
         ["tests/test_long_videos.py::test_multidiffusion_has_no_seams_on_a_gaussian_process"],
         False,
     ),

@@ -15,15 +15,14 @@ from .diffusion import (
     StackedRandomGenerator,
     bits_per_latent_dim,
     bits_per_pixel,
-    clip_denoiser,
     decoder_terms,
     diffuse,
-    get_sampler,
     logsnr_grid,
-    multidiffusion,
     prior_elbo,
     ramp_weights,
+    randn_frames,
     randn_like,
+    sample_windows,
     to_data,
     window_starts,
 )
@@ -154,40 +153,45 @@ class UnifiedLatents(nn.Module):
         """Sample x ~ p(x | z0) by reverse diffusion in log-SNR space (UL Algorithm 2, steps 3-4).
 
         `rng` (one generator per video) makes video k depend only on its own seed; None draws from
-        torch's global RNG. Returns a video in [-1, 1]; predictions are clipped to [-1, 1] at every step. The
-        decoder runs in eval mode (no dropout) and is put back in its previous mode afterwards.
+        torch's global RNG, frame by frame (randn_frames). Returns a video in [-1, 1];
+        predictions are clipped to [-1, 1] at every step. The decoder runs in eval mode (no
+        dropout) and is put back in its previous mode afterwards.
 
         `window` (pixel frames, 1 + 4k) and `tile` (pixels, a multiple of spatial_downsample) run
         the decoder on overlapping windows / tiles of that size, blended inside every step
-        (decode_windows); `overlap` and `tile_overlap` default to about half of them.
+        (decode_windows, sample_windows); `overlap` and `tile_overlap` default to the fewest
+        frames / pixels that are at least half of them. Beyond the output, memory is that of one
+        window's frames.
         """
         if z0.ndim != 5 or z0.shape[1] != self.config.latent_channels:
             raise ValueError(
                 f"z0 must be B x {self.config.latent_channels} x T_z x H_z x W_z, got {tuple(z0.shape)}"
             )
-        sampler = get_sampler(method)
         shape = (z0.shape[0], *self.pixel_shape(*z0.shape[2:]))
-        noise = randn_like(z0.new_empty(shape), rng)
+        noise_sampler = partial(randn_like, rng=rng)
         # one window of weight 1 by default: exactly the plain decoder
         latents, windows = zip(
             *self.decode_windows(z0.shape[2:], window, overlap, tile, tile_overlap)
         )
-        denoiser = multidiffusion(
-            lambda x_t, logsnr, k: self.decoder(x_t, z0[(..., *latents[k])], logsnr), list(windows)
-        )
+
+        def window_denoiser(x_t: Tensor, logsnr: Tensor, k: int) -> Tensor:
+            return self.decoder(x_t, z0[(..., *latents[k])], logsnr).clamp(-1, 1)
+
         was_training = self.decoder.training
         self.decoder.eval()
         try:
-            video = sampler(
-                clip_denoiser(denoiser),
-                noise,
+            video = sample_windows(
+                method,
+                window_denoiser,
+                list(windows),
+                randn_frames(z0.new_empty(shape), noise_sampler),
                 to_data(logsnr_grid(self.pixel_schedule, steps)),  # ends at the pixels
-                noise_sampler=partial(randn_like, rng=rng),
+                noise_sampler=noise_sampler,
                 progress=progress,
             )
         finally:
             self.decoder.train(was_training)
-        return video.clamp(-1, 1)
+        return video.clamp_(-1, 1)
 
     def decode_windows(
         self,
@@ -203,14 +207,16 @@ class UnifiedLatents(nn.Module):
         td, sd = self.config.temporal_downsample, self.config.spatial_downsample
         t_z, h_z, w_z = latent_grid
         lt = t_z if window is None else _latent_span("window", window, td, 1, least=2)
-        lto = max(1, lt // 2) if overlap is None else _latent_span("overlap", overlap, td, 1)
+        lto = _half(lt, td, td - 1, least=1)
+        if overlap is not None:
+            lto = _latent_span("overlap", overlap, td, 1)
         if lt < t_z and not 1 <= lto < lt:
             raise ValueError(
                 f"overlap={overlap} for window={window} frames: neighbouring windows share "
                 f"1 + {td}k frames, fewer than the window (which needs at least {1 + td} frames)"
             )
         lh = None if tile is None else _latent_span("tile", tile, sd, 0)
-        lho = 0 if lh is None else lh // 2
+        lho = 0 if lh is None else _half(lh, sd, 0, least=0)
         if tile_overlap is not None:
             lho = _latent_span("tile_overlap", tile_overlap, sd, 0, least=0)
         if lh is not None and lho >= lh:
@@ -251,6 +257,14 @@ def _latent_span(name: str, value: int, step: int, offset: int, least: int = 1) 
         fix = f"{below} or {below + step}" if below < value else str(below)
         raise ValueError(f"{name}={value}: windows take {form}, at least {smallest}; use {fix}")
     return (value - offset) // step + offset
+
+
+def _half(window: int, scale: int, trim: int, least: int) -> int:
+    # The default overlap: the fewest latent elements whose pixels (scale o - trim) are at least
+    # half the window's (scale w - trim), so every frame between the clip's ends is blended from
+    # two windows (a frame that one window alone decides is rougher than a blended one: the
+    # seam test), at most window - 1
+    return max(least, min(window - 1, -(-(scale * window + trim) // (2 * scale))))
 
 
 def _axis_windows(length: int, window: int, overlap: int, scale: int, trim: int) -> list:
