@@ -304,6 +304,7 @@ def test_windows_cover_the_clip_and_bound_the_decoder_input(tiny_ul):
     covered = torch.zeros(33, 32, 48)
     for latent, (pixel, weights) in windows:
         sizes = [s.stop - s.start for s in latent]
+        weights = weights[0][:, None, None] * weights[1][:, None] * weights[2]
         assert tuple(tiny_ul.pixel_shape(*sizes)[1:]) == weights.shape == (13, 16, 16)
         assert [s.start for s in pixel] == [
             4 * latent[0].start,
@@ -372,7 +373,7 @@ def test_multidiffusion_has_no_seams_on_a_gaussian_process():
 
     starts = window_starts(frames, size, overlap)
     windows = [
-        ((slice(a, a + size),), ramp_weights(size, overlap, a > 0, a + size < frames))
+        ((slice(a, a + size),), (ramp_weights(size, overlap, a > 0, a + size < frames),))
         for a in starts
     ]
     local = [posterior_mean(cov[a : a + size, a : a + size]) for a in starts]

@@ -202,7 +202,7 @@ class UnifiedLatents(nn.Module):
         tile_overlap: int | None = None,
     ) -> list[tuple[tuple[slice, ...], tuple[tuple[slice, ...], Tensor]]]:
         """The decoder's windows on a T_z x H_z x W_z latent grid: (latent region, (pixel region,
-        blend weights)) each. Latent frames [a, b) decode pixel frames [4a, 4(b - 1)] and latent
+        blend weights per axis)) each. Latent frames [a, b) decode pixel frames [4a, 4(b - 1)] and latent
         rows [a, b) pixel rows [8a, 8b) (for 4x8x8 compression); None covers an axis whole."""
         td, sd = self.config.temporal_downsample, self.config.spatial_downsample
         t_z, h_z, w_z = latent_grid
@@ -228,8 +228,7 @@ class UnifiedLatents(nn.Module):
         ]
         out = []
         for (lt_, pt, wt), (lh_, ph, wh), (lw_, pw, ww) in itertools.product(*axes):
-            weights = wt[:, None, None] * wh[None, :, None] * ww[None, None, :]
-            out.append(((lt_, lh_, lw_), ((pt, ph, pw), weights)))
+            out.append(((lt_, lh_, lw_), ((pt, ph, pw), (wt, wh, ww))))
         return out
 
     @torch.no_grad()

@@ -123,7 +123,9 @@ def pin_context(denoiser: Denoiser, clean: Tensor, keep: Tensor) -> Denoiser:
     return pinned
 
 
-Window = tuple[tuple[slice, ...], Tensor]  # a region of the trailing dims, its blend weights there
+# A region (slices of the trailing dims) and its blend weights there: one 1-D tensor per sliced
+# dim, the weight of an element their product (never materialised for all windows at once)
+Window = tuple[tuple[slice, ...], tuple[Tensor, ...]]
 
 
 def window_starts(length: int, window: int, overlap: int) -> list[int]:
@@ -176,17 +178,17 @@ def sample_windows(
 
     MultiDiffusion (Bar-Tal et al. 2023, eq. 5) averages the windows' next states; a step is
     affine in x_hat, so averaging x_hat inside every step is the same update. The windows'
-    regions (slices of z's trailing dims; their weights broadcast over them) must cover z, listed
-    with non-decreasing frame (dim 2) slices. Frames are streamed: a frame is stepped, in place in
-    z, once the last window covering it has predicted, and its noise is drawn on its own, in
-    frame order (randn_frames). So beyond z the memory is one frame-window's accumulator, and the
-    result does not depend on the windows where they all predict the same. Returns z.
+    regions (see Window) must cover z, listed with non-decreasing frame (dim 2) slices. Frames
+    are streamed: a frame is stepped, in place in z, once the last window covering it has
+    predicted, and its noise is drawn on its own, in frame order (randn_frames). So beyond z the
+    memory is one window's frames (its accumulator), and the result does not depend on the
+    windows where they all predict the same. Returns z.
     """
     get_sampler(method)  # a clear error for an unknown method
     update = _UPDATES[method]
-    groups = {}  # frame span (start, stop) -> [(k, its other slices, weights)]
-    for k, ((span, *rest), w) in enumerate(windows):
-        groups.setdefault((span.start, span.stop), []).append((k, tuple(rest), w))
+    groups = {}  # frame span (start, stop) -> [(k, its other slices, its weights per dim)]
+    for k, ((span, *rest), axes) in enumerate(windows):
+        groups.setdefault((span.start, span.stop), []).append((k, tuple(rest), axes))
     spans, frames = list(groups), z.shape[2]
     gaps = [a[1] < b[0] or b[1] < a[1] for a, b in zip(spans, spans[1:])]
     if spans[0][0] != 0 or spans[-1][1] != frames or any(gaps):
@@ -198,8 +200,8 @@ def sample_windows(
             start = spans[j - 1][0] if j else lo  # the frame the carried buffers begin at
             total = _slide(total, lo - start, z.new_zeros(*z.shape[:2], hi - lo, *z.shape[3:]))
             weight = _slide(weight, lo - start, z.new_zeros(1, 1, hi - lo, *z.shape[3:]))
-            for k, rest, w in members:
-                w = w.to(z)
+            for k, rest, axes in members:
+                w = _outer(axes, z)
                 region = (*every, slice(None), *rest)
                 total[region] += w * window_denoiser(z[(*every, slice(lo, hi), *rest)], logsnr, k)
                 weight[region] += w
@@ -207,6 +209,14 @@ def sample_windows(
                 x_hat = total[:, :, f - lo] / weight[:, :, f - lo]
                 z[:, :, f] = update(z[:, :, f], x_hat, l_from, l_to, noise_sampler)
     return z
+
+
+def _outer(axes: tuple[Tensor, ...], like: Tensor) -> Tensor:
+    # the weights of a window's region: the outer product of its per-dim weights, in like's dtype
+    w = like.new_ones(())
+    for v in axes:
+        w = w.unsqueeze(-1) * v.to(like)
+    return w
 
 
 def _slide(old: Tensor | None, shift: int, new: Tensor) -> Tensor:
