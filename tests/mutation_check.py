@@ -183,6 +183,22 @@ def windows_unweighted():
     diffusion.ramp_weights = lambda size, *a, **kw: torch.ones(size, dtype=torch.float64)
 
 
+def windowed_rate_first_chunk():
+    from ulvideo.ul import UnifiedLatents
+
+    rate = UnifiedLatents.rate
+
+    def first_chunk(self, z, window=None, **draws):  # the latent frames after the first window
+        if window is None:  # are not coded
+            return rate(self, z, **draws)
+        span = (window - 1) // self.config.temporal_downsample + 1
+        eps = draws.pop("eps", None)
+        eps = None if eps is None else eps[:, :, :span]
+        return rate(self, z[:, :, :span], window, eps=eps, **draws)
+
+    UnifiedLatents.rate = first_chunk
+
+
 def window_latents_shifted():
     from ulvideo.ul import UnifiedLatents
 
@@ -320,6 +336,12 @@ MUTATIONS = {
         "overlapping decode windows are averaged with equal weights, no ramps",
         windows_unweighted,
         ["tests/test_long_videos.py::test_multidiffusion_has_no_seams_on_a_gaussian_process"],
+        False,
+    ),
+    "windowed_rate_first_chunk": (
+        "the windowed bits/pixel codes only the first window's latent frames",
+        windowed_rate_first_chunk,
+        ["tests/test_long_videos.py::test_windowed_rate_is_the_whole_clips_for_a_local_prior"],
         False,
     ),
     "window_latents_shifted": (

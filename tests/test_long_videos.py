@@ -411,6 +411,37 @@ def test_multidiffusion_has_no_seams_on_a_gaussian_process():
     assert stitched[seams].mean() > 2 * stitched[smooth].mean()
 
 
+class LocalPrior(torch.nn.Module):
+    """A prior that predicts each latent element from itself: local in time."""
+
+    def forward(self, z, logsnr):
+        return torch.tanh(z) * torch.sigmoid(logsnr).view(-1, 1, 1, 1, 1)
+
+
+def test_windowed_rate_is_the_whole_clips_for_a_local_prior(monkeypatch):
+    from ulvideo.evaluate.reconstruction import reconstruction_metrics
+
+    torch.manual_seed(0)
+    ul = UnifiedLatents(TINY).eval()
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(2, 8, 9, 2, 2, generator=g)
+    t, eps = torch.tensor([0.3, 0.8]), torch.randn(z.shape, generator=g)
+    prior = ul.prior
+    with torch.no_grad():
+        whole = ul.rate(z, t=t, eps=eps)
+        chunked = ul.rate(z, 13, t=t, eps=eps)  # 4 + 4 + 1 latent frames, each from frame 0
+        assert ((chunked - whole) / whole).abs().max() > 1e-3  # the tiny prior reads across time
+        monkeypatch.setattr(ul, "prior", LocalPrior())
+        for window in (5, 9, 13, 33):
+            torch.testing.assert_close(ul.rate(z, window, t=t, eps=eps), ul.rate(z, t=t, eps=eps))
+    monkeypatch.setattr(ul, "prior", prior)
+    seen = []
+    hook = prior.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[2]))
+    metrics = reconstruction_metrics(ul, _video(21), 1, bits_draws=2, window=9)
+    hook.remove()
+    assert seen == [3, 3] * 2 and metrics["bits_per_pixel"] > 0  # 6 latent frames, 3 at a time
+
+
 # ---------------------------------------------------------------- long generation
 
 

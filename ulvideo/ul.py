@@ -23,6 +23,7 @@ from .diffusion import (
     randn_frames,
     randn_like,
     sample_windows,
+    stratified_t,
     to_data,
     window_starts,
 )
@@ -100,6 +101,40 @@ class UnifiedLatents(nn.Module):
         logsnr = torch.full((z_clean.shape[0],), self.config.logsnr_latent, device=z_clean.device)
         return diffuse(z_clean, logsnr.to(z_clean.dtype), eps)
 
+    def rate(
+        self,
+        z_clean: Tensor,
+        window: int | None = None,
+        *,
+        t: Tensor | None = None,
+        eps: Tensor | None = None,
+    ) -> Tensor:
+        """The latent bitrate L_z in nats per example: the prior's unweighted ELBO (UL eq. 3),
+        one Monte-Carlo draw of t (per example) and noise, drawn unless given (eps: z_clean's
+        shape).
+
+        With `window` (pixel frames, 1 + 4k, as encode's and decode's) the latent frames are cut
+        into consecutive chunks of the window's latent frames, each coded by the prior as a clip
+        of its own, and the chunks' nats are summed: the prior's memory is bounded by the window.
+        That is the rate of a code that ignores what one chunk tells of the next. It equals the
+        whole clip's where the prior is local in time (tested), and is otherwise the code length
+        under the product of the chunks' priors, which a prior that reads across chunks can beat.
+        """
+        if window is None:
+            return prior_elbo(self.prior, z_clean, self.latent_schedule, t=t, eps=eps)
+        span = _latent_span("window", window, self.config.temporal_downsample, 1, least=2)
+        t = stratified_t(z_clean.shape[0], device=z_clean.device) if t is None else t
+        return sum(
+            prior_elbo(
+                self.prior,
+                z_clean[:, :, a : a + span],
+                self.latent_schedule,
+                t=t,
+                eps=None if eps is None else eps[:, :, a : a + span],
+            )
+            for a in range(0, z_clean.shape[2], span)
+        )
+
     def stage1_loss(self, video: Tensor, warmup: float = 0.0) -> dict[str, Tensor]:
         """UL Algorithm 1: L = L_z (prior ELBO, w = 1) + L_x (sigmoid-weighted decoder loss).
 
@@ -114,7 +149,7 @@ class UnifiedLatents(nn.Module):
             raise ValueError(f"warmup must be in [0, 1] (0 is plain UL), got {warmup}")
         z_clean = self.encode(video).to(video.dtype)  # losses in the data's precision (autocast)
         z_rate = z_clean.detach() + (1.0 - warmup) * (z_clean - z_clean.detach())  # same value
-        prior_nats = prior_elbo(self.prior, z_rate, self.latent_schedule)
+        prior_nats = self.rate(z_rate)
         decoder_nats, read_nats = decoder_terms(
             self.decoder,
             video,
