@@ -2,20 +2,28 @@
 (encode) / windowed (decode) over frames, and whole frames against tiles over frame sizes. Prints
 JSON.
 
-    python benchmarks/bench_long_videos.py --device cpu --threads 1 \\
+    python benchmarks/bench_long_videos.py --device cpu --threads 1 --steps 1 \\
         --out benchmarks/results/cpu_long_videos.json                 # 17, 65, 257 x 128 px
     python benchmarks/bench_long_videos.py --device cuda --preset small --dtype bf16
     python benchmarks/bench_long_videos.py --frames 5 9 --resolution 32 --sizes 32 64 \\
         --window 5 --tile 32 --steps 1                                  # seconds on a CPU
 
-The decoder's cost grows with its steps but its memory does not, so `--steps` (default 2) only
-scales the time. `flat_ratio` is the largest over the smallest streamed/windowed peak memory across
-frame counts: the target is <= 1.3 from 17 to 257 frames. The networks are freshly initialised:
-memory and time do not depend on the weights.
+Each measurement runs in a fresh process, so no allocator history carries from one to the next;
+on a CPU with glibc's mmap threshold at 64 KiB (MALLOC_MMAP_THRESHOLD_), so that freed tensors
+leave the resident set at once and its peak tracks the live tensors. The decoder's cost grows with
+its steps but its memory does not, so `--steps` (default 2) only scales the time. The output
+video grows with the clip whatever the method, so `working_memory_mb` is the step memory less the
+output tensor (the input is made before the measurement), and `flat_ratio` is the largest over the
+smallest working memory across frame counts: the target is <= 1.3 from 17 to 257 frames. A
+measurement over `--case_timeout` seconds is recorded as skipped. The networks are freshly
+initialised: memory and time do not depend on the weights.
 """
 
 import argparse
-from functools import partial
+import json
+import os
+import subprocess
+import sys
 
 import torch
 from common import add_common_arguments, autocast, emit, machine, measure, setup
@@ -23,41 +31,72 @@ from common import add_common_arguments, autocast, emit, machine, measure, setup
 from ulvideo.models import autoencoder_preset
 from ulvideo.ul import UnifiedLatents
 
+CPU_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
 
-def cost(fn, device: torch.device, args) -> dict:
-    """Peak memory (MB) and median seconds of one call."""
-    timing = measure(fn, device, args.warmup, args.repeats)
+
+def measure_case(args, case: dict) -> dict:
+    """One encode or decode of one clip, in this process: seconds, peak and working memory."""
+    device = setup(args)
+    torch.manual_seed(0)
+    config = autoencoder_preset(args.preset, resolution=args.resolution)
+    ul = UnifiedLatents(config).to(device).eval()
+    frames, height, width = case["frames"], case["height"], case["width"]
+    video = torch.rand(1, 3, frames, height, width, device=device) * 2 - 1
+    z0 = torch.randn(1, *ul.latent_shape(frames, height, width), device=device)
+    options = case["options"]
+
+    def run():
+        with torch.no_grad(), autocast(device, args.dtype):
+            if case["op"] == "encode":
+                return ul.encode(video, options.get("window"))
+            return ul.decode(z0, steps=args.steps, **options)
+
+    out_mb = (z0 if case["op"] == "encode" else video).numel() * 4 / 2**20
+    timing = measure(run, device, args.warmup, args.repeats)
+    step = timing.step_memory_mb
     return {
         "s": round(timing.median_s, 4),
         "peak_memory_mb": timing.peak_memory_mb,
-        "step_memory_mb": timing.step_memory_mb,
+        "step_memory_mb": step,
+        "output_mb": round(out_mb, 1),
+        "working_memory_mb": None if step is None else round(step - out_mb, 1),
     }
 
 
-def run(ul, frames: int, height: int, width: int, windows: dict, device, args) -> dict:
+def in_subprocess(args, case: dict) -> dict:
+    argv = [sys.executable, __file__, "--case", json.dumps(case), "--device", args.device]
+    argv += ["--preset", args.preset, "--resolution", str(args.resolution), "--dtype", args.dtype]
+    argv += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
+    argv += ["--repeats", str(args.repeats)]
+    if args.threads is not None:
+        argv += ["--threads", str(args.threads)]
+    env = {**os.environ, **(CPU_ENV if args.device == "cpu" else {})}
+    try:
+        done = subprocess.run(
+            argv, env=env, capture_output=True, text=True, timeout=args.case_timeout
+        )
+    except subprocess.TimeoutExpired:
+        return {"skipped": f"over --case_timeout {args.case_timeout} s"}
+    if done.returncode:
+        return {"skipped": f"exit {done.returncode}: {done.stderr.strip()[-300:]}"}
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def run(args, frames: int, height: int, width: int, windows: dict) -> dict:
     """Encode and decode one frames x height x width clip, whole and with `windows` (decode's
     window / tile keywords; encode streams over `window` frames when it is given)."""
-    video = torch.rand(1, 3, frames, height, width, device=device) * 2 - 1
-    z0 = torch.randn(1, *ul.latent_shape(frames, height, width), device=device)
     row = {"frames": frames, "height": height, "width": width, **windows}
-
-    def encode(options: dict):
-        with torch.no_grad(), autocast(device, args.dtype):
-            ul.encode(video, options.get("window"))
-
-    def decode(options: dict):
-        with autocast(device, args.dtype):
-            ul.decode(z0, steps=args.steps, **options)
-
     for name, options in (("whole", {}), ("windowed", windows)):
-        row[f"decode_{name}"] = cost(partial(decode, options), device, args)
-        if "window" in windows:
-            row[f"encode_{name}"] = cost(partial(encode, options), device, args)
+        ops = ("decode", "encode") if "window" in windows else ("decode",)
+        for op in ops:
+            case = {"op": op, "frames": frames, "height": height, "width": width}
+            row[f"{op}_{name}"] = in_subprocess(args, {**case, "options": options})
+            print(f"{op} {name} {frames}x{height}x{width}: {row[f'{op}_{name}']}", file=sys.stderr)
     return row
 
 
 def flat_ratio(rows: list[dict], key: str) -> float | None:
-    peaks = [r[key]["step_memory_mb"] for r in rows]
+    peaks = [r[key].get("working_memory_mb") for r in rows]
     if None in peaks or min(peaks) <= 0:
         return None
     return round(max(peaks) / min(peaks), 3)
@@ -75,15 +114,16 @@ def main() -> dict:
     parser.add_argument("--tile_frames", type=int, default=17)
     parser.add_argument("--steps", type=int, default=2, help="decoder steps")
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--case_timeout", type=float, default=1200, help="seconds per measurement")
+    parser.add_argument("--case", help=argparse.SUPPRESS)  # one measurement, in a subprocess
     args = parser.parse_args()
+    if args.case:
+        print(json.dumps(measure_case(args, json.loads(args.case))))
+        return {}
     device = setup(args)
-    config = autoencoder_preset(args.preset, resolution=args.resolution)
-    ul = UnifiedLatents(config).to(device).eval()
     side = args.resolution
-    by_frames = [run(ul, f, side, side, {"window": args.window}, device, args) for f in args.frames]
-    by_size = [
-        run(ul, args.tile_frames, s, s, {"tile": args.tile}, device, args) for s in args.sizes
-    ]
+    by_frames = [run(args, f, side, side, {"window": args.window}) for f in args.frames]
+    by_size = [run(args, args.tile_frames, s, s, {"tile": args.tile}) for s in args.sizes]
     report = {
         "benchmark": "long_videos",
         "device": str(device),
@@ -94,14 +134,16 @@ def main() -> dict:
             "decoder_steps": args.steps,
             "window_frames": args.window,
             "tile_pixels": args.tile,
+            "memory": "step_memory_mb: peak resident set (CUDA: allocated) during the call less "
+            "what was resident before it; working_memory_mb: that less the output tensor "
+            "(the decoded video, or the latent); each measurement in a fresh process"
+            + (", glibc MALLOC_MMAP_THRESHOLD_=65536" if device.type == "cpu" else ""),
         },
         "by_frames": by_frames,
         "by_size": by_size,
         "flat_ratio": {
-            "encode_streamed": flat_ratio(by_frames, "encode_windowed"),
-            "decode_windowed": flat_ratio(by_frames, "decode_windowed"),
-            "encode_whole": flat_ratio(by_frames, "encode_whole"),
-            "decode_whole": flat_ratio(by_frames, "decode_whole"),
+            key: flat_ratio(by_frames, key)
+            for key in ("encode_windowed", "decode_windowed", "encode_whole", "decode_whole")
         },
     }
     report["machine"]["load_average_1_5_15min_at_end"] = machine(device)["load_average_1_5_15min"]
