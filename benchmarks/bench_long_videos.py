@@ -8,9 +8,9 @@ JSON.
     python benchmarks/bench_long_videos.py --frames 5 9 --resolution 32 --sizes 32 64 \\
         --window 5 --tile 32 --steps 1                                  # seconds on a CPU
 
-Each measurement runs in a fresh process, so no allocator history carries from one to the next;
-on a CPU with glibc's mmap threshold at 64 KiB (MALLOC_MMAP_THRESHOLD_), so that freed tensors
-leave the resident set at once and its peak tracks the live tensors. The decoder's cost grows with
+Each measurement runs in a fresh process (forked on a CPU), so no allocator history carries from
+one to the next; on a CPU with glibc's mmap threshold at 64 KiB, so that freed tensors leave the
+resident set at once and its peak tracks the live tensors. The decoder's cost grows with
 its steps but its memory does not, so `--steps` (default 2) only scales the time. The output
 video grows with the clip whatever the method, so `working_memory_mb` is the step memory less the
 output tensor (the input is made before the measurement), and `flat_ratio` is the largest over the
@@ -20,9 +20,8 @@ initialised: memory and time do not depend on the weights.
 """
 
 import argparse
-import json
-import os
-import subprocess
+import ctypes
+import multiprocessing
 import sys
 
 import torch
@@ -31,7 +30,7 @@ from common import add_common_arguments, autocast, emit, machine, measure, setup
 from ulvideo.models import autoencoder_preset
 from ulvideo.ul import UnifiedLatents
 
-CPU_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 
 
 def measure_case(args, case: dict) -> dict:
@@ -58,28 +57,33 @@ def measure_case(args, case: dict) -> dict:
         "s": round(timing.median_s, 4),
         "peak_memory_mb": timing.peak_memory_mb,
         "step_memory_mb": step,
-        "output_mb": round(out_mb, 1),
+        "output_mb": round(out_mb, 3),
         "working_memory_mb": None if step is None else round(step - out_mb, 1),
     }
 
 
-def in_subprocess(args, case: dict) -> dict:
-    argv = [sys.executable, __file__, "--case", json.dumps(case), "--device", args.device]
-    argv += ["--preset", args.preset, "--resolution", str(args.resolution), "--dtype", args.dtype]
-    argv += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
-    argv += ["--repeats", str(args.repeats)]
-    if args.threads is not None:
-        argv += ["--threads", str(args.threads)]
-    env = {**os.environ, **(CPU_ENV if args.device == "cpu" else {})}
-    try:
-        done = subprocess.run(
-            argv, env=env, capture_output=True, text=True, timeout=args.case_timeout
-        )
-    except subprocess.TimeoutExpired:
+def _child(args, case: dict, conn) -> None:
+    conn.send(measure_case(args, case))
+
+
+def in_fresh_process(args, case: dict) -> dict:
+    """measure_case in a child process (forked on a CPU: no re-import), or skipped with why."""
+    ctx = multiprocessing.get_context("fork" if args.device == "cpu" else "spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_child, args=(args, case, send))
+    child.start()
+    send.close()
+    if not receive.poll(args.case_timeout):
+        child.kill()
+        child.join()
         return {"skipped": f"over --case_timeout {args.case_timeout} s"}
-    if done.returncode:
-        return {"skipped": f"exit {done.returncode}: {done.stderr.strip()[-300:]}"}
-    return json.loads(done.stdout.splitlines()[-1])
+    try:
+        result = receive.recv()
+    except EOFError:  # the child died (out of memory, ...)
+        child.join()
+        return {"skipped": f"the measuring process exited with {child.exitcode}"}
+    child.join()
+    return result
 
 
 def run(args, frames: int, height: int, width: int, windows: dict) -> dict:
@@ -90,7 +94,7 @@ def run(args, frames: int, height: int, width: int, windows: dict) -> dict:
         ops = ("decode", "encode") if "window" in windows else ("decode",)
         for op in ops:
             case = {"op": op, "frames": frames, "height": height, "width": width}
-            row[f"{op}_{name}"] = in_subprocess(args, {**case, "options": options})
+            row[f"{op}_{name}"] = in_fresh_process(args, {**case, "options": options})
             print(f"{op} {name} {frames}x{height}x{width}: {row[f'{op}_{name}']}", file=sys.stderr)
     return row
 
@@ -115,12 +119,10 @@ def main() -> dict:
     parser.add_argument("--steps", type=int, default=2, help="decoder steps")
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--case_timeout", type=float, default=1200, help="seconds per measurement")
-    parser.add_argument("--case", help=argparse.SUPPRESS)  # one measurement, in a subprocess
     args = parser.parse_args()
-    if args.case:
-        print(json.dumps(measure_case(args, json.loads(args.case))))
-        return {}
     device = setup(args)
+    if device.type == "cpu":  # freed tensors leave the resident set at once (glibc)
+        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 65536)
     side = args.resolution
     by_frames = [run(args, f, side, side, {"window": args.window}) for f in args.frames]
     by_size = [run(args, args.tile_frames, s, s, {"tile": args.tile}) for s in args.sizes]
@@ -137,7 +139,7 @@ def main() -> dict:
             "memory": "step_memory_mb: peak resident set (CUDA: allocated) during the call less "
             "what was resident before it; working_memory_mb: that less the output tensor "
             "(the decoded video, or the latent); each measurement in a fresh process"
-            + (", glibc MALLOC_MMAP_THRESHOLD_=65536" if device.type == "cpu" else ""),
+            + (", glibc mmap threshold 64 KiB" if device.type == "cpu" else ""),
         },
         "by_frames": by_frames,
         "by_size": by_size,
