@@ -13,6 +13,7 @@ from .diffusion import (
     LinearLogSNR,
     ShiftedCosine,
     StackedRandomGenerator,
+    Window,
     bits_per_latent_dim,
     bits_per_pixel,
     decoder_terms,
@@ -235,10 +236,11 @@ class UnifiedLatents(nn.Module):
         overlap: int | None = None,
         tile: int | None = None,
         tile_overlap: int | None = None,
-    ) -> list[tuple[tuple[slice, ...], tuple[tuple[slice, ...], Tensor]]]:
+    ) -> list[tuple[tuple[slice, ...], Window]]:
         """The decoder's windows on a T_z x H_z x W_z latent grid: (latent region, (pixel region,
-        blend weights per axis)) each. Latent frames [a, b) decode pixel frames [4a, 4(b - 1)] and latent
-        rows [a, b) pixel rows [8a, 8b) (for 4x8x8 compression); None covers an axis whole."""
+        blend weights per axis)) each. Latent frames [a, b) decode pixel frames [4a, 4(b - 1)]
+        and latent rows [a, b) pixel rows [8a, 8b) (for 4x8x8 compression); None covers an axis
+        whole."""
         td, sd = self.config.temporal_downsample, self.config.spatial_downsample
         t_z, h_z, w_z = latent_grid
         lt = t_z if window is None else _latent_span("window", window, td, 1, least=2)

@@ -13,6 +13,7 @@ from .losses import (
 from .noise import StackedRandomGenerator, randn_like, sample_seed
 from .samplers import (
     SAMPLERS,
+    Window,
     clip_denoiser,
     ddim_step,
     ddpm_step,
@@ -32,6 +33,7 @@ from .vp import alpha_sigma, diffuse, eps_to_x, expand_to, v_to_x, x_to_eps, x_t
 
 __all__ = [
     "SAMPLERS",
+    "Window",
     "clip_denoiser",
     "get_sampler",
     "pin_context",
