@@ -5,6 +5,8 @@ from dataclasses import replace
 
 import pytest
 import torch
+from torch.utils import _pytree as pytree
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from ulvideo import UnifiedLatents
 from ulvideo.diffusion import (
@@ -297,6 +299,35 @@ def test_windows_and_tiles_blend_back_to_the_whole_clip(monkeypatch):
         {"window": 5, "tile": 24, "tile_overlap": 8},
     ):
         torch.testing.assert_close(decode(**options), whole, rtol=0, atol=1e-6, msg=str(options))
+
+
+class LargestTensor(TorchDispatchMode):
+    """The most elements of any tensor an op returns while active."""
+
+    numel = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        sizes = [t.numel() for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+        self.numel = max([self.numel, *sizes])
+        return out
+
+
+def test_windowed_sampling_holds_one_window_not_the_clip(monkeypatch):
+    ul = UnifiedLatents(TINY).eval()
+    monkeypatch.setattr(ul, "decoder", PerFrameDecoder())
+    z0 = _z0(9, 4, 6)  # 33 x 32 x 48 pixels, windows of 9 frames
+    latents, windows = zip(*ul.decode_windows(z0.shape[2:], window=9))
+    x = torch.randn(1, 3, 33, 32, 48)
+    with LargestTensor() as largest:
+        sample_windows(
+            "ddpm",
+            lambda x_t, logsnr, k: ul.decoder(x_t, z0[(..., *latents[k])], logsnr),
+            list(windows),
+            x,
+            to_data(logsnr_grid(ul.pixel_schedule, 2)),
+        )
+    assert largest.numel == 3 * 9 * 32 * 48  # a window's prediction and accumulator (the clip: 33)
 
 
 def test_windows_cover_the_clip_and_bound_the_decoder_input(tiny_ul):
