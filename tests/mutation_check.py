@@ -210,6 +210,43 @@ def windows_unweighted():
     diffusion.ramp_weights = lambda size, *a, **kw: torch.ones(size, dtype=torch.float64)
 
 
+def windowed_rate_first_chunk():
+    from ulvideo.ul import UnifiedLatents
+
+    rate = UnifiedLatents.rate
+
+    def first_chunk(self, z, window=None, **draws):  # the latent frames after the first window
+        if window is None:  # are not coded
+            return rate(self, z, **draws)
+        span = (window - 1) // self.config.temporal_downsample + 1
+        eps = draws.pop("eps", None)
+        eps = None if eps is None else eps[:, :, :span]
+        return rate(self, z[:, :, :span], window, eps=eps, **draws)
+
+    UnifiedLatents.rate = first_chunk
+
+
+def windows_step_the_whole_clip():
+    import torch
+
+    import ulvideo.diffusion as diffusion
+    import ulvideo.diffusion.samplers as samplers
+    import ulvideo.ul as ul
+
+    def whole(method, window_denoiser, windows, z, grid, noise_sampler=torch.randn_like, **kw):
+        def denoiser(x, logsnr):  # the blend before streaming: sums of the clip's size
+            total, weight = torch.zeros_like(x), x.new_zeros(x.shape[2:])
+            for k, (region, axes) in enumerate(windows):
+                w, index = samplers._outer(axes, x), (slice(None), slice(None), *region)
+                total[index] += w * window_denoiser(x[index], logsnr, k)
+                weight[region] += w
+            return total / weight
+
+        return samplers.SAMPLERS[method](denoiser, z, grid, noise_sampler, **kw)
+
+    samplers.sample_windows = diffusion.sample_windows = ul.sample_windows = whole
+
+
 def window_latents_shifted():
     from ulvideo.ul import UnifiedLatents
 
@@ -347,6 +384,18 @@ MUTATIONS = {
         "overlapping decode windows are averaged with equal weights, no ramps",
         windows_unweighted,
         ["tests/test_long_videos.py::test_multidiffusion_has_no_seams_on_a_gaussian_process"],
+        False,
+    ),
+    "windowed_rate_first_chunk": (
+        "the windowed bits/pixel codes only the first window's latent frames",
+        windowed_rate_first_chunk,
+        ["tests/test_long_videos.py::test_windowed_rate_is_the_whole_clips_for_a_local_prior"],
+        False,
+    ),
+    "windows_step_the_whole_clip": (
+        "windowed decode blends predictions into clip-sized sums and steps the whole clip",
+        windows_step_the_whole_clip,
+        ["tests/test_long_videos.py::test_windowed_sampling_holds_one_window_not_the_clip"],
         False,
     ),
     "window_latents_shifted": (

@@ -99,8 +99,9 @@ class PoolingAutoencoder(nn.Module):
         self.decode_steps.append(steps)
         return z0 if self.lossless else F.interpolate(z0, scale_factor=(1, 2, 2), mode="nearest")
 
-    def stage1_loss(self, video):
-        return {"bits_per_pixel": ((video + 1) / 4).mean()}
+    def rate(self, z, window=None):  # nats per example: ln 2 x pixels x mean((z + 1) / 4)
+        pixels = z[0, 0].numel() * (1 if self.lossless else 4)
+        return math.log(2) * pixels * ((z + 1) / 4).mean(dim=(1, 2, 3, 4))
 
 
 def test_evaluate_reconstruction_reports_the_metrics_of_the_reconstructions():

@@ -231,8 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
             type=int,
             default=None,
             help="1 + 4k frames: stream the causal encoder over chunks of this many frames (the "
-            "same latents) and decode in overlapping windows blended inside every step; memory "
-            "bounded by the window. Default: the whole clip at once",
+            "same latents), decode in overlapping windows blended inside every step and "
+            "(reconstruct) take the prior's bits/pixel chunk by chunk; memory bounded by the "
+            "window. Default: the whole clip at once",
         )
         if tile:
             p.add_argument(

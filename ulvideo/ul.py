@@ -13,17 +13,18 @@ from .diffusion import (
     LinearLogSNR,
     ShiftedCosine,
     StackedRandomGenerator,
+    Window,
     bits_per_latent_dim,
     bits_per_pixel,
-    clip_denoiser,
     decoder_terms,
     diffuse,
-    get_sampler,
     logsnr_grid,
-    multidiffusion,
     prior_elbo,
     ramp_weights,
+    randn_frames,
     randn_like,
+    sample_windows,
+    stratified_t,
     to_data,
     window_starts,
 )
@@ -101,6 +102,40 @@ class UnifiedLatents(nn.Module):
         logsnr = torch.full((z_clean.shape[0],), self.config.logsnr_latent, device=z_clean.device)
         return diffuse(z_clean, logsnr.to(z_clean.dtype), eps)
 
+    def rate(
+        self,
+        z_clean: Tensor,
+        window: int | None = None,
+        *,
+        t: Tensor | None = None,
+        eps: Tensor | None = None,
+    ) -> Tensor:
+        """The latent bitrate L_z in nats per example: the prior's unweighted ELBO (UL eq. 3),
+        one Monte-Carlo draw of t (per example) and noise, drawn unless given (eps: z_clean's
+        shape).
+
+        With `window` (pixel frames, 1 + 4k, as encode's and decode's) the latent frames are cut
+        into consecutive chunks of the window's latent frames, each coded by the prior as a clip
+        of its own, and the chunks' nats are summed: the prior's memory is bounded by the window.
+        That is the rate of a code that ignores what one chunk tells of the next. It equals the
+        whole clip's where the prior is local in time (tested), and is otherwise the code length
+        under the product of the chunks' priors, which a prior that reads across chunks can beat.
+        """
+        if window is None:
+            return prior_elbo(self.prior, z_clean, self.latent_schedule, t=t, eps=eps)
+        span = _latent_span("window", window, self.config.temporal_downsample, 1, least=2)
+        t = stratified_t(z_clean.shape[0], device=z_clean.device) if t is None else t
+        return sum(
+            prior_elbo(
+                self.prior,
+                z_clean[:, :, a : a + span],
+                self.latent_schedule,
+                t=t,
+                eps=None if eps is None else eps[:, :, a : a + span],
+            )
+            for a in range(0, z_clean.shape[2], span)
+        )
+
     def stage1_loss(self, video: Tensor, warmup: float = 0.0) -> dict[str, Tensor]:
         """UL Algorithm 1: L = L_z (prior ELBO, w = 1) + L_x (sigmoid-weighted decoder loss).
 
@@ -115,7 +150,7 @@ class UnifiedLatents(nn.Module):
             raise ValueError(f"warmup must be in [0, 1] (0 is plain UL), got {warmup}")
         z_clean = self.encode(video).to(video.dtype)  # losses in the data's precision (autocast)
         z_rate = z_clean.detach() + (1.0 - warmup) * (z_clean - z_clean.detach())  # same value
-        prior_nats = prior_elbo(self.prior, z_rate, self.latent_schedule)
+        prior_nats = self.rate(z_rate)
         decoder_nats, read_nats = decoder_terms(
             self.decoder,
             video,
@@ -154,40 +189,45 @@ class UnifiedLatents(nn.Module):
         """Sample x ~ p(x | z0) by reverse diffusion in log-SNR space (UL Algorithm 2, steps 3-4).
 
         `rng` (one generator per video) makes video k depend only on its own seed; None draws from
-        torch's global RNG. Returns a video in [-1, 1]; predictions are clipped to [-1, 1] at every step. The
-        decoder runs in eval mode (no dropout) and is put back in its previous mode afterwards.
+        torch's global RNG, frame by frame (randn_frames). Returns a video in [-1, 1];
+        predictions are clipped to [-1, 1] at every step. The decoder runs in eval mode (no
+        dropout) and is put back in its previous mode afterwards.
 
         `window` (pixel frames, 1 + 4k) and `tile` (pixels, a multiple of spatial_downsample) run
         the decoder on overlapping windows / tiles of that size, blended inside every step
-        (decode_windows); `overlap` and `tile_overlap` default to about half of them.
+        (decode_windows, sample_windows); `overlap` and `tile_overlap` default to the fewest
+        frames / pixels that are at least half of them. Beyond the output, memory is that of one
+        window's frames.
         """
         if z0.ndim != 5 or z0.shape[1] != self.config.latent_channels:
             raise ValueError(
                 f"z0 must be B x {self.config.latent_channels} x T_z x H_z x W_z, got {tuple(z0.shape)}"
             )
-        sampler = get_sampler(method)
         shape = (z0.shape[0], *self.pixel_shape(*z0.shape[2:]))
-        noise = randn_like(z0.new_empty(shape), rng)
+        noise_sampler = partial(randn_like, rng=rng)
         # one window of weight 1 by default: exactly the plain decoder
         latents, windows = zip(
             *self.decode_windows(z0.shape[2:], window, overlap, tile, tile_overlap)
         )
-        denoiser = multidiffusion(
-            lambda x_t, logsnr, k: self.decoder(x_t, z0[(..., *latents[k])], logsnr), list(windows)
-        )
+
+        def window_denoiser(x_t: Tensor, logsnr: Tensor, k: int) -> Tensor:
+            return self.decoder(x_t, z0[(..., *latents[k])], logsnr).clamp(-1, 1)
+
         was_training = self.decoder.training
         self.decoder.eval()
         try:
-            video = sampler(
-                clip_denoiser(denoiser),
-                noise,
+            video = sample_windows(
+                method,
+                window_denoiser,
+                list(windows),
+                randn_frames(z0.new_empty(shape), noise_sampler),
                 to_data(logsnr_grid(self.pixel_schedule, steps)),  # ends at the pixels
-                noise_sampler=partial(randn_like, rng=rng),
+                noise_sampler=noise_sampler,
                 progress=progress,
             )
         finally:
             self.decoder.train(was_training)
-        return video.clamp(-1, 1)
+        return video.clamp_(-1, 1)
 
     def decode_windows(
         self,
@@ -196,21 +236,24 @@ class UnifiedLatents(nn.Module):
         overlap: int | None = None,
         tile: int | None = None,
         tile_overlap: int | None = None,
-    ) -> list[tuple[tuple[slice, ...], tuple[tuple[slice, ...], Tensor]]]:
+    ) -> list[tuple[tuple[slice, ...], Window]]:
         """The decoder's windows on a T_z x H_z x W_z latent grid: (latent region, (pixel region,
-        blend weights)) each. Latent frames [a, b) decode pixel frames [4a, 4(b - 1)] and latent
-        rows [a, b) pixel rows [8a, 8b) (for 4x8x8 compression); None covers an axis whole."""
+        blend weights per axis)) each. Latent frames [a, b) decode pixel frames [4a, 4(b - 1)]
+        and latent rows [a, b) pixel rows [8a, 8b) (for 4x8x8 compression); None covers an axis
+        whole."""
         td, sd = self.config.temporal_downsample, self.config.spatial_downsample
         t_z, h_z, w_z = latent_grid
         lt = t_z if window is None else _latent_span("window", window, td, 1, least=2)
-        lto = max(1, lt // 2) if overlap is None else _latent_span("overlap", overlap, td, 1)
+        lto = _half(lt, td, td - 1, least=1)
+        if overlap is not None:
+            lto = _latent_span("overlap", overlap, td, 1)
         if lt < t_z and not 1 <= lto < lt:
             raise ValueError(
                 f"overlap={overlap} for window={window} frames: neighbouring windows share "
                 f"1 + {td}k frames, fewer than the window (which needs at least {1 + td} frames)"
             )
         lh = None if tile is None else _latent_span("tile", tile, sd, 0)
-        lho = 0 if lh is None else lh // 2
+        lho = 0 if lh is None else _half(lh, sd, 0, least=0)
         if tile_overlap is not None:
             lho = _latent_span("tile_overlap", tile_overlap, sd, 0, least=0)
         if lh is not None and lho >= lh:
@@ -222,8 +265,7 @@ class UnifiedLatents(nn.Module):
         ]
         out = []
         for (lt_, pt, wt), (lh_, ph, wh), (lw_, pw, ww) in itertools.product(*axes):
-            weights = wt[:, None, None] * wh[None, :, None] * ww[None, None, :]
-            out.append(((lt_, lh_, lw_), ((pt, ph, pw), weights)))
+            out.append(((lt_, lh_, lw_), ((pt, ph, pw), (wt, wh, ww))))
         return out
 
     @torch.no_grad()
@@ -251,6 +293,14 @@ def _latent_span(name: str, value: int, step: int, offset: int, least: int = 1) 
         fix = f"{below} or {below + step}" if below < value else str(below)
         raise ValueError(f"{name}={value}: windows take {form}, at least {smallest}; use {fix}")
     return (value - offset) // step + offset
+
+
+def _half(window: int, scale: int, trim: int, least: int) -> int:
+    # The default overlap: the fewest latent elements whose pixels (scale o - trim) are at least
+    # half the window's (scale w - trim), so every frame between the clip's ends is blended from
+    # two windows (a frame that one window alone decides is rougher than a blended one: the
+    # seam test), at most window - 1
+    return max(least, min(window - 1, -(-(scale * window + trim) // (2 * scale))))
 
 
 def _axis_windows(length: int, window: int, overlap: int, scale: int, trim: int) -> list:

@@ -13,16 +13,18 @@ from .losses import (
 from .noise import StackedRandomGenerator, randn_like, sample_seed
 from .samplers import (
     SAMPLERS,
+    Window,
     clip_denoiser,
     ddim_step,
     ddpm_step,
     get_sampler,
     logsnr_grid,
-    multidiffusion,
     pin_context,
     ramp_weights,
+    randn_frames,
     sample_ddim,
     sample_ddpm,
+    sample_windows,
     to_data,
     window_starts,
 )
@@ -31,11 +33,13 @@ from .vp import alpha_sigma, diffuse, eps_to_x, expand_to, v_to_x, x_to_eps, x_t
 
 __all__ = [
     "SAMPLERS",
+    "Window",
     "clip_denoiser",
     "get_sampler",
     "pin_context",
     "to_data",
-    "multidiffusion",
+    "sample_windows",
+    "randn_frames",
     "ramp_weights",
     "window_starts",
     "LinearLogSNR",

@@ -4,8 +4,8 @@ ancestral DDPM and DDIM (UL_METHOD §6, Algorithm 2).
 A sampler integrates from `z` at grid[0] to grid[-1] and returns the state there. The base model's
 grid ends at lambda = 5, so it returns the noisy z0 the decoder was trained on; the decoder's grid
 ends at +inf (`to_data`), where a step returns the prediction itself. Clipping predictions and
-pinning context latents are wrappers around the denoiser, not sampler options, and so is
-sampling in overlapping windows (multidiffusion).
+pinning context latents are wrappers around the denoiser, not sampler options. Sampling in
+overlapping windows (sample_windows) runs the same steps frame by frame.
 """
 
 import math
@@ -59,6 +59,14 @@ def _steps(grid: Tensor, z: Tensor, progress: bool, name: str):
         yield grid[i], grid[i + 1], grid[i].expand(z.shape[0])
 
 
+def _ddpm_update(z, x_hat, l_from, l_to, noise_sampler: NoiseSampler) -> Tensor:
+    return ddpm_step(z, x_hat, l_from, l_to, noise_sampler(z))
+
+
+def _ddim_update(z, x_hat, l_from, l_to, noise_sampler: NoiseSampler) -> Tensor:
+    return ddim_step(z, x_hat, l_from, l_to)  # deterministic: draws no noise
+
+
 @torch.no_grad()
 def sample_ddpm(
     denoiser: Denoiser,
@@ -70,7 +78,7 @@ def sample_ddpm(
     """Ancestral sampling from `z` at grid[0] to grid[-1]; `noise_sampler(z)` draws each step's
     noise (per sample with a StackedRandomGenerator)."""
     for l_from, l_to, logsnr in _steps(grid, z, progress, "ddpm sampling"):
-        z = ddpm_step(z, denoiser(z, logsnr), l_from, l_to, noise_sampler(z))
+        z = _ddpm_update(z, denoiser(z, logsnr), l_from, l_to, noise_sampler)
     return z
 
 
@@ -85,11 +93,12 @@ def sample_ddim(
     """Deterministic DDIM from `z` at grid[0] to grid[-1] (`noise_sampler` is not used: the
     signature is every sampler's)."""
     for l_from, l_to, logsnr in _steps(grid, z, progress, "ddim sampling"):
-        z = ddim_step(z, denoiser(z, logsnr), l_from, l_to)
+        z = _ddim_update(z, denoiser(z, logsnr), l_from, l_to, noise_sampler)
     return z
 
 
 SAMPLERS = {"ddpm": sample_ddpm, "ddim": sample_ddim}
+_UPDATES = {"ddpm": _ddpm_update, "ddim": _ddim_update}
 
 
 def get_sampler(method: str):
@@ -114,7 +123,9 @@ def pin_context(denoiser: Denoiser, clean: Tensor, keep: Tensor) -> Denoiser:
     return pinned
 
 
-Window = tuple[tuple[slice, ...], Tensor]  # a region of the trailing dims, its blend weights there
+# A region (slices of the trailing dims) and its blend weights there: one 1-D tensor per sliced
+# dim, the weight of an element their product (never materialised for all windows at once)
+Window = tuple[tuple[slice, ...], tuple[Tensor, ...]]
 
 
 def window_starts(length: int, window: int, overlap: int) -> list[int]:
@@ -129,36 +140,87 @@ def window_starts(length: int, window: int, overlap: int) -> list[int]:
 
 
 def ramp_weights(size: int, ramp: int, left: bool, right: bool) -> Tensor:
-    """Blend weights over a window of `size`: 1 inside, rising linearly over `ramp` elements on
-    each side that meets a neighbour (`left`, `right`), never 0 (float64)."""
+    """Blend weights over a window of `size`: 1 inside, rising as a raised cosine over `ramp`
+    elements on each side that meets a neighbour (`left`, `right`), never 0 (float64). Two
+    neighbours sharing `ramp` elements have weights summing to 1 there."""
+    # Raised-cosine (Hann) crossfade sin^2(pi x / 2), x = (i + 1) / (ramp + 1): flat at both ends,
+    # so a window enters at weight sin^2(pi / (2 ramp + 2)) (0.05 for ramp 6; a linear ramp's
+    # 1 / (ramp + 1) = 0.14 made the seams rougher) where its prediction has the least context
     i = torch.arange(size, dtype=torch.float64)
     w = torch.ones(size, dtype=torch.float64)
-    if left:
-        w = torch.minimum(w, (i + 1) / (ramp + 1))
-    if right:
-        w = torch.minimum(w, (size - i) / (ramp + 1))
+    for side, distance in ((left, i + 1), (right, size - i)):
+        if side:
+            x = (distance / (ramp + 1)).clamp(max=1)
+            w = torch.minimum(w, torch.sin(math.pi / 2 * x).square())
     return w
 
 
-def multidiffusion(
-    window_denoiser: Callable[[Tensor, Tensor, int], Tensor], windows: list[Window]
-) -> Denoiser:
-    """One denoiser from overlapping windows: `window_denoiser(z[window k], logsnr, k)` predicts
-    window k, and the prediction is the per-element weighted average over the windows covering it.
+def randn_frames(z: Tensor, noise_sampler: NoiseSampler = torch.randn_like) -> Tensor:
+    """z filled in place with noise drawn frame by frame (dim 2) in order, as sample_windows
+    draws its steps' noise: the draws do not depend on how the frames are windowed."""
+    for f in range(z.shape[2]):
+        z[:, :, f] = noise_sampler(z[:, :, f])
+    return z
 
-    MultiDiffusion (Bar-Tal et al. 2023, eq. 5) averages the windows' next states; a sampler step
-    is affine in x_hat, so averaging x_hat inside every step is the same update. The windows'
-    regions (slices of z's trailing dims) must cover z; their weights broadcast over the region.
+
+@torch.no_grad()
+def sample_windows(
+    method: str,
+    window_denoiser: Callable[[Tensor, Tensor, int], Tensor],
+    windows: list[Window],
+    z: Tensor,
+    grid: Tensor,
+    noise_sampler: NoiseSampler = torch.randn_like,
+    progress: bool = False,
+) -> Tensor:
+    """The sampler `method` over overlapping windows: `window_denoiser(z[window k], logsnr, k)`
+    predicts window k, and each step uses the per-element weighted average of the predictions.
+
+    MultiDiffusion (Bar-Tal et al. 2023, eq. 5) averages the windows' next states; a step is
+    affine in x_hat, so averaging x_hat inside every step is the same update. The windows'
+    regions (see Window) must cover z, listed with non-decreasing frame (dim 2) slices. Frames
+    are streamed: a frame is stepped, in place in z, once the last window covering it has
+    predicted, and its noise is drawn on its own, in frame order (randn_frames). So beyond z the
+    memory is one window's frames (its accumulator), and the result does not depend on the
+    windows where they all predict the same. Returns z.
     """
+    get_sampler(method)  # a clear error for an unknown method
+    update = _UPDATES[method]
+    groups = {}  # frame span (start, stop) -> [(k, its other slices, its weights per dim)]
+    for k, ((span, *rest), axes) in enumerate(windows):
+        groups.setdefault((span.start, span.stop), []).append((k, tuple(rest), axes))
+    spans, frames = list(groups), z.shape[2]
+    gaps = [a[1] < b[0] or b[1] < a[1] for a, b in zip(spans, spans[1:])]
+    if spans[0][0] != 0 or spans[-1][1] != frames or any(gaps):
+        raise ValueError(f"windows must cover the {frames} frames in order, got spans {spans}")
+    every = (slice(None), slice(None))
+    for l_from, l_to, logsnr in _steps(grid, z, progress, f"{method} sampling"):
+        total = weight = None
+        for j, ((lo, hi), members) in enumerate(groups.items()):
+            start = spans[j - 1][0] if j else lo  # the frame the carried buffers begin at
+            total = _slide(total, lo - start, z.new_zeros(*z.shape[:2], hi - lo, *z.shape[3:]))
+            weight = _slide(weight, lo - start, z.new_zeros(1, 1, hi - lo, *z.shape[3:]))
+            for k, rest, axes in members:
+                w = _outer(axes, z)
+                region = (*every, slice(None), *rest)
+                total[region] += w * window_denoiser(z[(*every, slice(lo, hi), *rest)], logsnr, k)
+                weight[region] += w
+            for f in range(lo, spans[j + 1][0] if j + 1 < len(spans) else frames):
+                x_hat = total[:, :, f - lo] / weight[:, :, f - lo]
+                z[:, :, f] = update(z[:, :, f], x_hat, l_from, l_to, noise_sampler)
+    return z
 
-    def combined(z: Tensor, logsnr: Tensor) -> Tensor:
-        total = torch.zeros_like(z)
-        weight = z.new_zeros(z.shape[2:])
-        for k, (region, w) in enumerate(windows):
-            index = (slice(None), slice(None), *region)
-            w = w.to(z)
-            total[index] += w * window_denoiser(z[index], logsnr, k)
-            weight[region] += w
-        return total / weight
 
-    return combined
+def _outer(axes: tuple[Tensor, ...], like: Tensor) -> Tensor:
+    # the weights of a window's region: the outer product of its per-dim weights, in like's dtype
+    w = like.new_ones(())
+    for v in axes:
+        w = w.unsqueeze(-1) * v.to(like)
+    return w
+
+
+def _slide(old: Tensor | None, shift: int, new: Tensor) -> Tensor:
+    # `new` holding `old`'s frames (dim 2) from `shift` on: a window buffer moved forward
+    if old is not None:
+        new[:, :, : old.shape[2] - shift] = old[:, :, shift:]
+    return new

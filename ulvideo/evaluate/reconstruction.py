@@ -18,7 +18,7 @@ from evaluation.fvd import PROTOCOLS, Protocol, check_videos, embed, get_protoco
 from evaluation.i3d import load_i3d
 from evaluation.reconstruction import psnr, ssim
 
-from ..diffusion import StackedRandomGenerator
+from ..diffusion import StackedRandomGenerator, bits_per_pixel
 
 
 @torch.no_grad()
@@ -41,18 +41,21 @@ def reconstruction_metrics(
     `recon`, per-frame `psnr` and `ssim` (B x T), `psnr_swapped` (B,; a decoder that ignores its
     latent scores it as well as `psnr`) and the prior's `bits_per_pixel`, the batch mean over
     `bits_draws` Monte-Carlo draws of t and noise. `window` (frames) and `tile` (pixels) stream the
-    encoder and run the decoder in blended windows (UnifiedLatents.encode, decode)."""
+    encoder, run the decoder in blended windows and the prior on chunks of `window` frames
+    (UnifiedLatents.encode, decode, rate: the bits are then those of coding each chunk on its
+    own)."""
     ids = range(first_index, first_index + len(video))
-    z0 = model.noisy_latent(
-        model.encode(video, window=window), StackedRandomGenerator(video.device, seed, ids)
-    )
+    z_clean = model.encode(video, window=window)
+    z0 = model.noisy_latent(z_clean, StackedRandomGenerator(video.device, seed, ids))
 
     def decode(z: Tensor) -> Tensor:
         rng = StackedRandomGenerator(video.device, seed, ids)
         return model.decode(z, steps=decode_steps, rng=rng, window=window, tile=tile).clamp(-1, 1)
 
     recon = decode(z0)
-    bits = [float(model.stage1_loss(video)["bits_per_pixel"]) for _ in range(bits_draws)]
+    _, _, frames, height, width = video.shape
+    nats = [model.rate(z_clean, window).mean() for _ in range(bits_draws)]
+    bits = [float(bits_per_pixel(n, frames, height, width)) for n in nats]
     metrics = {
         "recon": recon,
         "psnr": psnr(recon, video),

@@ -40,14 +40,15 @@ class Conv3d(nn.Conv3d):
         if cache is None:
             return super().forward(F.pad(x, (0, 0, 0, 0, self.causal_pad, 0)))  # past side only
         # Padded input P = [0] * causal_pad + frames; output j reads P[s j : s j + kernel]. The
-        # cache holds P from the first output not yet produced on.
+        # cache holds P from the first output not yet produced on (a copy: a view would keep the
+        # whole chunk alive until the next one).
         past = cache.get(self)
         if past is None:
             past = x.new_zeros(*x.shape[:2], self.causal_pad, *x.shape[3:])
         x = torch.cat([past, x], dim=2)
         stride, kernel = self.stride[0], self.kernel_size[0]
         outputs = (x.shape[2] - kernel) // stride + 1  # the caller's chunks complete >= 1
-        cache[self] = x[:, :, stride * outputs :]
+        cache[self] = x[:, :, stride * outputs :].clone()
         return super().forward(x)
 
 
