@@ -181,3 +181,20 @@ def test_long_videos_benchmark_reports_whole_and_windowed(tmp_path):
     work = [r["decode_windowed"]["working_memory_mb"] for r in report["by_frames"]]
     if min(work) > 0:
         assert report["flat_ratio"]["decode_windowed"] == round(max(work) / min(work), 3)
+
+
+def test_real_footage_benchmark_trains_on_held_out_real_clips(tmp_path):
+    """A smoke test of the record's script (2 steps learn nothing): the three real videos give 15
+    held-out test clips, interleaved so that each swapped latent comes from another video."""
+    out = tmp_path / "real.json"
+    cmd = [sys.executable, "benchmarks/bench_real_footage.py", "--steps", "2", "--hold", "1",
+           "--ramp", "1", "--decoder_steps", "2", "--threads", "1", "--out", str(out)]  # fmt: skip
+    paths = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["settings"]["test_clips"] == 15 and report["settings"]["steps"] == 2
+    own, swapped = report["psnr_own_latent"], report["psnr_swapped_latent"]
+    assert report["latent_gap_db"] == pytest.approx(own - swapped, abs=0.011)
+    assert positive(report["bits_per_pixel"])

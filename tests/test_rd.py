@@ -87,19 +87,39 @@ SWEEP_FLAGS = [
 ]  # fmt: skip
 
 
-def test_the_rate_follows_both_knobs_and_the_latent_carries_the_clip(tmp_path):
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> dict:
+    """(loss factor, bias) -> the rd.json row of a run trained as SWEEP_FLAGS say."""
     rows = {}
     for name, grid in (("clf", ("1,2,4", "0")), ("bias", ("2", "-2,2"))):
-        out = tmp_path / name
+        out = tmp_path_factory.mktemp("rd") / name
         argv = ["rd", "--loss_factors", grid[0], f"--biases={grid[1]}", "--output_dir", str(out)]
         assert cli_main([*argv, *SWEEP_FLAGS]) == 0
         rows |= {(r["loss_factor"], r["decoder_bias"]): r for r in json.loads(
             (out / "rd.json").read_text()
         )}  # fmt: skip
-    for series in ([rows[c, 0] for c in (1, 2, 4)], [rows[2, b] for b in (-2, 0, 2)]):
+    return rows
+
+
+def test_the_rate_follows_both_knobs_and_the_latent_carries_the_clip(sweep):
+    for series in ([sweep[c, 0] for c in (1, 2, 4)], [sweep[2, b] for b in (-2, 0, 2)]):
         bits = [r["bits_per_pixel"] for r in series]
         psnr = [r["psnr"] for r in series]
         assert bits[0] < bits[1] < bits[2], series  # more bits with c_lf, and with the bias
         assert psnr[0] < psnr[1] < psnr[2], series  # and a better reconstruction for them
-    middle = rows[2, 0]
+    middle = sweep[2, 0]
     assert middle["psnr"] - middle["psnr_swapped_latent"] > 2.0, middle  # the latent is used
+
+
+def test_windowed_reconstruction_is_within_half_a_db_of_the_whole_clip(sweep):
+    """A trained stage 1 (c_lf 2, b 2 of the sweep) on 17-frame test clips, decoded whole and in
+    blended 9-frame windows (streamed encode, windowed decode and rate): PSNR within 0.5 dB."""
+    model = Pipeline.from_pretrained(sweep[2, 2]["run"] + "/final").autoencoder
+    test = build_dataset("demo", None, "test", frames=17, resolution=32)
+    clips = torch.stack([test[i][0] for i in range(8)])
+    whole, windowed = (
+        reconstruction_metrics(model, clips, decode_steps=16, window=w) for w in (None, 9)
+    )
+    gap = float(whole["psnr"].mean() - windowed["psnr"].mean())
+    assert abs(gap) < 0.5, (float(whole["psnr"].mean()), float(windowed["psnr"].mean()))
+    assert whole["psnr"].mean() - whole["psnr_swapped"].mean() > 1.0  # a used latent
