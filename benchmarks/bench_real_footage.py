@@ -84,6 +84,7 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--loss_factor", type=float, default=2.0)
+    parser.add_argument("--decoder_bias", type=float, default=2.0)
     parser.add_argument("--decoder_steps", type=int, default=16)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
@@ -95,7 +96,9 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     videos = load_videos()
     test = test_clips(videos, args.test_frames, per_video=5)
-    config = autoencoder_preset("tiny", loss_factor=args.loss_factor)
+    config = autoencoder_preset(
+        "tiny", loss_factor=args.loss_factor, decoder_bias=args.decoder_bias
+    )
     model = UnifiedLatents(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
     schedule = TrainConfig(latent_hold_steps=args.hold, latent_ramp_steps=args.ramp)
