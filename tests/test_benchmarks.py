@@ -23,14 +23,20 @@ def positive(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
 
+def run_script(cmd: list[str], timeout: int, drop_env: tuple[str, ...] = ()):
+    """Run a benchmark script from the repository root with this checkout first on PYTHONPATH,
+    without the environment variables named in `drop_env`."""
+    env = {k: v for k, v in os.environ.items() if k not in drop_env}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=timeout)
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> dict:
     out_dir = tmp_path_factory.mktemp("bench")
     cmd = [sys.executable, "benchmarks/run_all.py", "--quick", "--device", "cpu", "--threads", "1"]
     cmd += ["--only", *QUICK, "--peak_tflops", str(PEAK_TFLOPS), "--out_dir", str(out_dir)]
-    paths = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    proc = run_script(cmd, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout)
     assert report["failed"] == [] and list(report["benchmarks"]) == QUICK
@@ -79,10 +85,7 @@ def test_train_step_numbers_are_consistent(results):
 
 
 def test_peer_benchmark_without_latte_says_why_it_is_skipped():
-    env = {k: v for k, v in os.environ.items() if k != "LATTE_DIR"}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
-    cmd = [sys.executable, "benchmarks/bench_peer_latte.py"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
+    proc = run_script([sys.executable, "benchmarks/bench_peer_latte.py"], 120, ("LATTE_DIR",))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.splitlines() == [proc.stdout.strip()]
     assert proc.stdout.startswith("skipped: set LATTE_DIR")
@@ -165,9 +168,7 @@ def test_long_videos_benchmark_reports_whole_and_windowed(tmp_path):
     cmd = [sys.executable, "benchmarks/bench_long_videos.py", "--device", "cpu", "--threads", "1",
            "--frames", "5", "9", "--resolution", "16", "--window", "5", "--sizes", "16", "32",
            "--tile", "16", "--tile_frames", "1", "--steps", "1", "--out", str(out)]  # fmt: skip
-    paths = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
+    proc = run_script(cmd, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
     assert [r["frames"] for r in report["by_frames"]] == [5, 9]
@@ -189,9 +190,7 @@ def test_real_footage_benchmark_trains_on_held_out_real_clips(tmp_path):
     out = tmp_path / "real.json"
     cmd = [sys.executable, "benchmarks/bench_real_footage.py", "--steps", "2", "--hold", "1",
            "--ramp", "1", "--decoder_steps", "2", "--threads", "1", "--out", str(out)]  # fmt: skip
-    paths = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=180)
+    proc = run_script(cmd, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["settings"]["test_clips"] == 15 and report["settings"]["steps"] == 2
