@@ -78,6 +78,22 @@ def test_sixteen_x_spatial_override_shapes():
         assert Decoder(cfg)(x, z, torch.zeros(1)).shape == x.shape
 
 
+def test_four_x_spatial_with_four_x_temporal_takes_temporal_only_decoder_levels():
+    # 4x4x4: the decoder's first transition halves space (with time), the second time alone, so
+    # the tiny preset's three levels fit; a 2x2-patched 32 px clip meets z0 on an 8x8 grid
+    cfg = autoencoder_preset("tiny", spatial_downsample=4)
+    x = torch.zeros(1, 3, 9, 32, 32)
+    z = Encoder(cfg)(x)
+    assert tuple(z.shape) == (1, 8, 3, 8, 8)
+    decoder = Decoder(cfg)
+    assert [d.conv.stride for d in decoder.downs] == [(2, 2, 2), (2, 1, 1)]
+    assert decoder(x, z, torch.zeros(1)).shape == x.shape
+    with pytest.raises(ValueError, match="has 2 levels; with 4x4x4 compression it needs between 3"):
+        autoencoder_preset(
+            "tiny", spatial_downsample=4, decoder_channels=(8, 8), decoder_blocks=(1, 1)
+        )
+
+
 # ---------------------------------------------------------------- causality of the encoder
 
 

@@ -41,7 +41,9 @@ class Decoder(nn.Module):
         ch, width = config.decoder_channels, config.decoder_width
         levels = len(ch)
         temporal_steps = int(math.log2(config.temporal_downsample))
-        self.token_patch = config.spatial_downsample // 2**levels
+        # as the encoder: spatial 2x steps in the first levels, temporal ones in the last
+        spatial_steps = min(levels - 1, int(math.log2(config.spatial_downsample)) - 1)
+        self.token_patch = config.spatial_downsample // 2 ** (1 + spatial_steps)
         dropout, cond = config.decoder_dropout, width
 
         def res_blocks(c_in: int, c: int, count: int) -> nn.ModuleList:
@@ -58,9 +60,10 @@ class Decoder(nn.Module):
         self.downs = nn.ModuleList()
         self.ups = nn.ModuleList()
         for i in range(levels - 1):
+            spatial = 2 if i < spatial_steps else 1
             temporal = 2 if i >= levels - 1 - temporal_steps else 1
-            self.downs.append(Downsample3d(ch[i], ch[i + 1], 2, temporal, causal=False))
-            self.ups.append(Upsample3d(ch[i + 1], ch[i], 2, temporal, causal=False))
+            self.downs.append(Downsample3d(ch[i], ch[i + 1], spatial, temporal, causal=False))
+            self.ups.append(Upsample3d(ch[i + 1], ch[i], spatial, temporal, causal=False))
         self.up_blocks = nn.ModuleList(
             res_blocks(2 * c, c, n) for c, n in zip(ch, config.decoder_blocks)
         )

@@ -115,10 +115,11 @@ class AutoencoderConfig(JSONConfig):
         levels = len(self.decoder_channels)
         if len(self.decoder_blocks) != levels:
             raise ValueError("decoder_blocks needs one entry per decoder_channels entry")
-        if levels - 1 > spatial_steps or temporal_steps > levels - 1:
+        most = max(spatial_steps, temporal_steps) + 1  # each transition takes a 2x step
+        if not temporal_steps + 1 <= levels <= most:
             raise ValueError(
                 f"decoder_channels has {levels} levels; with {td}x{sd}x{sd} compression it needs "
-                f"between {temporal_steps + 1} and {spatial_steps + 1} levels"
+                f"between {temporal_steps + 1} and {most} levels"
             )
         for name in ("attention", "decoder_attention"):
             if getattr(self, name) not in ATTENTION_MODES:
