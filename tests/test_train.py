@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ulvideo.diffusion.noise import TrainingDraws
 from ulvideo.integrity import CorruptFileError
 from ulvideo.train import NonFiniteLossError, TrainConfig, train
 from ulvideo.train import checkpoint as ckpt_module
@@ -397,12 +398,17 @@ def test_bf16_falls_back_to_fp32_on_a_cpu_with_one_warning(tmp_path, capsys):
 
 @pytest.mark.parametrize("batches,grad_accum", [(5, 2), (6, 2), (7, 3), (4, 1)])
 def test_data_position_follows_accelerates_steps(batches, grad_accum):
-    # count the optimizer steps accelerate takes over 3 epochs and where each one ends
+    # count the optimizer steps accelerate takes over 3 epochs and where each one ends: the data
+    # position a checkpoint without one (written before positions were recorded) resumes at
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     from torch.utils.data import DataLoader
 
-    from ulvideo.train.trainer import data_position
+    from ulvideo.train.trainer import DataPosition
+
+    def data_position(step, batches, grad_accum):  # one example per batch, one process
+        position = DataPosition.from_meta({"step": step}, batches, grad_accum, global_batch=1)
+        return position.epoch, position.epoch_examples
 
     AcceleratorState._reset_state()
     accelerator = Accelerator(cpu=True, gradient_accumulation_steps=grad_accum)
@@ -454,10 +460,10 @@ def test_training_losses_have_no_host_syncs_or_graph_breaks(tmp_path):
     torch._dynamo.reset()
 
 
-def _loss_and_grads(stage, inputs, labels) -> list[torch.Tensor]:
-    # the training step's loss and gradients on one batch, from a fixed RNG state
+def _loss_and_grads(stage, inputs, labels, *draws) -> list[torch.Tensor]:
+    # the training step's loss and gradients on one batch, from a fixed RNG state (stage 2: draws)
     torch.manual_seed(1)
-    loss, _ = stage(inputs, labels)
+    loss, _ = stage(inputs, labels, *draws)
     loss.backward()
     return [loss.detach()] + [p.grad for p in stage.network.parameters()]
 
@@ -497,10 +503,11 @@ def test_compiled_step_equals_eager_step(tmp_path, stage_number, backend, device
         cfg = tiny(tmp_path, stage=2, context_frames=1, class_conditional=True)
         stage, inputs = Stage2(cfg, stage.network, num_classes=10), torch.randn(2, 8, 2, 2, 2)
     stage, inputs, labels = stage.to(device), inputs.to(device), torch.tensor([3, 9], device=device)
+    draws = [TrainingDraws(seed=0, first=0, global_batch=2, start=0, rows=2)] * (stage_number - 1)
     compiled = compile_blocks(copy.deepcopy(stage), backend=backend)
     torch._dynamo.reset()
-    eager = _loss_and_grads(stage, inputs, labels)
-    result = _loss_and_grads(compiled, inputs, labels)
+    eager = _loss_and_grads(stage, inputs, labels, *draws)
+    result = _loss_and_grads(compiled, inputs, labels, *draws)
     assert counters["stats"]["unique_graphs"] > 0  # the blocks did run compiled
     scale = max(float(x.abs().max()) for x in eager)  # float noise is relative to the largest
     for x, x_eager in zip(result, eager, strict=True):
