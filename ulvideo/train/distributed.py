@@ -19,7 +19,10 @@ def enable_cpu_fsdp(accelerator: Accelerator) -> None:
     that accelerate turned into CPU DDP (MULTI_CPU); the plugin reads the launch's FSDP_* settings.
     Call it right after building the Accelerator, before `prepare`."""
     wants_fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
-    if not wants_fsdp or accelerator.distributed_type != DistributedType.MULTI_CPU:
+    state = AcceleratorState()
+    # FSDP without a plugin: a second run in the process, after AcceleratorState._reset_state()
+    demoted = accelerator.distributed_type in (DistributedType.MULTI_CPU, DistributedType.FSDP)
+    if not wants_fsdp or not demoted or getattr(state, "fsdp_plugin", None) is not None:
         return
     plugin = FullyShardedDataParallelPlugin()
     if plugin.fsdp_version != 2:
@@ -29,7 +32,6 @@ def enable_cpu_fsdp(accelerator: Accelerator) -> None:
         )
     if accelerator.mixed_precision != "no":
         plugin.set_mixed_precision(accelerator.mixed_precision)
-    state = AcceleratorState()
     state.fsdp_plugin = plugin
     state.distributed_type = DistributedType.FSDP
     PartialState._shared_state["distributed_type"] = DistributedType.FSDP  # accelerate keeps both
