@@ -41,9 +41,12 @@ def launch(script, *args, config: str = "cpu_2proc.yaml", timeout: int = 600):
 
 
 TRAIN_SCRIPT = """
-import json, sys
+import hashlib, json, sys
 from ulvideo.train import TrainConfig, train
 from ulvideo.train import checkpoint, trainer
+
+def sha256(tensors):
+    return hashlib.sha256(b"".join(t.detach().numpy().tobytes() for t in tensors)).hexdigest()
 
 def save_then_die(*args, **kwargs):  # the run is killed right after its first checkpoint
     checkpoint.save_checkpoint(*args, **kwargs)
@@ -57,7 +60,13 @@ for run in json.loads(open(sys.argv[1]).read()):
     except KeyboardInterrupt:
         continue
     acc = result.accelerator
-    info = {"world": acc.num_processes, "distributed_type": str(acc.distributed_type)}
+    info = {
+        "world": acc.num_processes,
+        "distributed_type": str(acc.distributed_type),
+        "ema_sha256": sha256(result.ema.state_dict().values()),  # the full EMA copy of each process
+        "network_sha256": sha256(p.full_tensor() if hasattr(p, "full_tensor") else p
+                                 for p in result.network.parameters()),
+    }
     with open(f"{config.output_dir}/rank{acc.process_index}.json", "w") as f:
         json.dump(info, f)
 """

@@ -151,3 +151,29 @@ def test_resume_refuses_a_global_batch_that_splits_the_position(tmp_path, stage1
     train(stage2(tmp_path, "run", stage1_export, processes=1, max_steps=1, checkpoint_every=1))
     with pytest.raises(ValueError, match="4 examples into epoch 0, not a whole number of global"):
         train(stage2(tmp_path, "run", stage1_export, processes=1, batch_size=3, max_steps=2))
+
+
+@pytest.mark.slow
+def test_fsdp_stage1_trains_resumes_and_exports_full_weights(tmp_path, stage1_export):
+    config = tiny(tmp_path, "fsdp", max_steps=2, checkpoint_every=1, batch_size=2)
+    launch_training(
+        tmp_path,
+        [{"config": config, "die_after_checkpoint": True}, {"config": config}],
+        config="fsdp_cpu.yaml",
+    )
+    run = tmp_path / "fsdp"
+    ranks = rank_info(run)
+    assert [r["distributed_type"] for r in ranks] == ["DistributedType.FSDP"] * 2
+    assert ranks[0]["ema_sha256"] == ranks[1]["ema_sha256"]  # one full EMA, not two shards
+    assert [read_meta(c)["step"] for c in complete_checkpoints(run)] == [1, 2]
+    assert [r["step"] for r in read_metrics(run) if "loss" in r] == [1, 2]  # resumed after 1
+    got = tensors(run / "final" / "autoencoder" / "model.safetensors")
+    want = tensors(stage1_export / "autoencoder" / "model.safetensors")  # 1 process, 1 step
+    assert {k: (v.shape, v.dtype) for k, v in got.items()} == {
+        k: (v.shape, v.dtype) for k, v in want.items()
+    }
+    ul = Pipeline.from_pretrained(run / "final").autoencoder  # in this one process
+    video = torch.rand(1, 3, 5, 16, 16) * 2 - 1
+    with torch.no_grad():
+        recon = ul.reconstruct(video, steps=2)
+    assert recon.shape == video.shape and torch.isfinite(recon).all()

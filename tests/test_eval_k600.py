@@ -2,15 +2,12 @@
 single process and 2 CPU processes under accelerate."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
+from launch import launch
 from test_eval_fvd import MustNotRun, pooled_features
 
 from evaluation.fvd import PROTOCOLS, video_features
@@ -170,31 +167,13 @@ accelerator.end_training()  # tear the process group down: no rank exits while g
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_gather_the_features_of_one_process_in_order(tmp_path):
     script = tmp_path / "run.py"
     out, report = tmp_path / "features.pt", tmp_path / "report.json"
     script.write_text(
         DISTRIBUTED_SCRIPT.format(tests=str(REPO / "tests"), report=str(report), out=str(out))
     )
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    launch = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-    ]
-    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    launch += ["--main_process_port", str(free_port()), str(script)]
-    result = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    launch(script, timeout=300)
 
     distributed = torch.load(out)
     assert distributed["world"] == 2

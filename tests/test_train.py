@@ -5,12 +5,11 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from launch import launch_training, rank_info
 
 from ulvideo.diffusion.noise import TrainingDraws
 from ulvideo.integrity import CorruptFileError
@@ -288,26 +287,10 @@ def test_compile_flag_compiles_the_trained_network(tmp_path, monkeypatch):
 
 
 def test_two_processes_gloo_identical_weights(tmp_path):
-    script = tmp_path / "two_proc.py"
-    script.write_text(
-        "import sys, json, hashlib, torch\n"
-        "from ulvideo.train import TrainConfig, train\n"
-        f"cfg = TrainConfig(**json.loads({json.dumps(json.dumps(tiny(tmp_path, 'ddp', max_steps=3).to_dict()))}))\n"
-        "r = train(cfg)\n"
-        "h = hashlib.sha256(b''.join(p.detach().numpy().tobytes() for p in r.network.parameters()))\n"
-        "rank, world = r.accelerator.process_index, r.accelerator.num_processes\n"
-        f"open(r'{tmp_path}/rank%d.json' % rank, 'w').write(json.dumps({{'world': world, 'hash': h.hexdigest()}}))\n"
-    )
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script),
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    launch_training(tmp_path, [{"config": tiny(tmp_path, "ddp", max_steps=3)}])
+    ranks = rank_info(tmp_path / "ddp")
     assert [r["world"] for r in ranks] == [2, 2]
-    assert ranks[0]["hash"] == ranks[1]["hash"]
+    assert ranks[0]["network_sha256"] == ranks[1]["network_sha256"]
     assert {r["world_size"] for r in read_metrics(tmp_path / "ddp") if "loss" in r} == {2}
 
 
