@@ -4,7 +4,7 @@ number of processes at the same example with the same learning rate."""
 
 import pytest
 import torch
-from launch import launch_training, rank_info
+from launch import ROOT, launch_training, rank_info
 from safetensors import safe_open
 from test_train import tiny
 
@@ -177,3 +177,55 @@ def test_fsdp_stage1_trains_resumes_and_exports_full_weights(tmp_path, stage1_ex
     with torch.no_grad():
         recon = ul.reconstruct(video, steps=2)
     assert recon.shape == video.shape and torch.isfinite(recon).all()
+
+
+def plugin_env(config_file: str) -> tuple:
+    """(launch arguments, environment) that `accelerate launch --config_file <config>` gives the
+    processes it starts, built by accelerate's own launch code."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import prepare_deepspeed_cmd_env, prepare_multi_gpu_env
+
+    path = ROOT / "recipes" / "configs" / config_file
+    args = launch_command_parser().parse_args(["--config_file", str(path), "train.py"])
+    args, defaults, _ = _validate_launch_command(args)
+    if args.use_deepspeed:  # as accelerate's launch_command does before its DeepSpeed launcher
+        args.deepspeed_fields_from_accelerate_config = ",".join(defaults.deepspeed_config)
+        return args, prepare_deepspeed_cmd_env(args)[1]
+    return args, prepare_multi_gpu_env(args)
+
+
+def test_deepspeed_config_builds_its_accelerate_plugin(monkeypatch):
+    # DeepSpeed does not run through accelerate on CPU processes (README, "From one GPU to many
+    # nodes"): the shipped config is checked as far as accelerate's plugin
+    from accelerate.utils import DeepSpeedPlugin
+
+    args, env = plugin_env("deepspeed_zero2.yaml")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    config = DeepSpeedPlugin().deepspeed_config
+    assert (args.num_processes, args.mixed_precision) == (8, "bf16")
+    assert config["zero_optimization"]["stage"] == 2
+    assert config["zero_optimization"]["offload_optimizer"]["device"] == "none"
+    assert config["gradient_clipping"] == 1.0 and config["gradient_accumulation_steps"] == 1
+
+
+@pytest.mark.parametrize("config_file,processes", [("fsdp.yaml", 8), ("fsdp_cpu.yaml", 2)])
+def test_fsdp_configs_shard_transformer_blocks(monkeypatch, config_file, processes):
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from accelerate.utils.fsdp_utils import fsdp2_prepare_auto_wrap_policy
+
+    from ulvideo.models import base_preset, build_base
+    from ulvideo.nn.transformer import TransformerBlock
+
+    args, env = plugin_env(config_file)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    plugin = FullyShardedDataParallelPlugin()
+    assert args.num_processes == processes and plugin.fsdp_version == 2
+    assert plugin.reshard_after_forward is True
+    with torch.device("meta"):
+        model = build_base(base_preset("tiny", latent_channels=8))
+    policy = fsdp2_prepare_auto_wrap_policy(plugin, model)
+    wrapped = [m for m in model.modules() if policy(m)]
+    blocks = [m for m in model.modules() if isinstance(m, TransformerBlock)]
+    assert wrapped == blocks and len(blocks) > 1  # each block its own shard unit
