@@ -229,3 +229,40 @@ def test_fsdp_configs_shard_transformer_blocks(monkeypatch, config_file, process
     wrapped = [m for m in model.modules() if policy(m)]
     blocks = [m for m in model.modules() if isinstance(m, TransformerBlock)]
     assert wrapped == blocks and len(blocks) > 1  # each block its own shard unit
+
+
+def test_throughput_accounting_is_logged_every_step(tmp_path, monkeypatch):
+    import time
+
+    from accelerate import Accelerator
+
+    from ulvideo.data.demo import MovingDigits
+    from ulvideo.models import autoencoder_preset, training_flops_per_example
+
+    item = MovingDigits.__getitem__
+    monkeypatch.setattr(
+        MovingDigits, "__getitem__", lambda self, i: time.sleep(0.02) or item(self, i)
+    )
+    tracked = []  # what the trackers (TensorBoard, when installed) receive
+    log = Accelerator.log
+    monkeypatch.setattr(
+        Accelerator, "log", lambda self, v, step: tracked.append(v) or log(self, v, step)
+    )
+    train(tiny(tmp_path, max_steps=3, peak_tflops=0.5, checkpoint_every=100))
+    records = [r for r in read_metrics(tmp_path / "run") if "loss" in r]
+    assert [r["step"] for r in records] == [1, 2, 3]
+    cfg = autoencoder_preset("tiny", resolution=16)
+    flops = training_flops_per_example(cfg, "stage1", 5, 16, 16)
+    tokens = (1 + 4 // cfg.temporal_downsample) * (16 // cfg.spatial_downsample) ** 2  # per clip
+    for r in records:
+        assert r["tokens_per_s"] == pytest.approx(r["examples_per_s"] * tokens)
+        assert r["model_tflops_per_s"] == pytest.approx(r["examples_per_s"] * flops / 1e12)
+        assert r["mfu"] == pytest.approx(r["model_tflops_per_s"] / 0.5)  # 1 process of 0.5 TFLOP/s
+        assert r["data_wait_s"] >= 4 * 0.02  # 4 clips of 20 ms per step
+        assert 0 < r["data_wait_fraction"] <= 1
+        assert r["peak_memory_gib/rank0"] > 0.05  # this process's peak resident set
+        assert "peak_memory_gib/rank1" not in r
+    assert all(
+        {"mfu", "data_wait_s", "peak_memory_gib/rank0"} <= set(v) for v in tracked if "loss" in v
+    )
+    assert len([v for v in tracked if "loss" in v]) == 3

@@ -291,7 +291,11 @@ def test_two_processes_gloo_identical_weights(tmp_path):
     ranks = rank_info(tmp_path / "ddp")
     assert [r["world"] for r in ranks] == [2, 2]
     assert ranks[0]["network_sha256"] == ranks[1]["network_sha256"]
-    assert {r["world_size"] for r in read_metrics(tmp_path / "ddp") if "loss" in r} == {2}
+    records = [r for r in read_metrics(tmp_path / "ddp") if "loss" in r]
+    assert {r["world_size"] for r in records} == {2}
+    assert all(
+        r["peak_memory_gib/rank0"] > 0.05 and r["peak_memory_gib/rank1"] > 0.05 for r in records
+    )
 
 
 def test_stage2_from_precomputed_latents(tmp_path, monkeypatch):
