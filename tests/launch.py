@@ -64,7 +64,8 @@ for run in json.loads(open(sys.argv[1]).read()):
         "world": acc.num_processes,
         "distributed_type": str(acc.distributed_type),
         "ema_sha256": sha256(result.ema.state_dict().values()),  # the full EMA copy of each process
-        "network_sha256": sha256(p.full_tensor() if hasattr(p, "full_tensor") else p
+        # this process's weights (its shards under FSDP: train() has ended the process group)
+        "network_sha256": sha256(p.to_local() if hasattr(p, "to_local") else p
                                  for p in result.network.parameters()),
     }
     with open(f"{config.output_dir}/rank{acc.process_index}.json", "w") as f:
