@@ -121,7 +121,7 @@ def test_resume_falls_back_past_corrupt_checkpoints(tmp_path, capsys):
         "moved checkpoint-00000006 to corrupt-checkpoint-00000006, resuming from checkpoint-00000004",
         f"warning: {flipped}: its sha256 differs from the one written with it; "
         "moved checkpoint-00000004 to corrupt-checkpoint-00000004, resuming from checkpoint-00000002",
-        f"resumed from {run / 'checkpoint-00000002'} at step 2",
+        f"resumed from {run / 'checkpoint-00000002'} at step 2, 8 examples seen",
     ]
     assert resumed.step == 6
     for a, b in ((first.network, resumed.network), (first.ema, resumed.ema)):

@@ -69,9 +69,9 @@ class Throughput:
         self.tokens_per_example = tokens_per_example
         self.flops_per_example = flops_per_example
         self.peak_tflops = peak_tflops
-        self.start(0)
 
     def start(self, step: int) -> None:
+        """Count from `step` (the run's first, or the one it resumed at)."""
         self.tic, self.tic_step, self.data_wait = time.perf_counter(), step, 0.0
 
     def batches(self, loader):
