@@ -9,9 +9,12 @@ Estimates, not measurements on a GPU:
   divides weights, gradients and moments by the number of GPUs; ZeRO-2 divides gradients and
   moments. The EMA stays a full copy on every GPU with every engine (ulvideo.train.ema);
 - activations: the bytes autograd saves for the backward pass of one example, counted in fp32 by
-  running each network's forward on the meta device (no compute). bf16 autocast saves most of them
-  in 2 bytes (about half); activation checkpointing saves far less. CUDA workspace, the allocator's
-  fragmentation and FSDP's gathered unit come on top.
+  running each network's forward on fake CPU tensors (torch's FakeTensorMode: shapes, no compute),
+  where attention goes through the fused SDPA kernel and saves q, k, v, the output and its
+  log-sum-exp, as flash attention and xformers do on a GPU (the meta device would decompose it and
+  count the attention matrices). bf16 autocast saves most of them in 2 bytes (about half);
+  activation checkpointing saves far less. CUDA workspace, the allocator's fragmentation and FSDP's
+  gathered unit come on top.
 """
 
 import argparse
@@ -19,6 +22,7 @@ from pathlib import Path
 
 import torch
 from common import emit, machine
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 from ulvideo.models import autoencoder_preset, base_preset, params_per_part
 from ulvideo.models.presets import AUTOENCODER_PRESETS, BASE_PRESETS
@@ -31,7 +35,8 @@ STAGE_PARTS = {"stage1": ("encoder", "prior", "decoder"), "stage2": ("base",)}
 
 
 def saved_activation_bytes(config, base_config, part: str, frames: int, resolution: int) -> int:
-    """Bytes autograd saves for the backward pass of one example through `part` (fp32, meta)."""
+    """Bytes autograd saves for the backward pass of one example through `part` (fp32, fake CPU
+    tensors)."""
     total = 0
 
     def pack(tensor):
@@ -46,21 +51,18 @@ def saved_activation_bytes(config, base_config, part: str, frames: int, resoluti
         resolution // config.spatial_downsample,
         resolution // config.spatial_downsample,
     )
-    with torch.device("meta"):
+    with FakeTensorMode():
         net = build_part(base_config if part == "base" else config, part)
         net = set_attention_backend(net, "sdpa")
-        video, z, logsnr = (
-            torch.zeros(1, 3, frames, resolution, resolution),
-            torch.zeros(latent),
-            torch.zeros(1),
-        )
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        if part == "encoder":
-            net(video)
-        elif part == "decoder":
-            net(video, z, logsnr)
-        else:
-            net(z, logsnr)
+        video = torch.zeros(1, 3, frames, resolution, resolution)
+        z, logsnr = torch.zeros(latent), torch.zeros(1)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            if part == "encoder":
+                net(video)
+            elif part == "decoder":
+                net(video, z, logsnr)
+            else:
+                net(z, logsnr)
     return total
 
 
@@ -107,6 +109,7 @@ def main() -> None:
                         )
                         for engine in ("ddp", "zero2", "fsdp")
                     },
+                    "activation_bytes_per_example_fp32": activations,
                     "activations_gib_per_example_fp32": round(activations / GIB, 3),
                 }
             )
