@@ -213,25 +213,40 @@ def test_stage1_learns_then_stage2_learns(tmp_path):
     assert last["loss"] < 0.7 * first["loss"], (first, last)
     assert s1.step == steps and (tmp_path / "s1" / "final" / "autoencoder").is_dir()
 
-    s2 = train(
-        tiny(
-            tmp_path,
-            "s2",
-            stage=2,
-            stage1_checkpoint=str(tmp_path / "s1" / "final"),
-            class_conditional=True,
-            context_frames=1,
-            context_prob=0.5,
-            max_steps=steps,
-            log_every=1,
-            checkpoint_every=steps,
-            warmup_steps=5,
-        )
+    s2_config = tiny(
+        tmp_path,
+        "s2",
+        stage=2,
+        stage1_checkpoint=str(tmp_path / "s1" / "final"),
+        class_conditional=True,
+        context_frames=1,
+        context_prob=0.5,
+        max_steps=steps,
+        log_every=1,
+        checkpoint_every=steps,
+        warmup_steps=5,
     )
-    # single batches of 4 range over 2-32 nats (t and the context draw), so compare the means of
-    # the first and the last 10 steps: measured 18.3 -> 13.3; stated margin 15%
-    log2 = [r["loss"] for r in read_metrics(tmp_path / "s2") if "loss" in r]
-    assert sum(log2[-10:]) < 0.85 * sum(log2[:10]), log2
+    s2 = train(s2_config)
+    # single batches of 4 range over 1-52 nats (t and the context draw), and the mean of 10 of them
+    # fell by 0.67-1.43x over seeds 0-3: learning is measured on fixed draws instead
+    # (Stage2.evaluate: t and noise from seed 0) over 64 held-out clips, the EMA weights against a
+    # freshly initialised base model: measured 47.3 -> 23.7 nats (0.50-0.70 over seeds 0-3);
+    # stated margin 0.8
+    from ulvideo.data import build_dataset
+    from ulvideo.pipeline import Pipeline
+    from ulvideo.train.stages import Stage2
+
+    ul = Pipeline.from_pretrained(tmp_path / "s1" / "final").autoencoder
+    clips = build_dataset("demo", None, "test", frames=5, resolution=16)
+    videos = torch.stack([clips[i][0] for i in range(64)])
+    labels = torch.tensor([clips[i][1] for i in range(64)])
+    with torch.no_grad():
+        z = ul.encode(videos)
+    torch.manual_seed(0)
+    stage = Stage2(s2_config, ul, num_classes=10)
+    fresh = stage.evaluate(stage.network, z, labels, decode_steps=0)["eval_base_nats"]
+    trained = stage.evaluate(s2.ema, z, labels, decode_steps=0)["eval_base_nats"]
+    assert trained < 0.8 * fresh, (fresh, trained)
     assert (tmp_path / "s2" / "final" / "base").is_dir()
     assert s2.network.num_classes == 10
 
