@@ -266,3 +266,5 @@ def test_throughput_accounting_is_logged_every_step(tmp_path, monkeypatch):
         {"mfu", "data_wait_s", "peak_memory_gib/rank0"} <= set(v) for v in tracked if "loss" in v
     )
     assert len([v for v in tracked if "loss" in v]) == 3
+    with pytest.raises(ValueError, match="peak_tflops must be > 0"):
+        train(tiny(tmp_path, "bad", peak_tflops=0.0))
