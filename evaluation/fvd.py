@@ -245,17 +245,34 @@ def check_comparable(real: Tensor, fake: Tensor, num_frames: int = NUM_FRAMES) -
 
 
 def video_features(
-    videos: Videos, i3d: nn.Module, protocol: Protocol | str = "tfgan", batch_size: int = 8
+    videos: Videos,
+    i3d: nn.Module,
+    protocol: Protocol | str = "tfgan",
+    batch_size: int = 8,
+    accelerator=None,
 ) -> Tensor:
-    """`N x 400` float64 I3D features of the videos under the protocol, run on the I3D's device."""
+    """`N x 400` float64 I3D features of the videos under the protocol, run on the I3D's device.
+
+    With an `accelerator` (accelerate), every process reads the videos and embeds batches
+    rank, rank + W, rank + 2W, ...; the features are gathered on every process in the videos'
+    order, so each video is embedded exactly once whatever N and W, and the result equals one
+    process's."""
     protocol = get_protocol(protocol)
+    rank, world = (
+        (0, 1) if accelerator is None else (accelerator.process_index, accelerator.num_processes)
+    )
     features = [
-        embed(batch, i3d, protocol).cpu()
-        for batch in video_batches(videos, batch_size, protocol.num_frames)
+        (i, embed(batch, i3d, protocol).cpu())
+        for i, batch in enumerate(video_batches(videos, batch_size, protocol.num_frames))
+        if i % world == rank
     ]
+    if world > 1:
+        from accelerate.utils import gather_object
+
+        features = sorted(gather_object(features), key=lambda indexed: indexed[0])
     if not features:
         raise ValueError("no videos to score")
-    return torch.cat(features)
+    return torch.cat([f for _, f in features])
 
 
 def module_device(module: nn.Module) -> torch.device:
@@ -330,18 +347,20 @@ def compute_fvd(
     protocol: Protocol | str = "tfgan",
     batch_size: int = 8,
     groups: int | None = None,
+    accelerator=None,
 ) -> dict:
     """FVD between two sets of videos in [-1, 1] (tensors `N x 3 x T x H x W`, or iterables of
     videos or batches) under `protocol`, with mean ± std over `groups` (default: the protocol's)
-    equal consecutive chunks. Without `i3d`, uses `default_i3d()`. Returns {fvd, fvd_std,
+    equal consecutive chunks. Without `i3d`, uses `default_i3d()`; with an `accelerator`, the
+    features are extracted on all its processes (`video_features`). Returns {fvd, fvd_std,
     fvd_groups, groups, num_real, num_fake, protocol, protocol_deviations}."""
     protocol = get_protocol(protocol)
     groups = protocol.groups if groups is None else groups
     (real_first, real), (fake_first, fake) = peek(real), peek(fake)
     check_comparable(real_first, fake_first, protocol.num_frames)
     i3d = default_i3d() if i3d is None else i3d
-    real_features = video_features(real, i3d, protocol, batch_size)
-    fake_features = video_features(fake, i3d, protocol, batch_size)
+    real_features = video_features(real, i3d, protocol, batch_size, accelerator)
+    fake_features = video_features(fake, i3d, protocol, batch_size, accelerator)
     settings = protocol_settings(i3d, protocol)
     return fvd_report(real_features, fake_features, groups, settings, len(fake_features))
 

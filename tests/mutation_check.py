@@ -138,6 +138,20 @@ def host_sync_in_loss():
     losses.check_input = syncing
 
 
+def resume_restarts_epoch():
+    # a resumed run starts its epoch over instead of skipping the examples already seen
+    from ulvideo.train.trainer import DataPosition
+
+    DataPosition.batches_to_skip = lambda self, global_batch, batches_per_epoch: 0
+
+
+def data_wait_untimed():
+    # the throughput accounting yields the batches without timing the wait for them
+    from ulvideo.train.metrics import Throughput
+
+    Throughput.batches = lambda self, loader: iter(loader)
+
+
 def fvd_means_only():
     import evaluation.fvd as fvd
     from evaluation.frechet import as_float64
@@ -426,6 +440,18 @@ MUTATIONS = {
         "the compiled blocks compute in bf16",
         compiled_blocks_drift,
         ["tests/test_train.py::test_compiled_step_equals_eager_step"],
+        False,
+    ),
+    "resume_restarts_epoch": (
+        "a resumed run starts its epoch over (its data position is lost)",
+        resume_restarts_epoch,
+        ["tests/test_distributed.py::test_resume_two_processes_then_one"],
+        False,
+    ),
+    "data_wait_untimed": (
+        "the time spent waiting for the data loader is not measured",
+        data_wait_untimed,
+        ["tests/test_distributed.py::test_throughput_accounting_is_logged_every_step"],
         False,
     ),
 }

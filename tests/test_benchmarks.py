@@ -197,3 +197,31 @@ def test_real_footage_benchmark_trains_on_held_out_real_clips(tmp_path):
     own, swapped = report["psnr_own_latent"], report["psnr_swapped_latent"]
     assert report["latent_gap_db"] == pytest.approx(own - swapped, abs=0.011)
     assert positive(report["bits_per_pixel"])
+
+
+def test_memory_estimates_count_state_and_saved_activations(tmp_path):
+    from ulvideo.models import build_base, params_per_part
+
+    out = tmp_path / "memory.json"
+    cmd = [sys.executable, "benchmarks/bench_memory.py", "--frames", "5", "--resolution", "16"]
+    proc = run_script([*cmd, "--gpus", "2", "--out", str(out)], timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {(r["stage"], r["preset"]): r for r in json.loads(out.read_text())["rows"]}
+    config = autoencoder_preset("medium", resolution=16)
+    params = params_per_part(config, base_preset("medium", latent_channels=8))["base"]
+    medium = rows["stage2", "medium"]
+    assert medium["params"] == params
+    # fp32 weights, gradients, AdamW moments and EMA: 20 B per parameter; over 2 GPUs ZeRO-2
+    # shards gradients and moments, FSDP also the weights; the EMA never
+    expected = {"ddp_2": 20, "zero2_2": 4 + 12 / 2 + 4, "fsdp_2": 16 / 2 + 4}
+    for engine, bytes_per_param in expected.items():
+        assert medium["state_gib_per_gpu"][engine] == round(params * bytes_per_param / 2**30, 2)
+    # the activations counted on fake tensors are what a real forward pass saves
+    torch.manual_seed(0)
+    base = build_base(base_preset("tiny", latent_channels=8))
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(
+        lambda t: saved.append(t.numel() * t.element_size()) or t, lambda t: t
+    ):
+        base(torch.randn(1, 8, 2, 2, 2), torch.zeros(1))
+    assert rows["stage2", "tiny"]["activation_bytes_per_example_fp32"] == sum(saved) > 0

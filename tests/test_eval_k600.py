@@ -2,18 +2,15 @@
 single process and 2 CPU processes under accelerate."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
+from launch import launch
 from test_eval_fvd import MustNotRun, pooled_features
 
-from evaluation.fvd import PROTOCOLS, video_features
+from evaluation.fvd import PROTOCOLS, compute_fvd, video_features
 from evaluation.k600 import frame_prediction_features, frame_prediction_fvd
 
 REPO = Path(__file__).resolve().parents[1]
@@ -150,6 +147,13 @@ def test_protocol_errors_name_the_problem():
         )
 
 
+def fvd_videos() -> tuple[torch.Tensor, torch.Tensor]:
+    """Two sets of 7 videos 3 x 16 x 32 x 32: 7 is not a multiple of 2 processes x batches of 2."""
+    real = torch.stack([video[:, :16] for video, _ in clip_dataset(count=7)])
+    noise = torch.randn(real.shape, generator=torch.Generator().manual_seed(1))
+    return real, (real + 0.3 * noise).clamp(-1, 1)
+
+
 DISTRIBUTED_SCRIPT = """
 import sys
 import torch
@@ -157,23 +161,23 @@ from accelerate import Accelerator
 sys.path.insert(0, {tests!r})
 from test_eval_fvd import pooled_features
 from test_eval_k600 import clip_dataset, shifted_copy
+from test_eval_k600 import fvd_videos
+from evaluation.fvd import compute_fvd, video_features
 from evaluation.k600 import frame_prediction_features, frame_prediction_fvd
 
 accelerator = Accelerator(cpu=True)
 kwargs = dict(num_samples=7, groups=2, batch_size=2, accelerator=accelerator, i3d=pooled_features())
 real, fake = frame_prediction_features(shifted_copy, clip_dataset(), **kwargs)
 frame_prediction_fvd(shifted_copy, clip_dataset(), report_path={report!r}, **kwargs)
+videos, other = fvd_videos()
+features = video_features(iter(videos), pooled_features(), batch_size=2, accelerator=accelerator)
+fvd = compute_fvd(videos, other, pooled_features(), batch_size=2, groups=1, accelerator=accelerator)
 if accelerator.is_main_process:
-    torch.save({{"real": real, "fake": fake, "world": accelerator.num_processes}}, {out!r})
+    torch.save({{"real": real, "fake": fake, "world": accelerator.num_processes,
+                "features": features, "fvd": fvd}}, {out!r})
 accelerator.wait_for_everyone()
 accelerator.end_training()  # tear the process group down: no rank exits while gloo still runs
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_processes_gather_the_features_of_one_process_in_order(tmp_path):
@@ -182,19 +186,7 @@ def test_two_processes_gather_the_features_of_one_process_in_order(tmp_path):
     script.write_text(
         DISTRIBUTED_SCRIPT.format(tests=str(REPO / "tests"), report=str(report), out=str(out))
     )
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    launch = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-    ]
-    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    launch += ["--main_process_port", str(free_port()), str(script)]
-    result = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    launch(script, timeout=300)
 
     distributed = torch.load(out)
     assert distributed["world"] == 2
@@ -210,3 +202,13 @@ def test_two_processes_gather_the_features_of_one_process_in_order(tmp_path):
     written = json.loads(report.read_text())
     assert written["num_processes"] == 2
     assert written["fvd_groups"] == pytest.approx(single["fvd_groups"], rel=1e-9)
+    # the FVD feature extraction: batches 0 and 2 on one process, 1 and 3 (of 1 video) on the
+    # other, gathered in order: each of the 7 videos once, as one process extracts them
+    videos, other = fvd_videos()
+    features = video_features(videos, pooled_features(), batch_size=2)
+    assert distributed["features"].shape == features.shape == (7, 48)
+    assert torch.equal(distributed["features"], features)
+    one_process = compute_fvd(videos, other, pooled_features(), batch_size=2, groups=1)
+    assert distributed["fvd"]["num_real"] == distributed["fvd"]["num_fake"] == 7
+    assert distributed["fvd"]["fvd"] == pytest.approx(one_process["fvd"], rel=1e-12)
+    assert one_process["fvd"] > 0

@@ -5,13 +5,13 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from launch import launch_training, rank_info
 
+from ulvideo.diffusion.noise import TrainingDraws
 from ulvideo.integrity import CorruptFileError
 from ulvideo.train import NonFiniteLossError, TrainConfig, train
 from ulvideo.train import checkpoint as ckpt_module
@@ -121,7 +121,7 @@ def test_resume_falls_back_past_corrupt_checkpoints(tmp_path, capsys):
         "moved checkpoint-00000006 to corrupt-checkpoint-00000006, resuming from checkpoint-00000004",
         f"warning: {flipped}: its sha256 differs from the one written with it; "
         "moved checkpoint-00000004 to corrupt-checkpoint-00000004, resuming from checkpoint-00000002",
-        f"resumed from {run / 'checkpoint-00000002'} at step 2",
+        f"resumed from {run / 'checkpoint-00000002'} at step 2, 8 examples seen",
     ]
     assert resumed.step == 6
     for a, b in ((first.network, resumed.network), (first.ema, resumed.ema)):
@@ -213,25 +213,40 @@ def test_stage1_learns_then_stage2_learns(tmp_path):
     assert last["loss"] < 0.7 * first["loss"], (first, last)
     assert s1.step == steps and (tmp_path / "s1" / "final" / "autoencoder").is_dir()
 
-    s2 = train(
-        tiny(
-            tmp_path,
-            "s2",
-            stage=2,
-            stage1_checkpoint=str(tmp_path / "s1" / "final"),
-            class_conditional=True,
-            context_frames=1,
-            context_prob=0.5,
-            max_steps=steps,
-            log_every=1,
-            checkpoint_every=steps,
-            warmup_steps=5,
-        )
+    s2_config = tiny(
+        tmp_path,
+        "s2",
+        stage=2,
+        stage1_checkpoint=str(tmp_path / "s1" / "final"),
+        class_conditional=True,
+        context_frames=1,
+        context_prob=0.5,
+        max_steps=steps,
+        log_every=1,
+        checkpoint_every=steps,
+        warmup_steps=5,
     )
-    # single batches of 4 range over 2-32 nats (t and the context draw), so compare the means of
-    # the first and the last 10 steps: measured 18.3 -> 13.3; stated margin 15%
-    log2 = [r["loss"] for r in read_metrics(tmp_path / "s2") if "loss" in r]
-    assert sum(log2[-10:]) < 0.85 * sum(log2[:10]), log2
+    s2 = train(s2_config)
+    # single batches of 4 range over 1-52 nats (t and the context draw), and the mean of 10 of them
+    # fell by 0.67-1.43x over seeds 0-3: learning is measured on fixed draws instead
+    # (Stage2.evaluate: t and noise from seed 0) over 64 held-out clips, the EMA weights against a
+    # freshly initialised base model: measured 47.3 -> 23.7 nats (0.50-0.70 over seeds 0-3);
+    # stated margin 0.8
+    from ulvideo.data import build_dataset
+    from ulvideo.pipeline import Pipeline
+    from ulvideo.train.stages import Stage2
+
+    ul = Pipeline.from_pretrained(tmp_path / "s1" / "final").autoencoder
+    clips = build_dataset("demo", None, "test", frames=5, resolution=16)
+    videos = torch.stack([clips[i][0] for i in range(64)])
+    labels = torch.tensor([clips[i][1] for i in range(64)])
+    with torch.no_grad():
+        z = ul.encode(videos)
+    torch.manual_seed(0)
+    stage = Stage2(s2_config, ul, num_classes=10)
+    fresh = stage.evaluate(stage.network, z, labels, decode_steps=0)["eval_base_nats"]
+    trained = stage.evaluate(s2.ema, z, labels, decode_steps=0)["eval_base_nats"]
+    assert trained < 0.8 * fresh, (fresh, trained)
     assert (tmp_path / "s2" / "final" / "base").is_dir()
     assert s2.network.num_classes == 10
 
@@ -287,27 +302,15 @@ def test_compile_flag_compiles_the_trained_network(tmp_path, monkeypatch):
 
 
 def test_two_processes_gloo_identical_weights(tmp_path):
-    script = tmp_path / "two_proc.py"
-    script.write_text(
-        "import sys, json, hashlib, torch\n"
-        "from ulvideo.train import TrainConfig, train\n"
-        f"cfg = TrainConfig(**json.loads({json.dumps(json.dumps(tiny(tmp_path, 'ddp', max_steps=3).to_dict()))}))\n"
-        "r = train(cfg)\n"
-        "h = hashlib.sha256(b''.join(p.detach().numpy().tobytes() for p in r.network.parameters()))\n"
-        "rank, world = r.accelerator.process_index, r.accelerator.num_processes\n"
-        f"open(r'{tmp_path}/rank%d.json' % rank, 'w').write(json.dumps({{'world': world, 'hash': h.hexdigest()}}))\n"
-    )
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script),
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    launch_training(tmp_path, [{"config": tiny(tmp_path, "ddp", max_steps=3)}])
+    ranks = rank_info(tmp_path / "ddp")
     assert [r["world"] for r in ranks] == [2, 2]
-    assert ranks[0]["hash"] == ranks[1]["hash"]
-    assert {r["world_size"] for r in read_metrics(tmp_path / "ddp") if "loss" in r} == {2}
+    assert ranks[0]["network_sha256"] == ranks[1]["network_sha256"]
+    records = [r for r in read_metrics(tmp_path / "ddp") if "loss" in r]
+    assert {r["world_size"] for r in records} == {2}
+    assert all(
+        r["peak_memory_gib/rank0"] > 0.05 and r["peak_memory_gib/rank1"] > 0.05 for r in records
+    )
 
 
 def test_stage2_from_precomputed_latents(tmp_path, monkeypatch):
@@ -397,12 +400,17 @@ def test_bf16_falls_back_to_fp32_on_a_cpu_with_one_warning(tmp_path, capsys):
 
 @pytest.mark.parametrize("batches,grad_accum", [(5, 2), (6, 2), (7, 3), (4, 1)])
 def test_data_position_follows_accelerates_steps(batches, grad_accum):
-    # count the optimizer steps accelerate takes over 3 epochs and where each one ends
+    # count the optimizer steps accelerate takes over 3 epochs and where each one ends: the data
+    # position a checkpoint without one (written before positions were recorded) resumes at
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     from torch.utils.data import DataLoader
 
-    from ulvideo.train.trainer import data_position
+    from ulvideo.train.trainer import DataPosition
+
+    def data_position(step, batches, grad_accum):  # one example per batch, one process
+        position = DataPosition.from_meta({"step": step}, batches, grad_accum, global_batch=1)
+        return position.epoch, position.epoch_examples
 
     AcceleratorState._reset_state()
     accelerator = Accelerator(cpu=True, gradient_accumulation_steps=grad_accum)
@@ -454,10 +462,10 @@ def test_training_losses_have_no_host_syncs_or_graph_breaks(tmp_path):
     torch._dynamo.reset()
 
 
-def _loss_and_grads(stage, inputs, labels) -> list[torch.Tensor]:
-    # the training step's loss and gradients on one batch, from a fixed RNG state
+def _loss_and_grads(stage, inputs, labels, *draws) -> list[torch.Tensor]:
+    # the training step's loss and gradients on one batch, from a fixed RNG state (stage 2: draws)
     torch.manual_seed(1)
-    loss, _ = stage(inputs, labels)
+    loss, _ = stage(inputs, labels, *draws)
     loss.backward()
     return [loss.detach()] + [p.grad for p in stage.network.parameters()]
 
@@ -497,10 +505,11 @@ def test_compiled_step_equals_eager_step(tmp_path, stage_number, backend, device
         cfg = tiny(tmp_path, stage=2, context_frames=1, class_conditional=True)
         stage, inputs = Stage2(cfg, stage.network, num_classes=10), torch.randn(2, 8, 2, 2, 2)
     stage, inputs, labels = stage.to(device), inputs.to(device), torch.tensor([3, 9], device=device)
+    draws = [TrainingDraws(seed=0, first=0, global_batch=2, start=0, rows=2)] * (stage_number - 1)
     compiled = compile_blocks(copy.deepcopy(stage), backend=backend)
     torch._dynamo.reset()
-    eager = _loss_and_grads(stage, inputs, labels)
-    result = _loss_and_grads(compiled, inputs, labels)
+    eager = _loss_and_grads(stage, inputs, labels, *draws)
+    result = _loss_and_grads(compiled, inputs, labels, *draws)
     assert counters["stats"]["unique_graphs"] > 0  # the blocks did run compiled
     scale = max(float(x.abs().max()) for x in eager)  # float noise is relative to the largest
     for x, x_eager in zip(result, eager, strict=True):

@@ -88,6 +88,7 @@ class TrainConfig:
     label_dropout: float = 0.1  # classifier-free guidance: labels replaced by the null class
 
     # bookkeeping
+    peak_tflops: float | None = None  # per process (GPU): model FLOPs utilisation (mfu) is logged
     log_every: int = 50
     eval_every: int = 5000
     eval_decode_steps: int = 32
@@ -153,6 +154,11 @@ class TrainConfig:
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(
                 f"mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}"
+            )
+        if self.peak_tflops is not None and not self.peak_tflops > 0:
+            raise ValueError(
+                f"peak_tflops must be > 0 (the accelerator's dense peak, e.g. 989 for an H100 in "
+                f"bf16), got {self.peak_tflops}"
             )
         if not 0 <= self.context_prob <= 1:
             raise ValueError(f"context_prob must be in [0, 1], got {self.context_prob}")

@@ -2,16 +2,16 @@
 
 The trainer knows stages, not networks: a stage exposes `network` (what the EMA tracks and the
 export writes), `forward(batch) -> (loss, logs)` as an nn.Module so DDP/FSDP wrap it, `evaluate`
-and `export`.
+and `export`. Stage 2's forward also takes the batch's `TrainingDraws` (per-example randomness);
+stage 1's noise is drawn inside `UnifiedLatents.stage1_loss`, from each process's RNG.
 """
-
-import random
 
 import torch
 from torch import nn
 
-from ..diffusion import LinearLogSNR, base_loss
-from ..models import base_preset, build_base, check_video_shape
+from ..diffusion import LinearLogSNR, base_loss, stratified_t
+from ..diffusion.noise import TrainingDraws
+from ..models import base_preset, build_base, check_video_shape, training_flops_per_example
 from ..pipeline import Pipeline, load_autoencoder, save_stage2_checkpoint
 from ..ul import UnifiedLatents
 
@@ -61,6 +61,11 @@ class Stage1(nn.Module):
             "decoder bias (ulvideo rd sweeps them) before spending a stage-2 run on these latents"
         )
 
+    def training_flops(self, frames: int, resolution: int) -> float:
+        """Training FLOPs per example (ulvideo.models.flops): encoder, prior and decoder."""
+        config = self.autoencoder_config
+        return training_flops_per_example(config, "stage1", frames, resolution, resolution)
+
     def export(self, ema_network, directory, final: bool = False) -> None:
         Pipeline(ema_network).save_pretrained(directory)
 
@@ -105,28 +110,42 @@ class Stage2(nn.Module):
         check_video_shape(video.shape, self.autoencoder_config)
         return self.frozen_encoder[0](video)
 
-    def forward(self, z_clean, labels):
-        # whether this batch gets context: Python's RNG (seeded and checkpointed by accelerate),
-        # as a tensor draw would be a host sync; the loss itself is one graph under torch.compile
-        use_context = self.context_frames > 0 and random.random() < self.context_prob
-        return self.loss(z_clean, labels, self.context_frames if use_context else 0)
+    def forward(self, z_clean, labels, draws: TrainingDraws):
+        """The loss of this process's rows of a global batch; `draws` keys every random choice
+        (context or not, t, noise, label dropout) to the examples, so a global batch gives the same
+        loss on any number of processes. t is stratified over the global batch."""
+        if z_clean.shape[0] != draws.rows:
+            raise ValueError(f"draws for {draws.rows} rows, got a batch of {z_clean.shape[0]}")
+        batch = draws.batch_generator()
+        use_context = float(torch.rand((), generator=batch)) < self.context_prob
+        rows = slice(draws.start, draws.start + draws.rows)
+        t = stratified_t(draws.global_batch, generator=batch)[rows].to(z_clean.device)
+        per_row = draws.rows_generator(z_clean.device)
+        drop = per_row.rand(device=z_clean.device) < self.label_dropout
+        eps = per_row.randn_like(z_clean)
+        ctx = self.context_frames if self.context_frames > 0 and use_context else 0
+        return self.loss(z_clean, labels, ctx, t=t, eps=eps, drop=drop)
 
-    def loss(self, z_clean, labels, ctx: int):
-        """The sigmoid-weighted base loss with `ctx` clean context latent frames."""
-        labels = self._drop_labels(labels)
+    def loss(self, z_clean, labels, ctx: int, t=None, eps=None, drop=None):
+        """The sigmoid-weighted base loss with `ctx` clean context latent frames; t, eps and the
+        label `drop` mask are drawn from torch's RNG where not given."""
+        labels = self._drop_labels(labels, drop)
         nats = base_loss(
             lambda z_t, logsnr: self.network(z_t, logsnr, labels=labels, context_frames=ctx),
             z_clean,
             self.schedule,
             bias=self.bias,
             context_frames=ctx,
+            t=t,
+            eps=eps,
         )
         return nats.mean(), {"base_nats": nats.mean().detach(), "context": float(ctx)}
 
-    def _drop_labels(self, labels):
+    def _drop_labels(self, labels, drop=None):
         if self.base_config.num_classes == 0:
             return None
-        drop = torch.rand(labels.shape, device=labels.device) < self.label_dropout
+        if drop is None:
+            drop = torch.rand(labels.shape, device=labels.device) < self.label_dropout
         return torch.where(drop, torch.full_like(labels, self.base_config.num_classes), labels)
 
     @torch.no_grad()
@@ -144,6 +163,13 @@ class Stage2(nn.Module):
             eps=eps,
         )
         return {"eval_base_nats": float(nats.mean())}
+
+    def training_flops(self, frames: int, resolution: int) -> float:
+        """Training FLOPs per example (ulvideo.models.flops) of the base model; the frozen
+        encoder's forward pass (pixel data) is not counted."""
+        return training_flops_per_example(
+            self.autoencoder_config, "stage2", frames, resolution, resolution, self.base_config
+        )
 
     def export(self, ema_network, directory, final: bool = False) -> None:
         """A checkpoint's export: base/ + a reference to stage 1; the final one: self-contained."""

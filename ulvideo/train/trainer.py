@@ -1,8 +1,8 @@
 """The Accelerate training loop for both UL stages (k-diffusion / DiT style: one screen per step)."""
 
+import dataclasses
 import math
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,12 +15,14 @@ from tqdm.auto import tqdm
 
 from evaluation.errors import run_main
 
+from ..diffusion.noise import TrainingDraws
 from ..nn import compile_blocks, enable_activation_checkpointing, set_attention_backend
 from .checkpoint import prune_checkpoints, read_meta, resolve_resume, save_checkpoint
 from .config import TrainConfig, parse_config
 from .data import build_training_data, latent_tokens
+from .distributed import enable_cpu_fsdp, full_tensor
 from .ema import EMA
-from .metrics import MetricsLog
+from .metrics import MetricsLog, Throughput
 from .stages import Stage1, Stage2, load_stage1
 
 
@@ -62,11 +64,49 @@ def latent_warmup(config: TrainConfig, step: int) -> float:
     return max(0.0, 1.0 - (ramp_step + 1) / max(1, config.latent_ramp_steps))
 
 
-def data_position(step: int, batches_per_epoch: int, grad_accum: int) -> tuple[int, int]:
-    """(epoch, batches to skip in it) after `step` optimizer steps. An epoch is
-    ceil(batches / grad_accum) steps: accelerate still steps on the last, partial group."""
-    epoch, step_in_epoch = divmod(step, math.ceil(batches_per_epoch / grad_accum))
-    return epoch, step_in_epoch * grad_accum
+@dataclass
+class DataPosition:
+    """Where a run is in its data, counted in examples (all processes together), so that a run
+    resumes at the same example on any number of processes: `epoch`, `epoch_examples` into it and
+    `examples_seen` in all (which keys stage 2's per-example randomness)."""
+
+    epoch: int = 0
+    epoch_examples: int = 0
+    examples_seen: int = 0
+
+    def advance(self, examples: int) -> None:
+        self.epoch_examples += examples
+        self.examples_seen += examples
+
+    def next_epoch(self) -> None:
+        self.epoch, self.epoch_examples = self.epoch + 1, 0
+
+    def batches_to_skip(self, global_batch: int, batches_per_epoch: int) -> int:
+        """Per-process batches of the current epoch already seen; an epoch already seen whole
+        (a run with fewer processes drops fewer examples at its end) moves on to the next."""
+        if self.epoch_examples % global_batch:
+            raise ValueError(
+                f"the checkpoint is {self.epoch_examples} examples into epoch {self.epoch}, not a "
+                f"whole number of global batches of {global_batch} (batch_size x processes): "
+                "resume with a batch_size and process count whose product divides it, e.g. the "
+                "global batch of the run that wrote it"
+            )
+        skip = self.epoch_examples // global_batch
+        if skip >= batches_per_epoch:
+            self.next_epoch()
+            return 0
+        return skip
+
+    @classmethod
+    def from_meta(cls, meta: dict, batches_per_epoch: int, grad_accum: int, global_batch: int):
+        """The position a checkpoint recorded; for one written before positions were recorded,
+        derived from its step (valid on the number of processes that wrote it)."""
+        if "data" in meta:
+            return cls(**meta["data"])
+        # an epoch is ceil(batches / grad_accum) steps: accelerate steps on the last, partial group
+        epoch, step_in_epoch = divmod(meta["step"], math.ceil(batches_per_epoch / grad_accum))
+        seen = meta["step"] * grad_accum * global_batch
+        return cls(epoch, step_in_epoch * grad_accum * global_batch, seen)
 
 
 def stage1_model_config(config: TrainConfig):
@@ -129,6 +169,7 @@ def train(config: TrainConfig) -> TrainResult:
         project_dir=str(out),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
+    enable_cpu_fsdp(accelerator)
     # before anything is built, the main process verifies the checkpoint to resume from (moving
     # aside any newer one that fails); every rank loads the one it chose
     resume_from = None
@@ -150,6 +191,9 @@ def train(config: TrainConfig) -> TrainResult:
     if config.stage == 2:
         stage.move_encoder(accelerator.device)
     eval_batch = data.eval_batch(stage, accelerator, size=min(8, config.batch_size))
+    # the EMA copies the full network before FSDP (in prepare) shards it
+    ema = EMA(stage.network.to(accelerator.device), config.ema_decay)
+    flops_per_example = stage.training_flops(config.frames, config.resolution)
     optimizer = torch.optim.AdamW(
         stage.network.parameters(),
         lr=config.lr,
@@ -168,16 +212,25 @@ def train(config: TrainConfig) -> TrainResult:
     )
     stage, optimizer, loader = accelerator.prepare(stage, optimizer, loader)
     unwrapped = accelerator.unwrap_model(stage)
-    ema = EMA(unwrapped.network, config.ema_decay)
     accelerator.register_for_checkpointing(scheduler, ema)
 
-    step = 0
+    batches_per_epoch = len(loader)
+    if batches_per_epoch == 0:
+        raise ValueError(
+            f"the dataset has fewer examples than batch_size x processes ({config.batch_size})"
+        )
+    global_batch = config.batch_size * accelerator.num_processes
+    step, position = 0, DataPosition()
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
-        step = read_meta(resume_from)["step"]
-        accelerator.print(f"resumed from {resume_from} at step {step}")
+        meta = read_meta(resume_from)
+        step = meta["step"]
+        position = DataPosition.from_meta(meta, batches_per_epoch, config.grad_accum, global_batch)
+        accelerator.print(
+            f"resumed from {resume_from} at step {step}, {position.examples_seen} examples seen"
+        )
     else:
-        set_seed(config.seed, device_specific=True)  # per-rank noise from here on
+        set_seed(config.seed, device_specific=True)  # per-rank noise (stage 1) from here on
     log = MetricsLog(accelerator, out, resume_step=step)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
@@ -185,28 +238,38 @@ def train(config: TrainConfig) -> TrainResult:
             "ulvideo", config={k: str(v) for k, v in config.to_dict().items()}
         )
 
-    batches_per_epoch = len(loader)
-    if batches_per_epoch == 0:
-        raise ValueError(
-            f"the dataset has fewer examples than batch_size x processes ({config.batch_size})"
-        )
     nonfinite_total = nonfinite_run = 0
-    tokens_per_example = latent_tokens(unwrapped, config)
+    throughput = Throughput(
+        accelerator,
+        global_batch * config.grad_accum,
+        latent_tokens(unwrapped, config),
+        flops_per_example,
+        config.peak_tflops,
+    )
     bar = tqdm(
         total=config.max_steps, initial=step, disable=not accelerator.is_main_process, desc="train"
     )
-    tic, tic_step = time.perf_counter(), step
+    throughput.start(step)
     while step < config.max_steps:
-        epoch, skip = data_position(step, batches_per_epoch, config.grad_accum)
-        loader.set_epoch(epoch)
-        data.set_epoch(epoch)
+        skip = position.batches_to_skip(global_batch, batches_per_epoch)
+        loader.set_epoch(position.epoch)
+        data.set_epoch(position.epoch)
         epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
-        for batch in epoch_loader:
+        for batch in throughput.batches(epoch_loader):
             if config.stage == 1:
                 unwrapped.warmup = latent_warmup(config, step)
+            rows = config.batch_size
+            draws = TrainingDraws(
+                config.seed,
+                position.examples_seen,
+                global_batch,
+                accelerator.process_index * rows,
+                rows,
+            )
+            position.advance(global_batch)
             with accelerator.accumulate(stage):
                 inputs, labels = data.prepare_batch(batch, unwrapped, accelerator)
-                loss, logs = stage(inputs, labels)
+                loss, logs = stage(inputs, labels, *((draws,) if config.stage == 2 else ()))
                 accelerator.backward(loss)
                 if not accelerator.sync_gradients:
                     continue
@@ -235,26 +298,18 @@ def train(config: TrainConfig) -> TrainResult:
             bar.update(1)
 
             if step % config.log_every == 0 or step == config.max_steps:
-                elapsed = time.perf_counter() - tic
-                examples = (
-                    (step - tic_step)
-                    * config.batch_size
-                    * config.grad_accum
-                    * accelerator.num_processes
-                )
                 record = {
                     "loss": _mean_across(accelerator, loss),
                     **{k: _mean_across(accelerator, v) for k, v in logs.items()},
-                    "grad_norm": float(grad_norm),
+                    "grad_norm": float(full_tensor(grad_norm)),
                     "lr": scheduler.get_last_lr()[0],
-                    "examples_per_s": examples / elapsed,
-                    "tokens_per_s": examples * tokens_per_example / elapsed,
+                    **throughput.record(step),
+                    "examples_seen": position.examples_seen,
                     "nonfinite_skipped": nonfinite_total,
                     "world_size": accelerator.num_processes,
                 }
                 log.log(step, record)
                 bar.set_postfix(loss=f"{record['loss']:.4g}")
-                tic, tic_step = time.perf_counter(), step
             if step % config.eval_every == 0 or step == config.max_steps:
                 if accelerator.is_main_process and eval_batch is not None:
                     with torch.random.fork_rng(
@@ -272,7 +327,12 @@ def train(config: TrainConfig) -> TrainResult:
                         if warning:
                             accelerator.print(warning)
             if step % config.checkpoint_every == 0 or step == config.max_steps:
-                meta = {"config": config.to_dict(), "stage": config.stage}
+                meta = {
+                    "config": config.to_dict(),
+                    "stage": config.stage,
+                    "world_size": accelerator.num_processes,
+                    "data": dataclasses.asdict(position),
+                }
                 save_checkpoint(
                     accelerator,
                     out,
@@ -284,6 +344,8 @@ def train(config: TrainConfig) -> TrainResult:
                     prune_checkpoints(out, config.keep_last)
             if step >= config.max_steps:
                 break
+        else:
+            position.next_epoch()
     bar.close()
     if accelerator.is_main_process:
         unwrapped.export(ema.model, out / "final", final=True)
