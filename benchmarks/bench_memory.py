@@ -25,6 +25,7 @@ from common import emit, machine
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from ulvideo.models import autoencoder_preset, base_preset, params_per_part
+from ulvideo.models.flops import example_forward
 from ulvideo.models.presets import AUTOENCODER_PRESETS, BASE_PRESETS
 from ulvideo.models.registry import build_part
 from ulvideo.nn import set_attention_backend
@@ -44,25 +45,11 @@ def saved_activation_bytes(config, base_config, part: str, frames: int, resoluti
         total += tensor.numel() * tensor.element_size()
         return tensor
 
-    latent = (
-        1,
-        config.latent_channels,
-        1 + (frames - 1) // config.temporal_downsample,
-        resolution // config.spatial_downsample,
-        resolution // config.spatial_downsample,
-    )
     with FakeTensorMode():
         net = build_part(base_config if part == "base" else config, part)
         net = set_attention_backend(net, "sdpa")
-        video = torch.zeros(1, 3, frames, resolution, resolution)
-        z, logsnr = torch.zeros(latent), torch.zeros(1)
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            if part == "encoder":
-                net(video)
-            elif part == "decoder":
-                net(video, z, logsnr)
-            else:
-                net(z, logsnr)
+            example_forward(net, config, part, frames, resolution, resolution)
     return total
 
 

@@ -29,6 +29,29 @@ def _check_part(part: str) -> None:
         raise ValueError(f"unknown part {part!r}; valid parts: {', '.join(PARTS)}")
 
 
+def example_forward(
+    net: nn.Module, config: AutoencoderConfig, part: str, frames: int, height: int, width: int
+):
+    """One example of zeros through `part` (encoder: the video; decoder: the video and its latent;
+    prior or base model: the latent; log-SNR 0), on the device of net's parameters and under any
+    tensor mode in force (meta, fake): the shared forward of the FLOP and memory counts."""
+    device = next(net.parameters()).device
+    latent = (
+        1,
+        config.latent_channels,
+        1 + (frames - 1) // config.temporal_downsample,
+        height // config.spatial_downsample,
+        width // config.spatial_downsample,
+    )
+    video = torch.zeros(1, config.in_channels, frames, height, width, device=device)
+    z, logsnr = torch.zeros(latent, device=device), torch.zeros(1, device=device)
+    if part == "encoder":
+        return net(video)
+    if part == "decoder":
+        return net(video, z, logsnr)
+    return net(z, logsnr)
+
+
 def _forward_flops(
     config: AutoencoderConfig,
     base_config: BaseConfig | None,
@@ -38,26 +61,11 @@ def _forward_flops(
     width: int,
 ) -> int:
     # One forward pass of one example on the meta device, counted by FlopCounterMode
-    cfg = config
-    latent = (
-        1,
-        cfg.latent_channels,
-        1 + (frames - 1) // cfg.temporal_downsample,
-        height // cfg.spatial_downsample,
-        width // cfg.spatial_downsample,
-    )
     with torch.device("meta"):
-        built = build_part(base_config if part == "base" else cfg, part)
+        built = build_part(base_config if part == "base" else config, part)
         net = set_attention_backend(built, "sdpa")  # countable on meta
-        video = torch.zeros(1, cfg.in_channels, frames, height, width)
-        z, logsnr = torch.zeros(latent), torch.zeros(1)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        if part == "encoder":
-            net(video)
-        elif part == "decoder":
-            net(video, z, logsnr)
-        else:
-            net(z, logsnr)
+        example_forward(net, config, part, frames, height, width)
     return counter.get_total_flops()
 
 
