@@ -189,12 +189,17 @@ def add_common_arguments(parser: argparse.ArgumentParser, warmup: int, repeats: 
     parser.add_argument("--out", type=Path, help="also write the JSON here")
 
 
+def set_threads(threads: int | None) -> None:
+    """Apply --threads (None keeps torch's default)."""
+    if threads is not None:
+        if threads < 1:
+            raise SystemExit(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+
+
 def setup(args: argparse.Namespace) -> torch.device:
     """Apply --threads and resolve --device (a clear error before any work if it is missing)."""
-    if args.threads is not None:
-        if args.threads < 1:
-            raise SystemExit(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     return resolve_device(args.device)
 
 
