@@ -6,13 +6,11 @@ import pytest
 import torch
 from launch import ROOT, launch_training, rank_info
 from safetensors import safe_open
-from test_train import tiny
+from test_train import kill_after_first_checkpoint, tiny
 
 from ulvideo.pipeline import Pipeline
 from ulvideo.sample import SamplingConfig
-from ulvideo.train import checkpoint as ckpt_module
 from ulvideo.train import train
-from ulvideo.train import trainer as trainer_module
 from ulvideo.train.checkpoint import complete_checkpoints, read_meta
 from ulvideo.train.metrics import read_metrics
 
@@ -74,14 +72,6 @@ def assert_close_weights(got: dict, want: dict, rel: float = 2e-3):
     weights by about 10%)."""
     for k in want:
         assert float((got[k] - want[k]).norm()) <= rel * float(want[k].norm()), k
-
-
-def kill_after_first_checkpoint(monkeypatch):
-    def save_then_die(*args, **kwargs):
-        ckpt_module.save_checkpoint(*args, **kwargs)
-        raise KeyboardInterrupt("killed")
-
-    monkeypatch.setattr(trainer_module, "save_checkpoint", save_then_die)
 
 
 @pytest.mark.slow

@@ -52,14 +52,20 @@ def state(module) -> dict:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-def test_exact_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
-    straight = train(tiny(tmp_path, "straight"))
+def kill_after_first_checkpoint(monkeypatch):
+    """The next train() in this process is killed (KeyboardInterrupt) right after its first
+    checkpoint is written; monkeypatch.undo() lets the next one run."""
 
-    def save_then_die(*args, **kwargs):  # the process is killed right after checkpoint 3
+    def save_then_die(*args, **kwargs):
         ckpt_module.save_checkpoint(*args, **kwargs)
         raise KeyboardInterrupt("killed")
 
     monkeypatch.setattr(trainer_module, "save_checkpoint", save_then_die)
+
+
+def test_exact_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
+    straight = train(tiny(tmp_path, "straight"))
+    kill_after_first_checkpoint(monkeypatch)  # checkpoint 3
     with pytest.raises(KeyboardInterrupt):
         train(tiny(tmp_path, "split"))
     monkeypatch.undo()
