@@ -86,6 +86,9 @@ def main() -> None:
     parser.add_argument("--loss_factor", type=float, default=2.0)
     parser.add_argument("--decoder_bias", type=float, default=2.0)
     parser.add_argument("--decoder_steps", type=int, default=16)
+    parser.add_argument(
+        "--spatial_downsample", type=int, default=4, help="latent grid: 4 as the demo, or 8"
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
@@ -96,7 +99,10 @@ def main() -> None:
     videos = load_videos()
     test = test_clips(videos, args.test_frames, per_video=5)
     config = autoencoder_preset(
-        "tiny", loss_factor=args.loss_factor, decoder_bias=args.decoder_bias
+        "tiny",
+        loss_factor=args.loss_factor,
+        decoder_bias=args.decoder_bias,
+        spatial_downsample=args.spatial_downsample,
     )
     model = UnifiedLatents(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)

@@ -94,6 +94,27 @@ def test_four_x_spatial_with_four_x_temporal_takes_temporal_only_decoder_levels(
         )
 
 
+@pytest.mark.parametrize("spatial_downsample", [4, 8])
+def test_decoder_reads_z0_at_its_stem_where_the_encoder_took_it_from(spatial_downsample):
+    # pixel frame f meets latent frame ceil(f / 4), the one the causal encoder folded it into, and
+    # each latent cell covers its (sd/2)^2 cells of the 2x2-patched stem grid
+    cfg = autoencoder_preset("tiny", spatial_downsample=spatial_downsample)
+    decoder = Decoder(cfg)
+    z0 = torch.arange(3 * 2 * 2.0).view(1, 1, 3, 2, 2).expand(1, 8, 3, 2, 2)
+    grid = decoder.latent_on_stem_grid(z0)
+    p = spatial_downsample // 2
+    assert grid.shape == (1, 8, 9, 2 * p, 2 * p)
+    frames = [int(grid[0, 0, f, 0, 0]) // 4 for f in range(9)]
+    assert frames == [0, 1, 1, 1, 1, 2, 2, 2, 2]
+    assert int(grid[0, 0, 0, p - 1, p]) == 1 and int(grid[0, 0, 0, p, p - 1]) == 2
+    # with the transformer's z0 input switched off, the output still follows z0
+    torch.nn.init.zeros_(decoder.latent_in.weight)
+    x_t, z = torch.randn(1, 3, 9, 16, 16), torch.zeros(1, 8, 3, *[16 // spatial_downsample] * 2)
+    with torch.no_grad():
+        gap = decoder(x_t, z + 1, torch.zeros(1)) - decoder(x_t, z, torch.zeros(1))
+    assert gap.abs().mean() > 1e-3
+
+
 # ---------------------------------------------------------------- causality of the encoder
 
 

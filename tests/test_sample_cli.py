@@ -385,7 +385,7 @@ def test_demo_end_to_end_smoke(tmp_path):
         assert math.isfinite(metrics[key]), key
     assert metrics["latent_gap_db"] == metrics["psnr"] - metrics["psnr_swapped_latent"]
     accuracy = metrics["class_accuracy"]
-    assert set(accuracy) == {"class_conditional", "unconditional"}
+    assert set(accuracy) == {"reconstruction", "class_conditional", "unconditional"}
     assert all(a in {0.0, 0.25, 0.5, 0.75, 1.0} for a in accuracy.values())  # 4 videos each
     if "skipped" not in metrics["fvd"]:  # the real I3D is installed (as by the README's commands)
         for key in ("rfvd", "class_conditional", "unconditional", "frame_prediction"):

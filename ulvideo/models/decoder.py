@@ -1,8 +1,9 @@
 """The diffusion decoder x_hat = D(x_t, z0, logsnr): a 3D UViT in pixel space (UL_METHOD §4, §7).
 
-2x2 patching, conv down stages, a transformer at the latent grid where the noisy latent z0 is
-added to the tokens, conv up stages with skips, 2x2 unpatching. Every residual block and
-transformer block is conditioned on the log-SNR by adaptive normalisation.
+2x2 patching, conv down stages, a transformer at the latent grid, conv up stages with skips, 2x2
+unpatching. The noisy latent z0 enters twice: at the stem, repeated onto the patched pixel grid,
+and in the transformer's tokens. Every residual block and transformer block is conditioned on the
+log-SNR by adaptive normalisation.
 """
 
 import math
@@ -54,6 +55,7 @@ class Decoder(nn.Module):
 
         self.logsnr_embed = LogSNREmbedding(cond)
         self.stem = Conv3d(4 * config.in_channels, ch[0], causal=False)
+        self.latent_stem = Conv3d(config.latent_channels, ch[0], causal=False)
         self.down_blocks = nn.ModuleList(
             res_blocks(c, c, n) for c, n in zip(ch, config.decoder_blocks)
         )
@@ -89,7 +91,10 @@ class Decoder(nn.Module):
     def forward(self, x_t: Tensor, z0: Tensor, logsnr: Tensor) -> Tensor:
         self.check_inputs(x_t, z0, logsnr)
         cond = self.logsnr_embed(logsnr)
-        h = self.stem(patchify(x_t, 2))
+        # z0 at the input as well, as epsilon-VAE conditions its diffusion decoder (the latent
+        # upsampled beside x_t): only the middle's z0 left the tiny decoder unable to draw shapes
+        # at 32 px (docs/STAGE1_DIAGNOSTICS.md, round 5)
+        h = self.stem(patchify(x_t, 2)) + self.latent_stem(self.latent_on_stem_grid(z0))
         skips = []
         for i, blocks in enumerate(self.down_blocks):
             for block in blocks:
@@ -106,6 +111,15 @@ class Decoder(nn.Module):
                 h = block(h, cond)
         v = unpatchify(self.head(nn.functional.silu(self.norm_out(h))), 2)
         return v_to_x(x_t, v, logsnr)
+
+    def latent_on_stem_grid(self, z0: Tensor) -> Tensor:
+        """z0 repeated onto the stem's grid (pixel frames, 2x2-patched space): pixel frame f takes
+        latent frame ceil(f / td), the one the causal encoder made it part of (frame 0 alone)."""
+        td, p = self.config.temporal_downsample, self.config.spatial_downsample // 2
+        frames = 1 + (z0.shape[2] - 1) * td
+        index = (torch.arange(frames, device=z0.device) + td - 1) // td
+        z = z0.index_select(2, index)
+        return z.repeat_interleave(p, dim=3).repeat_interleave(p, dim=4)
 
     def middle(self, h: Tensor, z0: Tensor, cond: Tensor) -> Tensor:
         # Transformer at the latent grid: conv features (patched to it) + projected z0 + positions
