@@ -206,11 +206,12 @@ def test_base_gradients_reach_every_parameter_with_labels_and_context():
 
 @pytest.mark.parametrize("warmup", [1.0, 0.0])
 def test_tiny_model_overfits_one_batch_and_keeps_its_latent_only_under_the_warm_up(warmup):
-    """40 Adam steps (lr 2e-3) on one batch of 2 real 5x32x32 clips cut the expected UL loss
-    (averaged over 8 fixed noise draws) by at least 25%. Under the latent warm-up's hold the two
-    clips' latents stay apart by more than the latent noise sigma_0 / alpha_0 (measured 0.24 against
-    0.082); under plain UL the rate removes their difference within these 40 steps (measured 0.028),
-    the collapse the warm-up exists for (docs/STAGE1_DIAGNOSTICS.md)."""
+    """50 Adam steps (lr 2e-3) on one batch of 2 real 5x32x32 clips cut the expected UL loss
+    (averaged over 8 fixed noise draws) by at least 25% (measured to 0.71 of it under the hold,
+    0.60 under plain UL). Under the latent warm-up's hold the two clips' latents stay apart by more
+    than the latent noise sigma_0 / alpha_0 (measured 0.185 against 0.082); under plain UL the rate
+    removes their difference within these 50 steps (measured 0.023), the collapse the warm-up
+    exists for (docs/STAGE1_DIAGNOSTICS.md)."""
     torch.manual_seed(0)
     model = UnifiedLatents(TINY)
     batch = astronaut_clips()
@@ -226,7 +227,7 @@ def test_tiny_model_overfits_one_batch_and_keeps_its_latent_only_under_the_warm_
 
     before = expected_loss()
     torch.manual_seed(1)
-    for _ in range(40):
+    for _ in range(50):
         loss = model.stage1_loss(batch, warmup)["loss"]
         opt.zero_grad()
         loss.backward()
