@@ -197,6 +197,9 @@ def test_real_footage_benchmark_trains_on_held_out_real_clips(tmp_path):
     own, swapped = report["psnr_own_latent"], report["psnr_swapped_latent"]
     assert report["latent_gap_db"] == pytest.approx(own - swapped, abs=0.011)
     assert positive(report["bits_per_pixel"])
+    assert positive(report["one_step_psnr_own_latent"]) and positive(
+        report["one_step_psnr_swapped_latent"]
+    )  # the decoder's mean given z0 (one step from pure noise), own latent and another's
 
 
 def test_memory_estimates_count_state_and_saved_activations(tmp_path):
