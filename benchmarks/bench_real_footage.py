@@ -39,7 +39,7 @@ from ulvideo.evaluate.reconstruction import reconstruction_metrics
 from ulvideo.models import autoencoder_preset
 from ulvideo.train import TrainConfig
 from ulvideo.train.ema import EMA
-from ulvideo.train.trainer import latent_warmup, lr_lambda
+from ulvideo.train.trainer import build_optimizer, latent_warmup
 from ulvideo.ul import UnifiedLatents
 
 VIDEOS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")
@@ -115,10 +115,7 @@ def main() -> None:
         latent_hold_steps=args.hold,
         latent_ramp_steps=args.ramp,
     )
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=args.lr, betas=schedule.betas, weight_decay=schedule.weight_decay
-    )
-    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(schedule))
+    optimizer, lr_schedule = build_optimizer(model.parameters(), schedule)
     ema = EMA(model, schedule.ema_decay)
     history, began = [], time.perf_counter()
     for step in range(args.steps):
