@@ -38,6 +38,7 @@ from ulvideo.data.transforms import (
 from ulvideo.evaluate.reconstruction import reconstruction_metrics
 from ulvideo.models import autoencoder_preset
 from ulvideo.train import TrainConfig
+from ulvideo.train.config import short_run_warmup
 from ulvideo.train.ema import EMA
 from ulvideo.train.trainer import build_optimizer, latent_warmup
 from ulvideo.ul import UnifiedLatents
@@ -111,7 +112,7 @@ def main() -> None:
     schedule = TrainConfig(
         lr=args.lr,
         max_steps=args.steps,
-        warmup_steps=min(100, args.steps // 10 + 1),
+        warmup_steps=short_run_warmup(args.steps),
         latent_hold_steps=args.hold,
         latent_ramp_steps=args.ramp,
     )

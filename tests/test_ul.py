@@ -168,7 +168,7 @@ def test_warmup_scales_the_priors_pull_on_the_encoder_and_adds_the_read_term():
         model.stage1_loss(video, 1.5)
 
 
-def test_read_term_is_the_decoder_loss_without_exp_lambda():
+def test_read_term_is_the_decoder_integrand_without_exp_lambda_at_the_mean_rate():
     from ulvideo.diffusion import ShiftedCosine, decoder_terms
 
     schedule = ShiftedCosine(32)
@@ -180,9 +180,14 @@ def test_read_term_is_the_decoder_loss_without_exp_lambda():
     )
     lam = schedule(t)
     sq = (x - x_hat).square().flatten(1).sum(1)
-    expected_read = 1.7 * schedule.neg_dlogsnr_dt(t) / 2 * torch.sigmoid(1.0 - lam) * sq
-    torch.testing.assert_close(read, expected_read)
-    torch.testing.assert_close(lx, expected_read * torch.exp(lam))  # UL eq. 4 integrand
+    sigmoid = 1.7 * torch.sigmoid(1.0 - lam) / 2
+    # UL eq. 4 integrand
+    torch.testing.assert_close(lx, sigmoid * schedule.neg_dlogsnr_dt(t) * torch.exp(lam) * sq)
+    # -dlambda/dt replaced by its mean over t: a bounded weight
+    fine = torch.linspace(0, 1, 200_001, dtype=torch.float64)
+    mean_rate = torch.trapezoid(schedule.neg_dlogsnr_dt(fine), fine)
+    assert float(mean_rate) == pytest.approx(30.0, rel=1e-3)  # lambda_max - lambda_min
+    torch.testing.assert_close(read, sigmoid * 30.0 * sq)
 
 
 def test_base_gradients_reach_every_parameter_with_labels_and_context():

@@ -15,6 +15,7 @@ import torch
 from .media import side_by_side, write_gif, write_mp4, write_png_grid
 from .sample import SamplingConfig
 from .train import TrainConfig, train
+from .train.config import short_run_warmup
 from .train.metrics import read_metrics
 
 FRAMES, RESOLUTION, CONTEXT_PIXEL_FRAMES = 17, 32, 5
@@ -83,7 +84,7 @@ def run_demo(config: DemoConfig) -> dict:
         lr=1e-3,
         frames=config.stage1_frames,
         max_steps=config.stage1_steps,
-        warmup_steps=min(100, config.stage1_steps // 10 + 1),
+        warmup_steps=short_run_warmup(config.stage1_steps),
         # the latent warm-up: 1/4 of stage 1 held, 1/4 ramped to plain UL, the last half plain UL
         latent_hold_steps=config.stage1_steps // 4,
         latent_ramp_steps=config.stage1_steps // 4,
@@ -121,7 +122,7 @@ def run_demo(config: DemoConfig) -> dict:
         context_frames=2,
         context_prob=0.5,
         max_steps=config.stage2_steps,
-        warmup_steps=min(100, config.stage2_steps // 10 + 1),
+        warmup_steps=short_run_warmup(config.stage2_steps),
         checkpoint_every=config.stage2_steps,
         eval_every=config.stage2_steps,
         **common,

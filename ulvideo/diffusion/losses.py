@@ -140,9 +140,12 @@ def decoder_terms(
     """(L_x, L_read) per example from one decoder evaluation at the same t and noise.
 
     L_x is `decoder_loss`. L_read is the stage-1 warm-up's term [ours, docs/STAGE1_DIAGNOSTICS.md]:
-    the same integrand without exp(lambda), c_lf * E_t[-dlambda/dt / 2 * sigmoid(b - lambda) *
-    ||x - x_hat||^2], a v-prediction-like weight that stays large at the noisy end, where only z0
-    can tell the decoder what x is. It teaches the decoder to read z0 in tens of steps.
+    c_lf * (lambda_max - lambda_min) / 2 * E_t[sigmoid(b - lambda) * ||x - x_hat||^2], a
+    v-prediction-like weight that stays large at the noisy end, where only z0 can tell the decoder
+    what x is. It teaches the decoder to read z0 in tens of steps. It is L_x's integrand without
+    exp(lambda) and with -dlambda/dt replaced by its mean over t, so that no draw of t weighs more
+    than c_lf * (lambda_max - lambda_min) / 2: with -dlambda/dt itself, the draws at the noisy tail
+    weighed thousands of times more than the rest, and the decoder never learned to denoise.
     """
     check_input("x", x)
     check_input("z0", z0)
@@ -152,8 +155,10 @@ def decoder_terms(
         lambda x_t, logsnr: denoiser(x_t, z0, logsnr), x, schedule, t, eps
     )
     logsnr = schedule(t)
-    read_weight = loss_factor * schedule.neg_dlogsnr_dt(t) / 2 * sigmoid_weight(bias)(logsnr)
-    return read_weight * torch.exp(logsnr) * sq_err, read_weight * sq_err
+    sigmoid = loss_factor * sigmoid_weight(bias)(logsnr) / 2
+    elbo_weight = schedule.neg_dlogsnr_dt(t) * torch.exp(logsnr)  # UL eq. 4 integrand
+    read_weight = schedule.logsnr_max - schedule.logsnr_min  # = E_t[-dlambda/dt]
+    return sigmoid * elbo_weight * sq_err, sigmoid * read_weight * sq_err
 
 
 def context_mask(z: Tensor, context_frames: int) -> Tensor | None:

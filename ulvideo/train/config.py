@@ -30,6 +30,12 @@ DEMO_DEFAULTS = dict(
 )
 
 
+def short_run_warmup(max_steps: int) -> int:
+    """The learning-rate warm-up of a short run (the demo, the benchmarks): a tenth of its steps,
+    at most 100."""
+    return min(100, max_steps // 10 + 1)
+
+
 @dataclass
 class TrainConfig:
     """Everything a training run needs. Recipes subclass it to change defaults."""
