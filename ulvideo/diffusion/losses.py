@@ -154,11 +154,10 @@ def decoder_terms(
     sq_err, t = _diffusion_sq_err(
         lambda x_t, logsnr: denoiser(x_t, z0, logsnr), x, schedule, t, eps
     )
-    logsnr = schedule(t)
-    sigmoid = loss_factor * sigmoid_weight(bias)(logsnr) / 2
-    elbo_weight = schedule.neg_dlogsnr_dt(t) * torch.exp(logsnr)  # UL eq. 4 integrand
-    read_weight = schedule.logsnr_max - schedule.logsnr_min  # = E_t[-dlambda/dt]
-    return sigmoid * elbo_weight * sq_err, sigmoid * read_weight * sq_err
+    sigmoid = loss_factor * sigmoid_weight(bias)(schedule(t))
+    # L_read: the ELBO weight without exp(lambda), -dlambda/dt at its mean over t
+    read_weight = (schedule.logsnr_max - schedule.logsnr_min) / 2
+    return _elbo_weight(schedule, t) * sigmoid * sq_err, read_weight * sigmoid * sq_err
 
 
 def context_mask(z: Tensor, context_frames: int) -> Tensor | None:
