@@ -72,6 +72,21 @@ def test_schedule_endpoints():
     assert abs(t.item() - 0.5) < 1e-6 and abs(mid.item()) < 1e-9
 
 
+def test_shifted_cosine_with_shift_centres_its_draws_on_the_shift():
+    # lambda = -2 log tan(u) + shift is densest (-dlambda/dt = 4 (u_max - u_min) / sin 2u least) at
+    # u = pi/4, where lambda = shift; with_shift(2 log 2) is the resolution shift of 32 px against 64
+    cos = ShiftedCosine.with_shift(2.7, logsnr_max=5, logsnr_min=-15)
+    t = torch.linspace(0, 1, 100_001, dtype=torch.float64)
+    densest = t[cos.neg_dlogsnr_dt(t).argmin()]
+    assert abs(cos(densest).item() - 2.7) < 1e-3
+    ends = cos(torch.tensor([0.0, 1.0], dtype=torch.float64))
+    torch.testing.assert_close(ends, torch.tensor([5.0, -15.0], dtype=torch.float64))
+    by_resolution = ShiftedCosine(32, 64, logsnr_max=5, logsnr_min=-15)
+    torch.testing.assert_close(
+        ShiftedCosine.with_shift(2 * math.log(2), 5, -15)(t), by_resolution(t), rtol=0, atol=1e-12
+    )
+
+
 def test_vp_identities():
     lam = torch.linspace(-20, 20, 101, dtype=torch.float64)
     alpha, sigma = alpha_sigma(lam)
@@ -229,6 +244,38 @@ def test_gradients_reach_encoder_through_zt_and_target():
     through_zt = grad_of(zt_only)
     assert target_only.abs().min() > 1e-3 and through_zt.abs().min() > 1e-3
     torch.testing.assert_close(full, target_only + through_zt)
+
+
+def test_base_loss_schedule_changes_only_the_variance():
+    # latents of std 0.25 with the exact denoiser: E[base loss] per dim is the quadrature of
+    # 0.5 sigmoid(b - lam) s^2 e^lam / (s^2 e^lam + 1) over [-15, 5] under either schedule; the
+    # cosine centred at 2 ln(1/s) spends its draws where the integrand is, and has a smaller spread
+    scale, bias, dim, batch = 0.25, 2.77, 16, 8192
+    centre = 2 * math.log(1 / scale)
+
+    def integrand(lam):
+        return (
+            0.5
+            / (1 + math.exp(lam - bias))
+            * scale**2
+            * math.exp(lam)
+            / (scale**2 * math.exp(lam) + 1)
+        )
+
+    expected, _ = integrate.quad(integrand, -15, 5)
+    spreads = []
+    for schedule in (LinearLogSNR(), ShiftedCosine.with_shift(centre, 5, -15)):
+
+        def loss(z, t, e, schedule=schedule):
+            return base_loss(gaussian_denoiser(scale), z, schedule, bias=bias, t=t, eps=e)
+
+        measured = _mc_mean(loss, repeats=8, batch=batch, dim=dim, scale=scale, seed=3)
+        assert abs(measured - expected) / expected < 0.01, (schedule, measured, expected)
+        g = torch.Generator().manual_seed(4)
+        z = scale * torch.randn(batch, dim, generator=g, dtype=torch.float64)
+        t = torch.rand(batch, generator=g, dtype=torch.float64)
+        spreads.append(loss(z, t, torch.randn(z.shape, generator=g, dtype=torch.float64)).std())
+    assert spreads[1] < 0.5 * spreads[0], spreads
 
 
 def test_base_loss_ignores_context_frames():

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import math
 import os
 import random
 import signal
@@ -323,7 +324,7 @@ def test_stage2_from_precomputed_latents(tmp_path, monkeypatch):
     from ulvideo.data import build_dataset
     from ulvideo.pipeline import Pipeline
     from ulvideo.serialization import load_module
-    from ulvideo.train.latents import LatentShards, precompute_latents
+    from ulvideo.train.latents import LatentShards, latent_logsnr_shift, precompute_latents
     from ulvideo.train.stages import Stage2
     from ulvideo.ul import UnifiedLatents
 
@@ -338,6 +339,10 @@ def test_stage2_from_precomputed_latents(tmp_path, monkeypatch):
     with torch.no_grad():
         torch.testing.assert_close(z, ul.encode(video[None])[0])
     assert label == label_ref
+    # where the latents' SNR s^2 e^lambda is 1, pooled over the three uneven shards
+    every = torch.stack([shards[i][0] for i in range(10)]).double()
+    shift = latent_logsnr_shift(tmp_path / "latents")
+    assert abs(shift - 2 * math.log(1 / every.std(unbiased=False).item())) < 1e-9
 
     s2 = dict(stage=2, stage1_checkpoint=str(tmp_path / "s1" / "final"), max_steps=2)
     loads = []

@@ -74,8 +74,8 @@ class ShiftedCosine(Schedule):
 
     def __init__(
         self,
-        resolution: int = 64,
-        reference_resolution: int = 64,
+        resolution: float = 64,
+        reference_resolution: float = 64,
         logsnr_max: float = 15.0,
         logsnr_min: float = -15.0,
     ):
@@ -88,6 +88,11 @@ class ShiftedCosine(Schedule):
         self.u_min = math.atan(math.exp(-(self.logsnr_max - self.shift) / 2))
         self.u_max = math.atan(math.exp(-(self.logsnr_min - self.shift) / 2))
         self.validate()
+
+    @classmethod
+    def with_shift(cls, shift: float, logsnr_max: float, logsnr_min: float) -> "ShiftedCosine":
+        """The cosine whose draws centre on lambda = shift (its density peaks there)."""
+        return cls(1, math.exp(shift / 2), logsnr_max, logsnr_min)
 
     def _u(self, t: Tensor) -> Tensor:
         return self.u_min + t * (self.u_max - self.u_min)

@@ -147,6 +147,9 @@ class BaseConfig(JSONConfig):
     mlp_ratio: float = 4.0
     num_classes: int = 0  # 0 = unconditional; else labels in [0, num_classes), num_classes = null
     bias: float = 0.0  # b of the sigmoid(b - lambda) loss weight
+    # [ours] where the training draws of lambda centre: a cosine shifted by this over [-15, 5];
+    # the loss's expectation does not depend on it, only its variance (UL_METHOD §5)
+    schedule_shift: float = 0.0
     context: bool = True  # learns a "given" embedding for clean context frames (frame prediction)
 
     def validate(self) -> None:

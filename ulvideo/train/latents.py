@@ -6,6 +6,7 @@ records the encoder's fingerprint, so shards made by another encoder are refused
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 
@@ -113,3 +114,21 @@ class LatentShards(Dataset):
 
     def __getstate__(self):
         return {**self.__dict__, "_open": {}}
+
+
+def latent_logsnr_shift(directory) -> float:
+    """2 ln(1/s) for the std s of the latents stored in `directory`: latents of std s have SNR
+    s^2 exp(lambda), so this is the lambda at which their SNR is 1 (where a base model's loss
+    weight and training draws belong for unit-variance data at lambda = 0)."""
+    shards = LatentShards(directory)
+    total, square, count = 0.0, 0.0, 0
+    for shard in shards.manifest["shards"]:
+        with safe_open(str(shards.directory / shard["file"]), framework="pt") as f:
+            z = f.get_tensor("z_clean").double()
+        total, square, count = (
+            total + z.sum().item(),
+            square + z.square().sum().item(),
+            count + z.numel(),
+        )
+    variance = square / count - (total / count) ** 2
+    return -math.log(variance)

@@ -9,7 +9,7 @@ stage 1's noise is drawn inside `UnifiedLatents.stage1_loss`, from each process'
 import torch
 from torch import nn
 
-from ..diffusion import LinearLogSNR, base_loss, stratified_t
+from ..diffusion import ShiftedCosine, base_loss, stratified_t
 from ..diffusion.noise import TrainingDraws
 from ..models import base_preset, build_base, check_video_shape, training_flops_per_example
 from ..pipeline import Pipeline, load_autoencoder, save_stage2_checkpoint
@@ -88,7 +88,10 @@ class Stage2(nn.Module):
         )
         self.network = build_base(base_config)
         self.base_config = base_config
-        self.schedule = LinearLogSNR(ul.config.logsnr_latent, ul.config.logsnr_min_latent)
+        # [ours] UL_METHOD §5: training draws of lambda centred on schedule_shift
+        self.schedule = ShiftedCosine.with_shift(
+            base_config.schedule_shift, ul.config.logsnr_latent, ul.config.logsnr_min_latent
+        )
         self.bias = base_config.bias
         self.context_frames = config.context_frames
         self.context_prob = config.context_prob
