@@ -67,12 +67,12 @@ def test_a_decoder_that_ignores_its_latent_is_flagged_as_collapsed():
     torch.testing.assert_close(usage["psnr"].mean(1), usage["psnr_swapped"], rtol=0, atol=0)
     evaluation = Stage1.evaluate(None, collapsed, video, None, decode_steps=3)
     assert evaluation["eval_latent_gap_db"] == 0.0
-    warning = Stage1.collapse_warning(evaluation, step=500)
+    warning = Stage1.evaluation_warning(evaluation, step=500)
     assert (
         warning.startswith("warning: the latent is not used: at step 500") and "\n" not in warning
     )
     used = {**evaluation, "eval_latent_gap_db": MIN_LATENT_GAP_DB + 0.5}
-    assert Stage1.collapse_warning(used, step=500) is None
+    assert Stage1.evaluation_warning(used, step=500) is None
 
 
 # Issue 11's acceptance at a CI budget: stage 1 of the tiny preset on the demo digits (5 frames at

@@ -1,10 +1,13 @@
 """What each stage trains: the module handed to accelerate, its loss, its evaluation and export.
 
 The trainer knows stages, not networks: a stage exposes `network` (what the EMA tracks and the
-export writes), `forward(batch) -> (loss, logs)` as an nn.Module so DDP/FSDP wrap it, `evaluate`
-and `export`. Stage 2's forward also takes the batch's `TrainingDraws` (per-example randomness);
+export writes), `forward(batch) -> (loss, logs)` as an nn.Module so DDP/FSDP wrap it, `evaluate`,
+`evaluation_warning` (one line the trainer prints when an evaluation shows a wasted run) and
+`export`. Stage 2's forward also takes the batch's `TrainingDraws` (per-example randomness);
 stage 1's noise is drawn inside `UnifiedLatents.stage1_loss`, from each process's RNG.
 """
+
+import math
 
 import torch
 from torch import nn
@@ -16,6 +19,8 @@ from ..pipeline import Pipeline, load_autoencoder, save_stage2_checkpoint
 from ..ul import UnifiedLatents
 
 MIN_LATENT_GAP_DB = 1.0  # below this swapped-latent PSNR gap, stage 1 has collapsed
+# beyond this distance from 2 ln(1/std) of the latents, stage 2's training draws miss their signal
+MAX_SCHEDULE_SHIFT_ERROR = 1.5
 
 
 class Stage1(nn.Module):
@@ -49,7 +54,7 @@ class Stage1(nn.Module):
         }
 
     @staticmethod
-    def collapse_warning(evaluation: dict, step: int) -> str | None:
+    def evaluation_warning(evaluation: dict, step: int) -> str | None:
         """One line when the decoder barely uses the latent (a collapsed stage 1), else None."""
         gap = evaluation["eval_latent_gap_db"]
         if gap >= MIN_LATENT_GAP_DB:
@@ -165,7 +170,20 @@ class Stage2(nn.Module):
             t=t,
             eps=eps,
         )
-        return {"eval_base_nats": float(nats.mean())}
+        # latents of std s have SNR s^2 exp(lambda): it is 1 at lambda = 2 ln(1/s) = -ln(s^2)
+        shift = -float(z_clean.double().var(unbiased=False).log())
+        return {"eval_base_nats": float(nats.mean()), "eval_latent_logsnr_shift": shift}
+
+    def evaluation_warning(self, evaluation: dict, step: int) -> str | None:
+        """One line when the training draws of lambda centre far from where the latents' SNR is 1."""
+        shift, centre = evaluation["eval_latent_logsnr_shift"], self.base_config.schedule_shift
+        if abs(shift - centre) <= MAX_SCHEDULE_SHIFT_ERROR:
+            return None
+        return (
+            f"warning: the latents have std {math.exp(-shift / 2):.3g}, so their SNR is 1 at "
+            f"lambda {shift:.2f}, but stage 2 draws lambda around schedule_shift {centre:g}; set "
+            f'--model \'{{"schedule_shift": {shift:.1f}, "bias": {shift:.1f}}}\' (UL_METHOD §5)'
+        )
 
     def training_flops(self, frames: int, resolution: int) -> float:
         """Training FLOPs per example (ulvideo.models.flops) of the base model; the frozen

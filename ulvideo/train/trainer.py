@@ -327,8 +327,8 @@ def train(config: TrainConfig) -> TrainResult:
                     warm = max(
                         config.warmup_steps, config.latent_hold_steps + config.latent_ramp_steps
                     )
-                    if config.stage == 1 and step > warm:
-                        warning = unwrapped.collapse_warning(evaluation, step)
+                    if step > warm:
+                        warning = unwrapped.evaluation_warning(evaluation, step)
                         if warning:
                             accelerator.print(warning)
             if step % config.checkpoint_every == 0 or step == config.max_steps:
