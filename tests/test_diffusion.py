@@ -171,6 +171,17 @@ def test_prior_elbo_detects_a_wrong_denoiser():
     assert zero > exact * 1.5
 
 
+def sigmoid_weighted_gaussian_loss(scale: float, bias: float, lo: float, hi: float) -> float:
+    """Closed form per dim of the sigmoid-weighted loss of N(0, scale^2) data with the exact
+    denoiser over lambda in [lo, hi]: the integral of 0.5 sigmoid(b - lam) s^2 e^lam / (s^2 e^lam + 1)."""
+
+    def integrand(lam):
+        s2 = scale**2 * math.exp(lam)
+        return 0.5 / (1 + math.exp(lam - bias)) * s2 / (s2 + 1)
+
+    return integrate.quad(integrand, lo, hi)[0]
+
+
 def test_decoder_weighting_down_weights_low_noise():
     lam = torch.tensor([-10.0, 0.0, 10.0])
     from ulvideo.diffusion import sigmoid_weight
@@ -196,17 +207,7 @@ def test_decoder_loss_linear_in_loss_factor_and_matches_quadrature():
     l17 = decoder_loss(denoiser, x, z0, schedule, loss_factor=1.7, bias=bias, t=t, eps=eps)
     torch.testing.assert_close(l17, 1.7 * l1)
 
-    # closed form per dim: integral over lambda of 0.5 sigmoid(b - lam) s^2 e^lam / (s^2 e^lam + 1)
-    def integrand(lam):
-        return (
-            0.5
-            / (1 + math.exp(lam - bias))
-            * scale**2
-            * math.exp(lam)
-            / (scale**2 * math.exp(lam) + 1)
-        )
-
-    expected, _ = integrate.quad(integrand, -10, 10)
+    expected = sigmoid_weighted_gaussian_loss(scale, bias, -10, 10)
     measured = _mc_mean(
         lambda xx, tt, ee: decoder_loss(
             denoiser, xx, z0, schedule, bias=bias, loss_factor=1.0, t=tt, eps=ee
@@ -253,16 +254,7 @@ def test_base_loss_schedule_changes_only_the_variance():
     scale, bias, dim, batch = 0.25, 2.77, 16, 8192
     centre = 2 * math.log(1 / scale)
 
-    def integrand(lam):
-        return (
-            0.5
-            / (1 + math.exp(lam - bias))
-            * scale**2
-            * math.exp(lam)
-            / (scale**2 * math.exp(lam) + 1)
-        )
-
-    expected, _ = integrate.quad(integrand, -15, 5)
+    expected = sigmoid_weighted_gaussian_loss(scale, bias, -15, 5)
     spreads = []
     for schedule in (LinearLogSNR(), ShiftedCosine.with_shift(centre, 5, -15)):
 
