@@ -332,7 +332,7 @@ def test_two_processes_gloo_identical_weights(tmp_path):
     )
 
 
-def test_stage2_from_precomputed_latents(tmp_path, monkeypatch):
+def test_stage2_from_precomputed_latents(tmp_path, monkeypatch, capsys):
     from ulvideo.data import build_dataset
     from ulvideo.pipeline import Pipeline
     from ulvideo.serialization import load_module
@@ -361,8 +361,15 @@ def test_stage2_from_precomputed_latents(tmp_path, monkeypatch):
     monkeypatch.setattr(
         "ulvideo.pipeline.load_module", lambda *a, **k: loads.append(a[0]) or load_module(*a, **k)
     )
+    # the shards have no evaluation split: the trainer checks the first shard's scale before
+    # training, here against a schedule_shift 3 away from it
+    first = latent_logsnr_shift(tmp_path / "latents", max_shards=1)
+    assert abs(first - 2 * math.log(1 / every[:4].std(unbiased=False).item())) < 1e-9
+    s2["model"] = {"schedule_shift": first + 3}
+    capsys.readouterr()
     result = train(tiny(tmp_path, "s2", latents_dir=str(tmp_path / "latents"), **s2))
     assert result.step == 2
+    assert f"so their SNR is 1 at lambda {first:.2f}" in capsys.readouterr().out
     # the stage-1 export is read once to start (its encoder checks the shards) and once for the
     # self-contained final export; from latents the stage holds no stage-1 network at all
     assert [p.name for p in loads] == ["autoencoder", "autoencoder"]

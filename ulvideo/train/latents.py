@@ -116,13 +116,14 @@ class LatentShards(Dataset):
         return {**self.__dict__, "_open": {}}
 
 
-def latent_logsnr_shift(directory) -> float:
-    """2 ln(1/s) for the std s of the latents stored in `directory`: latents of std s have SNR
-    s^2 exp(lambda), so this is the lambda at which their SNR is 1 (where a base model's loss
-    weight and training draws belong for unit-variance data at lambda = 0)."""
+def latent_logsnr_shift(directory, max_shards: int | None = None) -> float:
+    """2 ln(1/s) for the std s of the latents stored in `directory` (of its first `max_shards`
+    shards, or all): latents of std s have SNR s^2 exp(lambda), so this is the lambda at which
+    their SNR is 1 (where a base model's loss weight and training draws belong for unit-variance
+    data at lambda = 0)."""
     shards = LatentShards(directory)
     total, square, count = 0.0, 0.0, 0
-    for shard in shards.manifest["shards"]:
+    for shard in shards.manifest["shards"][:max_shards]:
         with safe_open(str(shards.directory / shard["file"]), framework="pt") as f:
             z = f.get_tensor("z_clean").double()
         total, square, count = (

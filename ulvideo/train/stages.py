@@ -176,7 +176,11 @@ class Stage2(nn.Module):
 
     def evaluation_warning(self, evaluation: dict, step: int) -> str | None:
         """One line when the training draws of lambda centre far from where the latents' SNR is 1."""
-        shift, centre = evaluation["eval_latent_logsnr_shift"], self.base_config.schedule_shift
+        return self.scale_warning(evaluation["eval_latent_logsnr_shift"])
+
+    def scale_warning(self, shift: float) -> str | None:
+        """One line when `schedule_shift` is far from `shift`, where the latents' SNR is 1."""
+        centre = self.base_config.schedule_shift
         if abs(shift - centre) <= MAX_SCHEDULE_SHIFT_ERROR:
             return None
         return (

@@ -22,6 +22,7 @@ from .config import TrainConfig, parse_config
 from .data import build_training_data, latent_tokens
 from .distributed import enable_cpu_fsdp, full_tensor
 from .ema import EMA
+from .latents import latent_logsnr_shift
 from .metrics import MetricsLog, Throughput
 from .stages import Stage1, Stage2, load_stage1
 
@@ -196,6 +197,10 @@ def train(config: TrainConfig) -> TrainResult:
         data = build_training_data(config)
     stage = build_stage(config, data, stage1)
     del stage1  # stage 2 keeps the encoder at most
+    if config.stage == 2 and data.from_latents:  # shards have no evaluation split: check them here
+        warning = stage.scale_warning(latent_logsnr_shift(config.latents_dir, max_shards=1))
+        if warning:
+            accelerator.print(warning)
     set_attention_backend(stage.network, config.attention_backend)
     enable_activation_checkpointing(stage.network, config.activation_checkpointing)
     if config.compile:
