@@ -254,11 +254,12 @@ def test_stage1_learns_then_stage2_learns(tmp_path):
     torch.manual_seed(0)
     stage = Stage2(s2_config, ul, num_classes=10)
     fresh = stage.evaluate(stage.network, z, labels, decode_steps=0)["eval_base_nats"]
-    trained = stage.evaluate(s2.ema, z, labels, decode_steps=0)["eval_base_nats"]
+    evaluation = stage.evaluate(s2.ema, z, labels, decode_steps=0)
+    trained = evaluation["eval_base_nats"]
     assert trained < 0.8 * fresh, (fresh, trained)
     assert (tmp_path / "s2" / "final" / "base").is_dir()
     # where these latents' SNR is 1, and the warning when the training draws centre elsewhere
-    shift = stage.evaluate(s2.ema, z, labels, decode_steps=0)["eval_latent_logsnr_shift"]
+    shift = evaluation["eval_latent_logsnr_shift"]
     assert abs(shift - 2 * math.log(1 / z.double().std(unbiased=False).item())) < 1e-9
     warning = stage.evaluation_warning({"eval_latent_logsnr_shift": shift}, step=9)
     centred = Stage2(replace(s2_config, model={"schedule_shift": shift}), ul, num_classes=10)

@@ -197,10 +197,11 @@ def train(config: TrainConfig) -> TrainResult:
         data = build_training_data(config)
     stage = build_stage(config, data, stage1)
     del stage1  # stage 2 keeps the encoder at most
-    if config.stage == 2 and data.from_latents:  # shards have no evaluation split: check them here
+    # shards have no evaluation split: the main process checks their scale here, once
+    if config.stage == 2 and data.from_latents and accelerator.is_main_process:
         warning = stage.scale_warning(latent_logsnr_shift(config.latents_dir, max_shards=1))
         if warning:
-            accelerator.print(warning)
+            print(warning)
     set_attention_backend(stage.network, config.attention_backend)
     enable_activation_checkpointing(stage.network, config.activation_checkpointing)
     if config.compile:
