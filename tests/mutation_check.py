@@ -287,11 +287,150 @@ def long_generation_forgets():
     sample.sample_z0 = forgetting
 
 
+def decode_windows_flat():
+    # the decoder's windows get flat blend weights (the seam test calls ramp_weights directly)
+    import ulvideo.ul as ul
+
+    ramp_weights = ul.ramp_weights
+    ul.ramp_weights = lambda size, ramp, left, right: ramp_weights(size, ramp, False, False)
+
+
+def reconstruction_ids_from_zero():
+    # every batch of evaluate_reconstruction draws the noise of sample ids 0..B-1
+    import ulvideo.evaluate.reconstruction as reconstruction
+
+    metrics = reconstruction.reconstruction_metrics
+    reconstruction.reconstruction_metrics = lambda *a, first_index=0, **kw: metrics(*a, **kw)
+
+
+def reconstruction_noise_restarts():
+    # the decoder's noise restarts each video's generator: its first draws repeat the latent's
+    import ulvideo.evaluate.reconstruction as reconstruction
+
+    metrics = reconstruction.reconstruction_metrics
+
+    class Restarting:
+        def __init__(self, model):
+            self.model = model
+
+        def __getattr__(self, name):
+            return getattr(self.model, name)
+
+        def noisy_latent(self, z, rng=None):
+            states = [g.get_state() for g in rng.generators]
+            out = self.model.noisy_latent(z, rng)
+            for g, state in zip(rng.generators, states):
+                g.set_state(state)
+            return out
+
+    reconstruction.reconstruction_metrics = lambda model, *a, **kw: metrics(
+        Restarting(model), *a, **kw
+    )
+
+
+def fvd_cache_key(max_videos=True, file_stats=True):
+    import hashlib
+    import json
+
+    import evaluation.fvd as fvd
+
+    def key(cache_dir, real, videos, protocol):
+        files = [
+            [str(f.resolve()), *([f.stat().st_size, f.stat().st_mtime_ns] if file_stats else [])]
+            for f in fvd.video_files(real)
+        ]
+        key = {"files": files, "max_videos": videos if max_videos else None, "protocol": protocol}
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+        return Path(cache_dir) / f"fvd_reference_{digest}.npz"
+
+    fvd.reference_cache_path = key
+
+
+def fvd_settings_unlisted():
+    # only the sample count and groups are compared with the named protocol
+    import evaluation.fvd as fvd
+
+    deviations = fvd.deviations
+
+    def counts_only(protocol, num_samples, groups):
+        named = fvd.PROTOCOLS.get(protocol.get("name"))
+        return deviations({**protocol, **named.settings()}, num_samples, groups)
+
+    fvd.deviations = counts_only
+
+
+def epoch_frozen():
+    from ulvideo.train.data import TrainingData
+
+    set_epoch = TrainingData.set_epoch
+    TrainingData.set_epoch = lambda self, epoch: set_epoch(self, 0)
+
+
+def draws_stream_dropped():
+    # the per-example key without its stream: the batch's draws are its first example's
+    import ulvideo.diffusion.noise as noise
+
+    sample_seed = noise.sample_seed
+    noise.sample_seed = lambda seed, index, stream=0: sample_seed(seed, index)
+
+
+def generate_decodes_whole_clip():
+    import sys
+
+    from ulvideo.ul import UnifiedLatents
+
+    decode = UnifiedLatents.decode
+
+    def whole(self, *args, window=None, tile=None, **kw):
+        if sys._getframe(1).f_code.co_name == "generate":  # generate's windows are dropped
+            window = tile = None
+        return decode(self, *args, window=window, tile=tile, **kw)
+
+    UnifiedLatents.decode = whole
+
+
+def compile_skips_resblocks():
+    import ulvideo.nn
+
+    def transformers_only(module, backend="inductor"):
+        for block in module.modules():
+            if isinstance(block, ulvideo.nn.TransformerBlock):
+                block.compile(dynamic=False, backend=backend)
+        return module
+
+    ulvideo.nn.compile_blocks = transformers_only
+
+
+def positions_transposed():
+    # token (t, i, j) of a level gets the row sinusoid of j and the column sinusoid of i
+    import ulvideo.models.transformer as transformer
+
+    sincos_3d = transformer.sincos_3d
+
+    def transposed(t, h, w, dim, device=None):
+        pos = sincos_3d(t, w, h, dim, device=device).view(t, w, h, dim)
+        return pos.transpose(1, 2).reshape(t * h * w, dim)
+
+    transformer.sincos_3d = transposed
+
+
+def stage2_bias_dropped():
+    import ulvideo.train.stages as stages
+
+    base_loss = stages.base_loss
+    stages.base_loss = lambda *a, bias=0.0, **kw: base_loss(*a, **kw)
+
+
 SAMPLING = "tests/test_sample_cli.py::"
 FRAME_PREDICTION = [
     SAMPLING + "test_frame_prediction_keeps_context_latents",
     SAMPLING + "test_frame_prediction_conditions_the_base_on_the_context",
 ]
+RECONSTRUCTION_NOISE = (
+    "tests/test_eval_reconstruction.py::"
+    "test_reconstruction_is_the_models_own_and_keeps_each_videos_noise_across_batches"
+)
+FVD_CACHE = "tests/test_eval_fvd.py::test_cli_reference_cache_is_keyed_by_the_videos_it_holds"
 CONDITIONING = [
     SAMPLING + "test_sampler_is_deterministic_under_a_seed",
     SAMPLING + "test_labels_and_cfg_scale_change_the_samples_under_one_seed",
@@ -454,6 +593,78 @@ MUTATIONS = {
         ["tests/test_distributed.py::test_throughput_accounting_is_logged_every_step"],
         False,
     ),
+    "decode_windows_flat": (
+        "the decoder's overlapping windows are blended with flat weights (visible seams)",
+        decode_windows_flat,
+        ["tests/test_long_videos.py::test_decode_windows_crossfade_without_seams"],
+        False,
+    ),
+    "reconstruction_ids_from_zero": (
+        "every batch of evaluate_reconstruction reuses the noise of sample ids 0..B-1",
+        reconstruction_ids_from_zero,
+        [RECONSTRUCTION_NOISE],
+        False,
+    ),
+    "reconstruction_noise_restarts": (
+        "reconstruction_metrics restarts each generator: the decoder's draws repeat the latent's",
+        reconstruction_noise_restarts,
+        [RECONSTRUCTION_NOISE],
+        False,
+    ),
+    "fvd_cache_ignores_max_videos": (
+        "the FVD reference cache is keyed without --max-videos",
+        lambda: fvd_cache_key(max_videos=False),
+        [FVD_CACHE],
+        False,
+    ),
+    "fvd_cache_ignores_file_stats": (
+        "the FVD reference cache is keyed by file names only (not their size and mtime)",
+        lambda: fvd_cache_key(file_stats=False),
+        [FVD_CACHE],
+        False,
+    ),
+    "fvd_settings_unlisted": (
+        "FVD reports list no protocol-setting deviation, only sample count and groups",
+        fvd_settings_unlisted,
+        ["tests/test_eval_fvd.py::test_reports_name_their_protocol_and_list_departures_from_it"],
+        False,
+    ),
+    "epoch_frozen": (
+        "the training data's set_epoch always gets epoch 0 (augmentation frozen)",
+        epoch_frozen,
+        ["tests/test_train.py::test_two_processes_gloo_identical_weights"],
+        False,
+    ),
+    "draws_stream_dropped": (
+        "the draws' stream left out of the example key: context coin = label-dropout draw",
+        draws_stream_dropped,
+        ["tests/test_train.py::test_stage2_context_coin_and_label_dropout_are_independent_draws"],
+        False,
+    ),
+    "generate_decodes_whole_clip": (
+        "windowed generate decodes the whole clip at once (window, tile dropped)",
+        generate_decodes_whole_clip,
+        ["tests/test_long_videos.py::test_generate_and_cli_sample_non_square"],
+        False,
+    ),
+    "compile_skips_resblocks": (
+        "--compile compiles the transformer blocks only, not the residual blocks",
+        compile_skips_resblocks,
+        ["tests/test_train.py::test_compiled_step_equals_eager_step"],
+        False,
+    ),
+    "positions_transposed": (
+        "the transformer's positions are transposed (rows read columns' sinusoids)",
+        positions_transposed,
+        ["tests/test_long_videos.py::test_the_base_models_tokens_carry_their_own_row_and_column"],
+        False,
+    ),
+    "stage2_bias_dropped": (
+        "Stage2's bias never reaches the base loss (weight sigmoid(-lambda))",
+        stage2_bias_dropped,
+        ["tests/test_train.py::test_stage2_bias_weights_the_loss_by_the_sigmoid"],
+        False,
+    ),
 }
 
 
@@ -463,6 +674,12 @@ def apply_and_test(name: str) -> int:
 
     if name != "none":
         MUTATIONS[name][1]()
+        sys.path.insert(0, str(ROOT / "tests"))
+        import launch  # the processes a test launches (accelerate) get the breakage too
+
+        path = f"import sys\nsys.path.insert(0, {str(ROOT / 'tests')!r})\n"
+        apply = f"import mutation_check\nmutation_check.MUTATIONS[{name!r}][1]()\n"
+        launch.TRAIN_SCRIPT = path + apply + launch.TRAIN_SCRIPT
     tests = sorted({t for n in NAMES for t in MUTATIONS[n][2]}) if name == "none" else None
     return pytest.main(["-q", "-x", "-p", "no:cacheprovider", *(tests or MUTATIONS[name][2])])
 
