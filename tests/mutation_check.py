@@ -4,7 +4,8 @@
     python tests/mutation_check.py ddim_noise # some of them, by name
 
 Each breakage is a monkeypatch applied in a fresh subprocess (`--apply NAME`) before pytest imports
-the tests, so the repository is never edited. The matching tests first run unbroken (they must
+the tests, and in the Python processes those tests start (benchmark scripts, accelerate launches),
+so the repository is never edited. The matching tests first run unbroken (they must
 pass), then once per breakage (they must fail). CUDA breakages are reported as skipped on a
 machine without a GPU. Not collected by pytest (the name does not start with `test_`).
 """
@@ -13,6 +14,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -421,6 +423,71 @@ def stage2_bias_dropped():
     stages.base_loss = lambda *a, bias=0.0, **kw: base_loss(*a, **kw)
 
 
+def context_noised_at_5_5():
+    # sampling noises the given context latents at log-SNR 5.5 instead of the encoder's 5
+    import sys
+
+    from ulvideo.diffusion import diffuse, randn_like
+    from ulvideo.ul import UnifiedLatents
+
+    noisy_latent = UnifiedLatents.noisy_latent
+
+    def off(self, z, rng=None):
+        if not sys._getframe(1).f_code.co_filename.endswith("sample.py"):
+            return noisy_latent(self, z, rng)
+        logsnr = z.new_full((z.shape[0],), self.config.logsnr_latent + 0.5)
+        return diffuse(z, logsnr, randn_like(z, rng))
+
+    UnifiedLatents.noisy_latent = off
+
+
+def bits_count_channels():
+    import ulvideo.evaluate.reconstruction as reconstruction
+
+    bits = reconstruction.bits_per_pixel
+    reconstruction.bits_per_pixel = lambda nats, frames, height, width: bits(
+        nats, 3 * frames, height, width
+    )
+
+
+def demo_rfvd_of_samples():
+    import ulvideo.demo as demo
+
+    fvd = demo._fvd
+    demo._fvd = lambda config, real, recon, samples: fvd(
+        config, real, samples["unconditional"], samples
+    )
+
+
+def resume_forgets_ema():
+    # the EMA is left out of the checkpoints: a resumed run restarts it from the trained weights
+    from accelerate import Accelerator
+
+    register = Accelerator.register_for_checkpointing
+    Accelerator.register_for_checkpointing = lambda self, *objects: register(self, *objects[:-1])
+
+
+def decode_ignores_windows():
+    from ulvideo.ul import UnifiedLatents
+
+    decode = UnifiedLatents.decode
+    UnifiedLatents.decode = lambda self, z0, *args, window=None, tile=None, **kw: decode(
+        self, z0, *args, **kw
+    )
+
+
+def real_footage_clips_by_video():
+    # the test clips grouped by video: a swapped latent is mostly the same video's
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_real_footage
+
+    sys.path.remove(str(ROOT / "benchmarks"))
+    clips = bench_real_footage.test_clips
+    bench_real_footage.test_clips = lambda videos, frames, per_video: clips(
+        videos, frames, per_video
+    )[[k * len(videos) + v for v in range(len(videos)) for k in range(per_video)]]
+
+
 SAMPLING = "tests/test_sample_cli.py::"
 FRAME_PREDICTION = [
     SAMPLING + "test_frame_prediction_keeps_context_latents",
@@ -665,6 +732,45 @@ MUTATIONS = {
         ["tests/test_train.py::test_stage2_bias_weights_the_loss_by_the_sigmoid"],
         False,
     ),
+    "context_noised_at_5_5": (
+        "sampling noises the context latents at log-SNR 5.5, not 5",
+        context_noised_at_5_5,
+        [SAMPLING + "test_frame_prediction_keeps_context_latents"],
+        False,
+    ),
+    "bits_count_channels": (
+        "bits/pixel divides by the 3 colour channels too",
+        bits_count_channels,
+        [
+            "tests/test_eval_reconstruction.py::"
+            "test_bits_per_pixel_is_the_priors_nats_over_ln2_and_the_pixel_grid"
+        ],
+        False,
+    ),
+    "demo_rfvd_of_samples": (
+        "the demo's rFVD scores unconditional samples, not the reconstructions",
+        demo_rfvd_of_samples,
+        [SAMPLING + "test_demo_end_to_end_smoke"],
+        False,
+    ),
+    "resume_forgets_ema": (
+        "the EMA is not checkpointed: a resumed FSDP run restarts it",
+        resume_forgets_ema,
+        ["tests/test_distributed.py::test_fsdp_stage1_trains_resumes_and_exports_full_weights"],
+        False,
+    ),
+    "decode_ignores_windows": (
+        "decode runs the whole clip whatever window / tile it is given",
+        decode_ignores_windows,
+        ["tests/test_benchmarks.py::test_long_videos_benchmark_reports_whole_and_windowed"],
+        False,
+    ),
+    "real_footage_clips_by_video": (
+        "the real-footage test clips are grouped by video, not interleaved",
+        real_footage_clips_by_video,
+        ["tests/test_benchmarks.py::test_real_footage_benchmark_trains_on_held_out_real_clips"],
+        False,
+    ),
 }
 
 
@@ -674,12 +780,20 @@ def apply_and_test(name: str) -> int:
 
     if name != "none":
         MUTATIONS[name][1]()
-        sys.path.insert(0, str(ROOT / "tests"))
-        import launch  # the processes a test launches (accelerate) get the breakage too
+        # the Python processes a test starts get the breakage too: benchmark scripts (on
+        # PYTHONPATH, by sitecustomize) and accelerate launches (which set their own PYTHONPATH)
+        tests = str(ROOT / "tests")
+        apply = (
+            f"import sys\nsys.path.insert(0, {tests!r})\nimport mutation_check\n"
+            f"sys.path.remove({tests!r})\nmutation_check.MUTATIONS[{name!r}][1]()\n"
+        )
+        hook = Path(tempfile.mkdtemp(prefix="mutation_"))
+        (hook / "sitecustomize.py").write_text(apply)
+        os.environ["PYTHONPATH"] += os.pathsep + str(hook)
+        sys.path.insert(0, tests)
+        import launch
 
-        path = f"import sys\nsys.path.insert(0, {str(ROOT / 'tests')!r})\n"
-        apply = f"import mutation_check\nmutation_check.MUTATIONS[{name!r}][1]()\n"
-        launch.TRAIN_SCRIPT = path + apply + launch.TRAIN_SCRIPT
+        launch.TRAIN_SCRIPT = apply + launch.TRAIN_SCRIPT
     tests = sorted({t for n in NAMES for t in MUTATIONS[n][2]}) if name == "none" else None
     return pytest.main(["-q", "-x", "-p", "no:cacheprovider", *(tests or MUTATIONS[name][2])])
 
