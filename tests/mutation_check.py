@@ -171,12 +171,13 @@ def fvd_means_only():
     fvd.grouped_distance = broken
 
 
-def reconstruction_skips_noise():
+def reconstruction_noisy_latent(noisy_latent):
+    """reconstruction_metrics sees its model with `noisy_latent(model, z, rng)` instead."""
     import ulvideo.evaluate.reconstruction as reconstruction
 
     metrics = reconstruction.reconstruction_metrics
 
-    class Noiseless:
+    class Patched:
         def __init__(self, model):
             self.model = model
 
@@ -184,11 +185,15 @@ def reconstruction_skips_noise():
             return getattr(self.model, name)
 
         def noisy_latent(self, z, rng=None):
-            return z
+            return noisy_latent(self.model, z, rng)
 
     reconstruction.reconstruction_metrics = lambda model, *a, **kw: metrics(
-        Noiseless(model), *a, **kw
+        Patched(model), *a, **kw
     )
+
+
+def reconstruction_skips_noise():
+    reconstruction_noisy_latent(lambda model, z, rng: z)
 
 
 def bf16_loss_off():
@@ -307,27 +312,14 @@ def reconstruction_ids_from_zero():
 
 def reconstruction_noise_restarts():
     # the decoder's noise restarts each video's generator: its first draws repeat the latent's
-    import ulvideo.evaluate.reconstruction as reconstruction
+    def restarting(model, z, rng):
+        states = [g.get_state() for g in rng.generators]
+        out = model.noisy_latent(z, rng)
+        for g, state in zip(rng.generators, states):
+            g.set_state(state)
+        return out
 
-    metrics = reconstruction.reconstruction_metrics
-
-    class Restarting:
-        def __init__(self, model):
-            self.model = model
-
-        def __getattr__(self, name):
-            return getattr(self.model, name)
-
-        def noisy_latent(self, z, rng=None):
-            states = [g.get_state() for g in rng.generators]
-            out = self.model.noisy_latent(z, rng)
-            for g, state in zip(rng.generators, states):
-                g.set_state(state)
-            return out
-
-    reconstruction.reconstruction_metrics = lambda model, *a, **kw: metrics(
-        Restarting(model), *a, **kw
-    )
+    reconstruction_noisy_latent(restarting)
 
 
 def fvd_cache_key(max_videos=True, file_stats=True):
