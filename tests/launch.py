@@ -41,9 +41,32 @@ def launch(script, *args, config: str = "cpu_2proc.yaml", timeout: int = 600):
 
 
 TRAIN_SCRIPT = """
-import hashlib, json, sys
+import dataclasses, hashlib, json, sys
+from torch.utils.data import Dataset
 from ulvideo.train import TrainConfig, train
-from ulvideo.train import checkpoint, trainer
+from ulvideo.train import checkpoint, data, trainer
+
+class EpochRecorder(Dataset):  # the first `size` examples, each read under the epoch it records
+    def __init__(self, dataset, size):
+        self.dataset, self.size, self.epoch, self.read = dataset, size, None, []
+        self.num_classes = getattr(dataset, "num_classes", 0)
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return self.size
+
+    def __getitem__(self, index):
+        self.read.append(self.epoch)
+        return self.dataset[index]
+
+recorders = []
+
+def recorded_data(config, size):
+    training = data.build_training_data(config)
+    recorders.append(EpochRecorder(training.dataset, size))
+    return dataclasses.replace(training, dataset=recorders[-1])
 
 def sha256(tensors):
     return hashlib.sha256(b"".join(t.detach().numpy().tobytes() for t in tensors)).hexdigest()
@@ -55,6 +78,9 @@ def save_then_die(*args, **kwargs):  # the run is killed right after its first c
 for run in json.loads(open(sys.argv[1]).read()):
     config = TrainConfig(**run["config"])
     trainer.save_checkpoint = save_then_die if run.get("die_after_checkpoint") else checkpoint.save_checkpoint
+    size = run.get("epoch_size")  # that many examples, recording the epoch each is read under
+    trainer.build_training_data = (lambda c: recorded_data(c, size)) if size else data.build_training_data
+    recorders.clear()
     try:
         result = train(config)
     except KeyboardInterrupt:
@@ -67,6 +93,7 @@ for run in json.loads(open(sys.argv[1]).read()):
         # this process's weights (its shards under FSDP: train() has ended the process group)
         "network_sha256": sha256(p.to_local() if hasattr(p, "to_local") else p
                                  for p in result.network.parameters()),
+        "epochs_read": recorders[0].read if recorders else None,
     }
     with open(f"{config.output_dir}/rank{acc.process_index}.json", "w") as f:
         json.dump(info, f)

@@ -4,7 +4,8 @@
     python tests/mutation_check.py ddim_noise # some of them, by name
 
 Each breakage is a monkeypatch applied in a fresh subprocess (`--apply NAME`) before pytest imports
-the tests, so the repository is never edited. The matching tests first run unbroken (they must
+the tests, and in the Python processes those tests start (benchmark scripts, accelerate launches),
+so the repository is never edited. The matching tests first run unbroken (they must
 pass), then once per breakage (they must fail). CUDA breakages are reported as skipped on a
 machine without a GPU. Not collected by pytest (the name does not start with `test_`).
 """
@@ -13,6 +14,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -169,12 +171,13 @@ def fvd_means_only():
     fvd.grouped_distance = broken
 
 
-def reconstruction_skips_noise():
+def reconstruction_noisy_latent(noisy_latent):
+    """reconstruction_metrics sees its model with `noisy_latent(model, z, rng)` instead."""
     import ulvideo.evaluate.reconstruction as reconstruction
 
     metrics = reconstruction.reconstruction_metrics
 
-    class Noiseless:
+    class Patched:
         def __init__(self, model):
             self.model = model
 
@@ -182,11 +185,15 @@ def reconstruction_skips_noise():
             return getattr(self.model, name)
 
         def noisy_latent(self, z, rng=None):
-            return z
+            return noisy_latent(self.model, z, rng)
 
     reconstruction.reconstruction_metrics = lambda model, *a, **kw: metrics(
-        Noiseless(model), *a, **kw
+        Patched(model), *a, **kw
     )
+
+
+def reconstruction_skips_noise():
+    reconstruction_noisy_latent(lambda model, z, rng: z)
 
 
 def bf16_loss_off():
@@ -287,11 +294,202 @@ def long_generation_forgets():
     sample.sample_z0 = forgetting
 
 
+def decode_windows_flat():
+    # the decoder's windows get flat blend weights (the seam test calls ramp_weights directly)
+    import ulvideo.ul as ul
+
+    ramp_weights = ul.ramp_weights
+    ul.ramp_weights = lambda size, ramp, left, right: ramp_weights(size, ramp, False, False)
+
+
+def reconstruction_ids_from_zero():
+    # every batch of evaluate_reconstruction draws the noise of sample ids 0..B-1
+    import ulvideo.evaluate.reconstruction as reconstruction
+
+    metrics = reconstruction.reconstruction_metrics
+    reconstruction.reconstruction_metrics = lambda *a, first_index=0, **kw: metrics(*a, **kw)
+
+
+def reconstruction_noise_restarts():
+    # the decoder's noise restarts each video's generator: its first draws repeat the latent's
+    def restarting(model, z, rng):
+        states = [g.get_state() for g in rng.generators]
+        out = model.noisy_latent(z, rng)
+        for g, state in zip(rng.generators, states):
+            g.set_state(state)
+        return out
+
+    reconstruction_noisy_latent(restarting)
+
+
+def fvd_cache_key(max_videos=True, file_stats=True):
+    import hashlib
+    import json
+
+    import evaluation.fvd as fvd
+
+    def key(cache_dir, real, videos, protocol):
+        files = [
+            [str(f.resolve()), *([f.stat().st_size, f.stat().st_mtime_ns] if file_stats else [])]
+            for f in fvd.video_files(real)
+        ]
+        key = {"files": files, "max_videos": videos if max_videos else None, "protocol": protocol}
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+        return Path(cache_dir) / f"fvd_reference_{digest}.npz"
+
+    fvd.reference_cache_path = key
+
+
+def fvd_settings_unlisted():
+    # only the sample count and groups are compared with the named protocol
+    import evaluation.fvd as fvd
+
+    deviations = fvd.deviations
+
+    def counts_only(protocol, num_samples, groups):
+        named = fvd.PROTOCOLS.get(protocol.get("name"))
+        return deviations({**protocol, **named.settings()}, num_samples, groups)
+
+    fvd.deviations = counts_only
+
+
+def epoch_frozen():
+    from ulvideo.train.data import TrainingData
+
+    set_epoch = TrainingData.set_epoch
+    TrainingData.set_epoch = lambda self, epoch: set_epoch(self, 0)
+
+
+def draws_stream_dropped():
+    # the per-example key without its stream: the batch's draws are its first example's
+    import ulvideo.diffusion.noise as noise
+
+    sample_seed = noise.sample_seed
+    noise.sample_seed = lambda seed, index, stream=0: sample_seed(seed, index)
+
+
+def generate_decodes_whole_clip():
+    import sys
+
+    from ulvideo.ul import UnifiedLatents
+
+    decode = UnifiedLatents.decode
+
+    def whole(self, *args, window=None, tile=None, **kw):
+        if sys._getframe(1).f_code.co_name == "generate":  # generate's windows are dropped
+            window = tile = None
+        return decode(self, *args, window=window, tile=tile, **kw)
+
+    UnifiedLatents.decode = whole
+
+
+def compile_skips_resblocks():
+    import ulvideo.nn
+
+    def transformers_only(module, backend="inductor"):
+        for block in module.modules():
+            if isinstance(block, ulvideo.nn.TransformerBlock):
+                block.compile(dynamic=False, backend=backend)
+        return module
+
+    ulvideo.nn.compile_blocks = transformers_only
+
+
+def positions_transposed():
+    # token (t, i, j) of a level gets the row sinusoid of j and the column sinusoid of i
+    import ulvideo.models.transformer as transformer
+
+    sincos_3d = transformer.sincos_3d
+
+    def transposed(t, h, w, dim, device=None):
+        pos = sincos_3d(t, w, h, dim, device=device).view(t, w, h, dim)
+        return pos.transpose(1, 2).reshape(t * h * w, dim)
+
+    transformer.sincos_3d = transposed
+
+
+def stage2_bias_dropped():
+    import ulvideo.train.stages as stages
+
+    base_loss = stages.base_loss
+    stages.base_loss = lambda *a, bias=0.0, **kw: base_loss(*a, **kw)
+
+
+def context_noised_at_5_5():
+    # sampling noises the given context latents at log-SNR 5.5 instead of the encoder's 5
+    import sys
+
+    from ulvideo.diffusion import diffuse, randn_like
+    from ulvideo.ul import UnifiedLatents
+
+    noisy_latent = UnifiedLatents.noisy_latent
+
+    def off(self, z, rng=None):
+        if not sys._getframe(1).f_code.co_filename.endswith("sample.py"):
+            return noisy_latent(self, z, rng)
+        logsnr = z.new_full((z.shape[0],), self.config.logsnr_latent + 0.5)
+        return diffuse(z, logsnr, randn_like(z, rng))
+
+    UnifiedLatents.noisy_latent = off
+
+
+def bits_count_channels():
+    import ulvideo.evaluate.reconstruction as reconstruction
+
+    bits = reconstruction.bits_per_pixel
+    reconstruction.bits_per_pixel = lambda nats, frames, height, width: bits(
+        nats, 3 * frames, height, width
+    )
+
+
+def demo_rfvd_of_samples():
+    import ulvideo.demo as demo
+
+    fvd = demo._fvd
+    demo._fvd = lambda config, real, recon, samples: fvd(
+        config, real, samples["unconditional"], samples
+    )
+
+
+def resume_forgets_ema():
+    # the EMA is left out of the checkpoints: a resumed run restarts it from the trained weights
+    from accelerate import Accelerator
+
+    register = Accelerator.register_for_checkpointing
+    Accelerator.register_for_checkpointing = lambda self, *objects: register(self, *objects[:-1])
+
+
+def decode_ignores_windows():
+    from ulvideo.ul import UnifiedLatents
+
+    decode = UnifiedLatents.decode
+    UnifiedLatents.decode = lambda self, z0, *args, window=None, tile=None, **kw: decode(
+        self, z0, *args, **kw
+    )
+
+
+def real_footage_clips_by_video():
+    # the test clips grouped by video: a swapped latent is mostly the same video's
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_real_footage
+
+    sys.path.remove(str(ROOT / "benchmarks"))
+    clips = bench_real_footage.test_clips
+    bench_real_footage.test_clips = lambda videos, frames, per_video: clips(
+        videos, frames, per_video
+    )[[k * len(videos) + v for v in range(len(videos)) for k in range(per_video)]]
+
+
 SAMPLING = "tests/test_sample_cli.py::"
 FRAME_PREDICTION = [
     SAMPLING + "test_frame_prediction_keeps_context_latents",
     SAMPLING + "test_frame_prediction_conditions_the_base_on_the_context",
 ]
+RECONSTRUCTION_NOISE = (
+    "tests/test_eval_reconstruction.py::"
+    "test_reconstruction_is_the_models_own_and_keeps_each_videos_noise_across_batches"
+)
+FVD_CACHE = "tests/test_eval_fvd.py::test_cli_reference_cache_is_keyed_by_the_videos_it_holds"
 CONDITIONING = [
     SAMPLING + "test_sampler_is_deterministic_under_a_seed",
     SAMPLING + "test_labels_and_cfg_scale_change_the_samples_under_one_seed",
@@ -454,6 +652,117 @@ MUTATIONS = {
         ["tests/test_distributed.py::test_throughput_accounting_is_logged_every_step"],
         False,
     ),
+    "decode_windows_flat": (
+        "the decoder's overlapping windows are blended with flat weights (visible seams)",
+        decode_windows_flat,
+        ["tests/test_long_videos.py::test_decode_windows_crossfade_without_seams"],
+        False,
+    ),
+    "reconstruction_ids_from_zero": (
+        "every batch of evaluate_reconstruction reuses the noise of sample ids 0..B-1",
+        reconstruction_ids_from_zero,
+        [RECONSTRUCTION_NOISE],
+        False,
+    ),
+    "reconstruction_noise_restarts": (
+        "reconstruction_metrics restarts each generator: the decoder's draws repeat the latent's",
+        reconstruction_noise_restarts,
+        [RECONSTRUCTION_NOISE],
+        False,
+    ),
+    "fvd_cache_ignores_max_videos": (
+        "the FVD reference cache is keyed without --max-videos",
+        lambda: fvd_cache_key(max_videos=False),
+        [FVD_CACHE],
+        False,
+    ),
+    "fvd_cache_ignores_file_stats": (
+        "the FVD reference cache is keyed by file names only (not their size and mtime)",
+        lambda: fvd_cache_key(file_stats=False),
+        [FVD_CACHE],
+        False,
+    ),
+    "fvd_settings_unlisted": (
+        "FVD reports list no protocol-setting deviation, only sample count and groups",
+        fvd_settings_unlisted,
+        ["tests/test_eval_fvd.py::test_reports_name_their_protocol_and_list_departures_from_it"],
+        False,
+    ),
+    "epoch_frozen": (
+        "the training data's set_epoch always gets epoch 0 (augmentation frozen)",
+        epoch_frozen,
+        ["tests/test_train.py::test_two_processes_gloo_identical_weights"],
+        False,
+    ),
+    "draws_stream_dropped": (
+        "the draws' stream left out of the example key: context coin = label-dropout draw",
+        draws_stream_dropped,
+        ["tests/test_train.py::test_stage2_context_coin_and_label_dropout_are_independent_draws"],
+        False,
+    ),
+    "generate_decodes_whole_clip": (
+        "windowed generate decodes the whole clip at once (window, tile dropped)",
+        generate_decodes_whole_clip,
+        ["tests/test_long_videos.py::test_generate_and_cli_sample_non_square"],
+        False,
+    ),
+    "compile_skips_resblocks": (
+        "--compile compiles the transformer blocks only, not the residual blocks",
+        compile_skips_resblocks,
+        ["tests/test_train.py::test_compiled_step_equals_eager_step"],
+        False,
+    ),
+    "positions_transposed": (
+        "the transformer's positions are transposed (rows read columns' sinusoids)",
+        positions_transposed,
+        ["tests/test_long_videos.py::test_the_base_models_tokens_carry_their_own_row_and_column"],
+        False,
+    ),
+    "stage2_bias_dropped": (
+        "Stage2's bias never reaches the base loss (weight sigmoid(-lambda))",
+        stage2_bias_dropped,
+        ["tests/test_train.py::test_stage2_bias_weights_the_loss_by_the_sigmoid"],
+        False,
+    ),
+    "context_noised_at_5_5": (
+        "sampling noises the context latents at log-SNR 5.5, not 5",
+        context_noised_at_5_5,
+        [SAMPLING + "test_frame_prediction_keeps_context_latents"],
+        False,
+    ),
+    "bits_count_channels": (
+        "bits/pixel divides by the 3 colour channels too",
+        bits_count_channels,
+        [
+            "tests/test_eval_reconstruction.py::"
+            "test_bits_per_pixel_is_the_priors_nats_over_ln2_and_the_pixel_grid"
+        ],
+        False,
+    ),
+    "demo_rfvd_of_samples": (
+        "the demo's rFVD scores unconditional samples, not the reconstructions",
+        demo_rfvd_of_samples,
+        [SAMPLING + "test_demo_end_to_end_smoke"],
+        False,
+    ),
+    "resume_forgets_ema": (
+        "the EMA is not checkpointed: a resumed FSDP run restarts it",
+        resume_forgets_ema,
+        ["tests/test_distributed.py::test_fsdp_stage1_trains_resumes_and_exports_full_weights"],
+        False,
+    ),
+    "decode_ignores_windows": (
+        "decode runs the whole clip whatever window / tile it is given",
+        decode_ignores_windows,
+        ["tests/test_benchmarks.py::test_long_videos_benchmark_reports_whole_and_windowed"],
+        False,
+    ),
+    "real_footage_clips_by_video": (
+        "the real-footage test clips are grouped by video, not interleaved",
+        real_footage_clips_by_video,
+        ["tests/test_benchmarks.py::test_real_footage_benchmark_trains_on_held_out_real_clips"],
+        False,
+    ),
 }
 
 
@@ -463,6 +772,20 @@ def apply_and_test(name: str) -> int:
 
     if name != "none":
         MUTATIONS[name][1]()
+        # the Python processes a test starts get the breakage too: benchmark scripts (on
+        # PYTHONPATH, by sitecustomize) and accelerate launches (which set their own PYTHONPATH)
+        tests = str(ROOT / "tests")
+        apply = (
+            f"import sys\nsys.path.insert(0, {tests!r})\nimport mutation_check\n"
+            f"sys.path.remove({tests!r})\nmutation_check.MUTATIONS[{name!r}][1]()\n"
+        )
+        hook = Path(tempfile.mkdtemp(prefix="mutation_"))
+        (hook / "sitecustomize.py").write_text(apply)
+        os.environ["PYTHONPATH"] += os.pathsep + str(hook)
+        sys.path.insert(0, tests)
+        import launch
+
+        launch.TRAIN_SCRIPT = apply + launch.TRAIN_SCRIPT
     tests = sorted({t for n in NAMES for t in MUTATIONS[n][2]}) if name == "none" else None
     return pytest.main(["-q", "-x", "-p", "no:cacheprovider", *(tests or MUTATIONS[name][2])])
 

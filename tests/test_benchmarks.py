@@ -2,6 +2,7 @@
 subprocesses; their JSON has the expected keys, finite positive numbers and consistent derived
 figures (MFU, tokens/s, counted FLOPs). No timing is asserted."""
 
+import importlib
 import json
 import math
 import os
@@ -166,12 +167,12 @@ def test_benchmark_refuses_missing_cuda_before_work():
 def test_long_videos_benchmark_reports_whole_and_windowed(tmp_path):
     out = tmp_path / "long.json"
     cmd = [sys.executable, "benchmarks/bench_long_videos.py", "--device", "cpu", "--threads", "1",
-           "--frames", "5", "9", "--resolution", "16", "--window", "5", "--sizes", "16", "32",
+           "--frames", "9", "33", "--resolution", "32", "--window", "5", "--sizes", "16", "32",
            "--tile", "16", "--tile_frames", "1", "--steps", "1", "--out", str(out)]  # fmt: skip
     proc = run_script(cmd, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert [r["frames"] for r in report["by_frames"]] == [5, 9]
+    assert [r["frames"] for r in report["by_frames"]] == [9, 33]
     assert [(r["height"], r["tile"]) for r in report["by_size"]] == [(16, 16), (32, 16)]
     for row in report["by_frames"]:
         for key in ("encode_whole", "encode_windowed", "decode_whole", "decode_windowed"):
@@ -179,9 +180,12 @@ def test_long_videos_benchmark_reports_whole_and_windowed(tmp_path):
             t, h, w = row["frames"], row["height"], row["width"]
             out = 3 * t * h * w if key[0] == "d" else 8 * (1 + (t - 1) // 4) * h // 8 * w // 8
             assert row[key]["output_mb"] == round(out * 4 / 2**20, 3)  # the video or latent
-    work = [r["decode_windowed"]["working_memory_mb"] for r in report["by_frames"]]
-    if min(work) > 0:
-        assert report["flat_ratio"]["decode_windowed"] == round(max(work) / min(work), 3)
+    # windows of 5 frames hold the working memory flat from 9 to 33 frames (the documented target
+    # 1.3; measured 1.00-1.01), where the whole clip's grows with it (measured 1.6 decoding, 2.4
+    # encoding): the measurement resolves the difference
+    flat = report["flat_ratio"]
+    assert flat["decode_windowed"] <= 1.3 and flat["encode_windowed"] <= 1.3, flat
+    assert flat["decode_whole"] > 1.3 and flat["encode_whole"] > 1.3, flat
 
 
 def test_real_footage_benchmark_trains_on_held_out_real_clips(tmp_path):
@@ -194,9 +198,19 @@ def test_real_footage_benchmark_trains_on_held_out_real_clips(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["settings"]["test_clips"] == 15 and report["settings"]["steps"] == 2
-    own, swapped = report["psnr_own_latent"], report["psnr_swapped_latent"]
-    assert report["latent_gap_db"] == pytest.approx(own - swapped, abs=0.011)
+    assert positive(report["psnr_own_latent"]) and positive(report["psnr_swapped_latent"])
     assert positive(report["bits_per_pixel"])
+    # the swapped latent (the batch rolled by one) is always another video's: 3 videos of
+    # constant grey levels 0, 100, 200, cut into the benchmark's 15 test clips
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        bench = importlib.import_module("bench_real_footage")
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    videos = [torch.full((40, 3, 40, 48), 100 * v, dtype=torch.uint8) for v in range(3)]
+    clips = bench.test_clips(videos, 9, per_video=5)
+    source = clips.mean(dim=(1, 2, 3, 4))
+    assert len(set(source.tolist())) == 3 and (source != source.roll(1)).all(), source
     assert positive(report["one_step_psnr_own_latent"]) and positive(
         report["one_step_psnr_swapped_latent"]
     )  # the decoder's mean given z0 (one step from pure noise), own latent and another's

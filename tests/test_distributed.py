@@ -146,22 +146,36 @@ def test_resume_refuses_a_global_batch_that_splits_the_position(tmp_path, stage1
 @pytest.mark.slow
 def test_fsdp_stage1_trains_resumes_and_exports_full_weights(tmp_path, stage1_export):
     config = tiny(tmp_path, "fsdp", max_steps=2, checkpoint_every=1, batch_size=2)
+    whole = tiny(tmp_path, "whole", max_steps=2, checkpoint_every=1, batch_size=2)
     launch_training(
         tmp_path,
         [{"config": config, "die_after_checkpoint": True}, {"config": config}],
         config="fsdp_cpu.yaml",
     )
+    launch_training(tmp_path, [{"config": whole}], config="fsdp_cpu.yaml")  # a run ends the group
     run = tmp_path / "fsdp"
     ranks = rank_info(run)
     assert [r["distributed_type"] for r in ranks] == ["DistributedType.FSDP"] * 2
     assert ranks[0]["ema_sha256"] == ranks[1]["ema_sha256"]  # one full EMA, not two shards
     assert [read_meta(c)["step"] for c in complete_checkpoints(run)] == [1, 2]
-    assert [r["step"] for r in read_metrics(run) if "loss" in r] == [1, 2]  # resumed after 1
+    # killed after step 1 and resumed, the run is the uninterrupted one: the same losses, each
+    # process's shard of the weights and its full EMA bit for bit, and the same export
+    assert curve(run) == curve(tmp_path / "whole") and sorted(curve(run)) == [1, 2]
+    for resumed, uninterrupted in zip(ranks, rank_info(tmp_path / "whole"), strict=True):
+        for key in ("network_sha256", "ema_sha256"):
+            assert resumed[key] == uninterrupted[key], key
     got = tensors(run / "final" / "autoencoder" / "model.safetensors")
-    want = tensors(stage1_export / "autoencoder" / "model.safetensors")  # 1 process, 1 step
+    again = tensors(tmp_path / "whole" / "final" / "autoencoder" / "model.safetensors")
+    assert got.keys() == again.keys() and all(torch.equal(got[k], again[k]) for k in got)
+    # full weights, not a process's shard: those of the 1-process run from the same
+    # initialisation (stage1_export, 1 step) but for the 1 + 2 Adam steps between them, each
+    # moving a weight by at most ~lr (exactly lr at the first step; the EMA averages them)
+    want = tensors(stage1_export / "autoencoder" / "model.safetensors")
     assert {k: (v.shape, v.dtype) for k, v in got.items()} == {
         k: (v.shape, v.dtype) for k, v in want.items()
     }
+    apart = max(float((got[k] - want[k]).abs().max()) for k in want)
+    assert apart <= 3 * config.lr, apart
     ul = Pipeline.from_pretrained(run / "final").autoencoder  # in this one process
     video = torch.rand(1, 3, 5, 16, 16) * 2 - 1
     with torch.no_grad():

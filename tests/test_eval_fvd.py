@@ -1,7 +1,9 @@
 """FVD protocol plumbing: TF1 resize, checks, batching, the CLI and its cache (cheap features)."""
 
+import dataclasses
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -216,6 +218,13 @@ def test_reports_name_their_protocol_and_list_departures_from_it():
         "6 samples, the protocol fixes 50000",
         "1 groups, the protocol fixes 4",
     ]
+    # a protocol's settings changed under its name are listed too, not only the counts
+    changed = dataclasses.replace(PROTOCOLS["tfgan"], center_crop=True, quantize=True)
+    report = compute_fvd(real, fake, i3d=pooled_features(), protocol=changed, groups=1)
+    assert report["protocol_deviations"] == [
+        "center_crop True, the protocol fixes False",
+        "quantize True, the protocol fixes False",
+    ]
 
 
 def moving_squares(count: int, frames: int = 16, size: int = 32, seed: int = 0) -> np.ndarray:
@@ -290,6 +299,30 @@ def test_cli_reads_folders_and_arrays_prints_json_and_caches_the_reference(
     other.write_bytes(cache_file.read_bytes())
     with pytest.raises(ValueError, match="computed under FVD protocol 'tfgan'.*not 'magvit-k600'"):
         main(magvit)
+
+
+def test_cli_reference_cache_is_keyed_by_the_videos_it_holds(tmp_path, monkeypatch):
+    # a cache hit must give the FVD of a run without the cache: another --max-videos, or the
+    # reference file rewritten (same size, new contents and mtime), is another key
+    monkeypatch.setattr("evaluation.fvd.load_i3d", lambda weights=None: pooled_features())
+    real, fake = tmp_path / "real.npy", tmp_path / "fake.npy"
+    np.save(real, moving_squares(4, seed=1))
+    np.save(fake, moving_squares(4, seed=2))
+    args = ["--real", str(real), "--fake", str(fake), "--cache-dir", str(tmp_path / "cache")]
+
+    def fvd(*extra):
+        cached = main([*args, *extra])
+        assert cached["fvd"] == pytest.approx(main([*args, *extra, "--no-cache"])["fvd"], rel=1e-9)
+        return cached["fvd"]
+
+    two = fvd("--max-videos", "2")
+    assert fvd("--max-videos", "4") != pytest.approx(two, rel=1e-3)  # 4 reference videos, not 2
+    before = real.stat()
+    np.save(real, moving_squares(4, seed=3))
+    os.utime(real, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
+    assert real.stat().st_size == before.st_size
+    fvd("--max-videos", "4")
+    assert len(list((tmp_path / "cache").iterdir())) == 3
 
 
 def test_cli_rejects_short_videos_and_mismatched_resolutions(tmp_path, monkeypatch):

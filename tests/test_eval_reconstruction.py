@@ -181,3 +181,48 @@ def test_cli_evaluates_a_stage1_checkpoint_on_a_dataset_smoke(tmp_path, capsys, 
     )
     scored = main([*args, "--decode-steps", "2", "--rfvd", "--protocol", "stylegan-v"])
     assert scored["rfvd_protocol"]["name"] == "stylegan-v" and scored["rfvd"] > 0
+
+
+def test_reconstruction_is_the_models_own_and_keeps_each_videos_noise_across_batches():
+    # a real (untrained) tiny model, whose decode depends on every noise draw
+    from ulvideo import UnifiedLatents
+    from ulvideo.diffusion import StackedRandomGenerator
+    from ulvideo.evaluate.reconstruction import reconstruction_metrics
+    from ulvideo.models import autoencoder_preset
+
+    torch.manual_seed(0)
+    model = UnifiedLatents(autoencoder_preset("tiny")).eval()
+    videos = torch.rand(4, 3, 5, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    # one path with UnifiedLatents.reconstruct: the latent noise, then the decoder's, continuing
+    # one generator per video (restarting it, the decoder's first draws repeat the latent's)
+    metrics = reconstruction_metrics(model, videos[2:], 2, seed=3, first_index=2, bits_draws=1)
+    with torch.no_grad():
+        own = model.reconstruct(videos[2:], 2, rng=StackedRandomGenerator("cpu", 3, [2, 3]))
+    torch.testing.assert_close(metrics["recon"], own.clamp(-1, 1), rtol=0, atol=1e-6)
+    # video k's noise comes from (seed, k) whatever the batch: 2 batches of 2 score as 1 of 4
+    # (first_index = videos already seen; from 0 in every batch, videos 2, 3 would take 0, 1's)
+    halves, whole = (evaluate_reconstruction(model, videos, 4, b, 2, seed=3) for b in (2, 4))
+    for key in ("psnr", "ssim", "psnr_per_frame"):
+        assert halves[key] == pytest.approx(whole[key], rel=1e-5), key
+
+
+@pytest.mark.parametrize("window", [None, 5])
+def test_bits_per_pixel_is_the_priors_nats_over_ln2_and_the_pixel_grid(window):
+    # UL: bits/pixel = L_z / ln 2 / (T H W), the batch mean over the Monte-Carlo draws of the
+    # prior's rate (with `window`, over chunks of 5 frames), recomputed here under the same
+    # global RNG state (the decodes draw from their own generators)
+    from ulvideo import UnifiedLatents
+    from ulvideo.evaluate.reconstruction import reconstruction_metrics
+    from ulvideo.models import autoencoder_preset
+
+    torch.manual_seed(0)
+    model = UnifiedLatents(autoencoder_preset("tiny")).eval()
+    videos = torch.rand(2, 3, 9, 16, 24, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    torch.manual_seed(7)
+    bits = reconstruction_metrics(model, videos, 1, bits_draws=3, window=window)["bits_per_pixel"]
+    torch.manual_seed(7)
+    with torch.no_grad():
+        z_clean = model.encode(videos, window)
+        nats = [model.rate(z_clean, window).mean() for _ in range(3)]
+    expected = float(sum(nats)) / 3 / math.log(2) / (9 * 16 * 24)
+    assert bits == pytest.approx(expected, rel=1e-6)

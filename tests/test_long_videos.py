@@ -161,6 +161,31 @@ def test_positions_take_a_non_square_grid():
     torch.testing.assert_close(pos[t, i, j], expected)
 
 
+def test_the_base_models_tokens_carry_their_own_row_and_column():
+    # on a 2 x 2 x 4 latent grid of zeros every token enters the first block as the same patch
+    # embedding plus its position: token (t, i, j) minus token (0, 0, 0) is the time, row and
+    # column sinusoids of its own indices minus those of 0 (transposed, row i reads column i's)
+    from ulvideo.nn import TransformerBlock
+
+    torch.manual_seed(0)
+    base = build_base(base_preset("tiny", latent_channels=8)).eval()
+    inputs = []
+    blocks = [m for m in base.modules() if isinstance(m, TransformerBlock)]
+    hooks = [b.register_forward_pre_hook(lambda m, args: inputs.append(args[0])) for b in blocks]
+    try:
+        with torch.no_grad():
+            base(torch.zeros(1, 8, 2, 2, 4), torch.tensor([0.5]))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    x = inputs[0][0]  # the first block's input: T x (H W) x C
+    dim = x.shape[-1]
+    parts = (dim - 4 * (dim // 6), 2 * (dim // 6), 2 * (dim // 6))  # time, row, column channels
+    t, i, j = torch.meshgrid(torch.arange(2), torch.arange(2), torch.arange(4), indexing="ij")
+    pos = torch.cat([sincos_1d(v.flatten(), d) for v, d in zip((t, i, j), parts)], -1)
+    torch.testing.assert_close(x.reshape(-1, dim) - x[0, 0], pos - pos[0], rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("mode", ATTENTION_MODES)
 def test_non_square_video_through_every_part(mode):
     torch.manual_seed(0)
@@ -238,8 +263,17 @@ def test_generate_and_cli_sample_non_square(tiny_ul, tmp_path, capsys):
     with av.open(str(tmp_path / "s" / "sample_0000.mp4")) as f:
         frame = next(f.decode(video=0)).to_ndarray(format="rgb24")
     assert frame.shape[:2] == (16, 32)
+    # windowed and tiled: the decoder only ever sees one 5-frame, 16 x 16 window (its memory
+    # bound), each of the clip's windows once per step
     windowed = replace(cfg, window=5, window_context=1, tile=16)
-    assert pipeline.generate(1, 9, (16, 32), windowed).shape == (1, 3, 9, 16, 32)
+    seen = []
+    hook = tiny_ul.decoder.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape))
+    try:
+        assert pipeline.generate(1, 9, (16, 32), windowed).shape == (1, 3, 9, 16, 32)
+    finally:
+        hook.remove()
+    windows = tiny_ul.decode_windows((3, 2, 4), window=5, tile=16)  # 2 windows x 3 tiles
+    assert seen == [(1, 3, 5, 16, 16)] * (len(windows) * cfg.decoder_steps) and len(windows) == 6
     with pytest.raises(SystemExit):
         main(["sample", "--checkpoint", str(path), "--resolution", "16by32"])
     assert "'16by32': give a side (128) or height x width (96x160)" in capsys.readouterr().err
@@ -299,6 +333,29 @@ def test_windows_and_tiles_blend_back_to_the_whole_clip():
         {"window": 5, "tile": 24, "tile_overlap": 8},
     ):
         torch.testing.assert_close(decode(**options), whole, rtol=0, atol=1e-6, msg=str(options))
+
+
+class WindowMeanDecoder(torch.nn.Module):
+    """Each window predicts one constant, the mean of its latent frames: the blend of the
+    windows is then all a decode is."""
+
+    def forward(self, x_t, z0, logsnr):
+        return z0.mean().expand_as(x_t)
+
+
+def test_decode_windows_crossfade_without_seams():
+    # latent frames 0.1 f: windows of 9 pixel frames (3 latent) start every 4 pixel frames and
+    # their constants rise by 0.1 each, a mean slope of 0.025 per frame. Crossfaded by the ramps
+    # over the 5 shared frames, no frame steps more than that slope (measured: exactly it, 10%
+    # kept for float error); with flat weights each window enters at half the weight at once, a
+    # seam of 0.1 / 2 = 0.05 per entering window.
+    ul = UnifiedLatents(TINY).eval()
+    ul.decoder = WindowMeanDecoder()
+    z0 = (0.1 * torch.arange(9.0)).view(1, 1, 9, 1, 1).expand(1, 8, 9, 1, 1)
+    frames = ul.decode(z0, steps=1, window=9)[0, 0, :, 0, 0]
+    steps = frames.diff().abs()
+    assert steps.max() <= 1.1 * 0.1 / 4, steps
+    assert frames[-1] - frames[0] == pytest.approx(0.6, abs=1e-6)  # windows 0.1 to 0.7
 
 
 class LargestTensor(TorchDispatchMode):

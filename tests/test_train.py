@@ -322,10 +322,13 @@ def test_compile_flag_compiles_the_trained_network(tmp_path, monkeypatch):
 
 
 def test_two_processes_gloo_identical_weights(tmp_path):
-    launch_training(tmp_path, [{"config": tiny(tmp_path, "ddp", max_steps=3)}])
+    # 8 examples, one global batch of 2 x 4 per epoch: each process reads its 4 under the epoch
+    # of their batch (there accelerate leaves the dataset's set_epoch to the trainer)
+    launch_training(tmp_path, [{"config": tiny(tmp_path, "ddp", max_steps=3), "epoch_size": 8}])
     ranks = rank_info(tmp_path / "ddp")
     assert [r["world"] for r in ranks] == [2, 2]
     assert ranks[0]["network_sha256"] == ranks[1]["network_sha256"]
+    assert [r["epochs_read"] for r in ranks] == [[0] * 4 + [1] * 4 + [2] * 4] * 2
     records = [r for r in read_metrics(tmp_path / "ddp") if "loss" in r]
     assert {r["world_size"] for r in records} == {2}
     assert all(
@@ -472,6 +475,53 @@ def test_stage2_accepts_base_size_overrides(tmp_path):
     assert stage.base_config.latent_channels == ul.config.latent_channels
 
 
+def test_stage2_bias_weights_the_loss_by_the_sigmoid(tmp_path):
+    # UL eq. 4's weight sigmoid(b - lambda): the same network, t and noise under bias 3 and 0
+    # give losses in the ratio sigmoid(3 - lambda) / sigmoid(-lambda) (1 if b never arrives)
+    from ulvideo.models import autoencoder_preset
+    from ulvideo.train.stages import Stage2
+    from ulvideo.ul import UnifiedLatents
+
+    torch.manual_seed(0)
+    ul = UnifiedLatents(autoencoder_preset("tiny", resolution=16))
+    stages = [Stage2(tiny(tmp_path, stage=2, model={"bias": b}), ul, 0) for b in (3.0, 0.0)]
+    stages[1].network.load_state_dict(stages[0].network.state_dict())
+    z_clean, eps = torch.randn(2, 1, 8, 2, 2, 2)
+    for t in (0.2, 0.5, 0.8):
+        t = torch.tensor([t])
+        with torch.no_grad():
+            biased, plain = (s.loss(z_clean, None, 0, t=t, eps=eps)[0] for s in stages)
+        logsnr = stages[0].schedule(t)
+        expected = torch.sigmoid(3 - logsnr) / torch.sigmoid(-logsnr)
+        assert float(biased / plain) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_stage2_context_coin_and_label_dropout_are_independent_draws(tmp_path):
+    # context_prob = label_dropout = 1/2 over 64 one-example batches: a label is dropped together
+    # with the context coin's heads in Binomial(64, 1/2) of them, 32 +- 16 (4 standard
+    # deviations); drawn from one uniform, always (64)
+    from ulvideo.models import autoencoder_preset
+    from ulvideo.train.stages import Stage2
+    from ulvideo.ul import UnifiedLatents
+
+    torch.manual_seed(0)
+    ul = UnifiedLatents(autoencoder_preset("tiny", resolution=16))
+    cfg = tiny(tmp_path, stage=2, context_frames=1, context_prob=0.5, label_dropout=0.5,
+               class_conditional=True, model={"widths": [32], "depths": [1]})  # fmt: skip
+    stage = Stage2(cfg, ul, num_classes=4)
+    labels = []
+    stage.network.register_forward_pre_hook(
+        lambda m, args, kw: labels.append(int(kw["labels"][0])), with_kwargs=True
+    )
+    agree = 0
+    for first in range(64):
+        draws = TrainingDraws(seed=0, first=first, global_batch=1, start=0, rows=1)
+        with torch.no_grad():
+            _, logs = stage(torch.randn(1, 8, 2, 2, 2), torch.tensor([1]), draws)
+        agree += (logs["context"] > 0) == (labels[-1] == 4)  # 4: the dropped-label class
+    assert 16 <= agree <= 48, agree
+
+
 def test_training_losses_have_no_host_syncs_or_graph_breaks(tmp_path):
     # finiteness and label checks live at the edges, so torch.compile sees each loss as one graph
     from ulvideo.models import autoencoder_preset
@@ -523,10 +573,10 @@ def test_compiled_step_equals_eager_step(tmp_path, stage_number, backend, device
     # inductor, as the trainer's --compile uses it
     import copy
 
-    from torch._dynamo.utils import counters
+    from torch._dynamo.backends.registry import lookup_backend
 
     from ulvideo.models import autoencoder_preset
-    from ulvideo.nn import compile_blocks
+    from ulvideo.nn import ResBlock3d, TransformerBlock, compile_blocks
     from ulvideo.train.stages import Stage2
 
     torch.manual_seed(0)
@@ -537,11 +587,20 @@ def test_compiled_step_equals_eager_step(tmp_path, stage_number, backend, device
         stage, inputs = Stage2(cfg, stage.network, num_classes=10), torch.randn(2, 8, 2, 2, 2)
     stage, inputs, labels = stage.to(device), inputs.to(device), torch.tensor([3, 9], device=device)
     draws = [TrainingDraws(seed=0, first=0, global_batch=2, start=0, rows=2)] * (stage_number - 1)
-    compiled = compile_blocks(copy.deepcopy(stage), backend=backend)
+    kinds = []  # the kind of block of each graph dynamo hands the backend (this test's alone)
+
+    def recording(graph, example_inputs):
+        ops = " ".join(str(node.target) for node in graph.graph.nodes)
+        kinds.append(ResBlock3d if "conv3d" in ops else TransformerBlock)
+        return lookup_backend(backend)(graph, example_inputs)
+
+    compiled = compile_blocks(copy.deepcopy(stage), backend=recording)
     torch._dynamo.reset()
     eager = _loss_and_grads(stage, inputs, labels, *draws)
     result = _loss_and_grads(compiled, inputs, labels, *draws)
-    assert counters["stats"]["unique_graphs"] > 0  # the blocks did run compiled
+    # every kind of block the network holds ran compiled (stage 1: both, stage 2: transformers)
+    blocks = {type(m) for m in stage.modules() if isinstance(m, (ResBlock3d, TransformerBlock))}
+    assert set(kinds) == blocks and len(blocks) == 3 - stage_number, kinds
     scale = max(float(x.abs().max()) for x in eager)  # float noise is relative to the largest
     for x, x_eager in zip(result, eager, strict=True):
         torch.testing.assert_close(x, x_eager, rtol=1e-4, atol=1e-5 * scale)

@@ -37,7 +37,8 @@ def reconstruction_metrics(
     reconstruct`, `ulvideo rd` and `ulvideo eval reconstruction`.
 
     `video` is decoded from its own noisy latent and, given 2+ videos, from another clip's (the
-    batch rolled by one) under the same noise, video k's from (seed, first_index + k) alone. Returns
+    batch rolled by one) under the same noise, video k's from (seed, first_index + k) alone: its
+    latent noise, then its decoder's, from one generator, as `UnifiedLatents.reconstruct`. Returns
     `recon`, per-frame `psnr` and `ssim` (B x T), `psnr_swapped` (B,; a decoder that ignores its
     latent scores it as well as `psnr`) and the prior's `bits_per_pixel`, the batch mean over
     `bits_draws` Monte-Carlo draws of t and noise. `window` (frames) and `tile` (pixels) stream the
@@ -46,13 +47,13 @@ def reconstruction_metrics(
     own)."""
     ids = range(first_index, first_index + len(video))
     z_clean = model.encode(video, window=window)
-    z0 = model.noisy_latent(z_clean, StackedRandomGenerator(video.device, seed, ids))
 
-    def decode(z: Tensor) -> Tensor:
+    def reconstruct(z_clean: Tensor) -> Tensor:  # UnifiedLatents.reconstruct past the encoder
         rng = StackedRandomGenerator(video.device, seed, ids)
-        return model.decode(z, steps=decode_steps, rng=rng, window=window, tile=tile).clamp(-1, 1)
+        z0 = model.noisy_latent(z_clean, rng)
+        return model.decode(z0, decode_steps, rng=rng, window=window, tile=tile).clamp(-1, 1)
 
-    recon = decode(z0)
+    recon = reconstruct(z_clean)
     _, _, frames, height, width = video.shape
     nats = [model.rate(z_clean, window).mean() for _ in range(bits_draws)]
     bits = [float(bits_per_pixel(n, frames, height, width)) for n in nats]
@@ -63,7 +64,7 @@ def reconstruction_metrics(
         "bits_per_pixel": sum(bits) / bits_draws,
     }
     if len(video) > 1:
-        metrics["psnr_swapped"] = psnr(decode(z0.roll(1, dims=0)), video, per="video")
+        metrics["psnr_swapped"] = psnr(reconstruct(z_clean.roll(1, dims=0)), video, per="video")
     return metrics
 
 
