@@ -83,11 +83,15 @@ class Student(nn.Module):
         return torch.cat([grid, grid.new_tensor([float("inf")])])
 
 
+def check_decoder_choice(decoder: str) -> None:
+    if decoder not in DECODER_CHOICES:
+        raise ValueError(f"--decoder must be one of {DECODER_CHOICES}, got {decoder!r}")
+
+
 def choose_decoder(student: Student | None, steps: int, decoder: str = "auto") -> Student | None:
     """The student that decodes `steps` steps under `decoder` (auto | student | teacher), or
     None for the teacher (see the module docstring for the rule)."""
-    if decoder not in DECODER_CHOICES:
-        raise ValueError(f"--decoder must be one of {DECODER_CHOICES}, got {decoder!r}")
+    check_decoder_choice(decoder)
     if decoder == "teacher":
         return None
     if student is None:
