@@ -50,7 +50,7 @@ def main() -> dict:
     parser.add_argument("--iterations", type=int, default=300, help="per distillation round")
     parser.add_argument("--teacher_steps", type=int, default=32)
     parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--lr", type=float, default=DistillConfig.lr)
     parser.add_argument("--reference_steps", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

@@ -214,8 +214,13 @@ def test_cli_decoder_flags_and_info(export, tmp_path, capsys):
 def test_student_learns_the_teachers_many_step_decode_in_one_step(tmp_path):
     """A tiny stage 1, then one round 8 -> 1 (seeds fixed): the loss falls and the 1-step student
     decodes held-out clips much closer to the teacher's 8-step DDIM decode (its target) than the
-    teacher does in one step. Measured (2 cores, shared): loss 0.145 -> 0.072 over 150
-    iterations; PSNR to the 8-step decode 17.4 dB (student) against 15.1 dB (teacher, 1 step)."""
+    teacher does in one step. Measured (2 shared cores): loss 0.212 -> 0.137 (mean of the last
+    10); PSNR to the 8-step decode 14.8 dB (student) against 13.3 dB (teacher, 1 step).
+
+    Not asserted: a higher PSNR to the real clips than the teacher's 1-step decode, which the
+    issue asks for. The teacher's 1-step decode is its prediction from pure noise, E[x | z0], the
+    PSNR-optimal (and blurry) estimate; a student that matches the teacher's samples scores below
+    it, as every sampler's samples do (benchmarks/results/distill_decoder_cpu.json)."""
     from test_train import tiny
 
     from evaluation.reconstruction import psnr
@@ -246,5 +251,4 @@ def test_student_learns_the_teachers_many_step_decode_in_one_step(tmp_path):
     student_1, teacher_1 = decode(1, decoder="auto"), decode(1)
     close_student = float(psnr(student_1, target).mean())
     close_teacher = float(psnr(teacher_1, target).mean())
-    print('MEASURED', losses[0], sum(losses[-10:]) / 10, close_student, close_teacher)  # TEMP
     assert close_student > close_teacher + 1.0, (close_student, close_teacher)

@@ -67,7 +67,7 @@ class DistillConfig:
     frames: int | None = None  # default: stage 1's training frames
     resolution: int | None = None  # default: the model's
     batch_size: int = 8
-    lr: float = 3e-4
+    lr: float = 5e-4
     warmup_steps: int = 10
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.0
@@ -269,7 +269,7 @@ def _train_round(config, ul, teacher, loader, grid, per_step, generator):
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             done += 1
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.4g}")
