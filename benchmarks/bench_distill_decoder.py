@@ -53,6 +53,9 @@ def main() -> dict:
     parser.add_argument("--lr", type=float, default=DistillConfig.lr)
     parser.add_argument("--reference_steps", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--note", default="", help="recorded in the settings: where --stage1 came from"
+    )
     args = parser.parse_args()
     device = args.device = setup(args)
     export = args.work / "export"
@@ -110,6 +113,7 @@ def main() -> dict:
         "machine": machine(device),
         "settings": {
             "stage1_export": str(args.stage1),
+            "stage1_note": args.note,
             "method": "progressive distillation (ulvideo.train.distill)",
             "rounds": rounds,
             "distill_config": {

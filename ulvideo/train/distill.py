@@ -25,8 +25,10 @@ the student runs with, converge in a few hundred steps on the demo, and UL's dec
 an x-predicting diffusion model on a log-SNR grid, PD's own setting (Salimans is a UL author).
 
 Each round's student is saved (checksummed, atomically) to `<output_dir>/student-S/` as it ends;
-a rerun with the same settings loads finished rounds instead of training them again (resume
-at round granularity). The final student goes into the export: `autoencoder/student/`.
+a rerun loads the finished rounds of the same teacher, grid and step counts instead of training
+them again (resume at round granularity; remove the folder to retrain with other settings). The
+final student goes into the export: `autoencoder/student/`. One device (cuda when there is one),
+fp32.
 """
 
 import copy
@@ -75,6 +77,7 @@ class DistillConfig:
     clip_grad: float = 1.0
     seed: int = 0
     output_dir: str | None = None  # the rounds' students; default: <export>/../distill
+    device: str | None = None  # default: cuda when there is one, else cpu (fp32, one device)
 
     def validate(self) -> None:
         """A clear error for settings that cannot make a schedule of rounds."""
@@ -185,7 +188,8 @@ def distill(config: DistillConfig, log=print) -> dict:
     {"students": {S: Student}, "losses": {S: [loss per iteration]}, "seconds": {S: s}}."""
     config.validate()
     export = autoencoder_export(config.checkpoint)
-    ul = load_autoencoder(export).requires_grad_(False).eval()
+    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    ul = load_autoencoder(export, device).requires_grad_(False).eval()
     recorded = recorded_data(config.checkpoint)
     data = config.data or recorded.get("data")
     if data is None:
@@ -225,19 +229,9 @@ def distill(config: DistillConfig, log=print) -> dict:
             # config.json (with the checksums) is written last: a round cut short never loads
             save_module(student.network, expected, out / f"student-{steps}", STUDENT_KIND)
             result["losses"][steps], result["seconds"][steps] = losses, seconds
+            record = dict(steps=steps, per_step=per_step, seconds=seconds, losses=losses)
             with open(out / "log.jsonl", "a") as f:
-                f.write(
-                    json.dumps(
-                        {
-                            "steps": steps,
-                            "per_step": per_step,
-                            "seconds": seconds,
-                            "loss_first": losses[0],
-                            "loss_last": losses[-1],
-                        }
-                    )
-                    + "\n"
-                )
+                f.write(json.dumps(record) + "\n")
             log(
                 f"round {steps} steps ({per_step} teacher steps each): loss {losses[0]:.4g} -> "
                 f"{losses[-1]:.4g} in {seconds:.0f} s"
@@ -263,6 +257,7 @@ def _train_round(config, ul, teacher, loader, grid, per_step, generator):
     )
     while done < config.iterations:
         for video, _ in loader:
+            video = video.to(next(ul.parameters()).device)
             loss = distill_loss(ul, teacher, student, video, grid, per_step, generator)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(student.parameters(), config.clip_grad)
