@@ -35,9 +35,7 @@ class SamplingConfig:
     window: int | None = None  # 1 + 4k frames: generate and decode window by window
     window_context: int = 5  # 1 + 4k frames: each generated window continues the last ones
     tile: int | None = None  # decode in tiles of this many pixels
-    decoder: str = (
-        "auto"  # auto | student | teacher: the distilled decoder or not (ulvideo.student)
-    )
+    decoder: str = "auto"  # auto | student | teacher (the distilled one: ulvideo.student)
 
 
 def guided_denoiser(base, labels: Tensor | None, cfg_scale: float, context_frames: int):
