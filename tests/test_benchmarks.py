@@ -242,3 +242,32 @@ def test_memory_estimates_count_state_and_saved_activations(tmp_path):
     ):
         base(torch.randn(1, 8, 2, 2, 2), torch.zeros(1))
     assert rows["stage2", "tiny"]["activation_bytes_per_example_fp32"] == sum(saved) > 0
+
+
+@pytest.mark.slow
+def test_distill_decoder_benchmark_scores_students_against_the_reference(tmp_path):
+    """A smoke test of the record's script on an untrained tiny export (2 iterations a round
+    learn nothing): every decode is scored, and the derived figures follow from the raw ones."""
+    from ulvideo.pipeline import Pipeline
+    from ulvideo.ul import UnifiedLatents
+
+    torch.manual_seed(0)
+    Pipeline(UnifiedLatents(autoencoder_preset("tiny", resolution=16))).save_pretrained(
+        tmp_path / "s1"
+    )
+    out = tmp_path / "distill.json"
+    cmd = [sys.executable, "benchmarks/bench_distill_decoder.py", "--stage1", str(tmp_path / "s1"),
+           "--work", str(tmp_path / "work"), "--videos", "3", "--iterations", "2",
+           "--teacher_steps", "8", "--reference_steps", "4", "--threads", "1", "--out", str(out)]  # fmt: skip
+    proc = run_script(cmd, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert [r["steps"] for r in report["settings"]["rounds"]] == [4, 2, 1]
+    results = report["results"]
+    assert {"teacher_ddpm_4", "student4_4", "student2_2", "student1_1"} <= set(results)
+    reference = results["teacher_ddpm_4"]
+    for entry in results.values():
+        assert positive(entry["s_per_video"]) and math.isfinite(entry["psnr"])
+        assert entry["psnr_gap_db"] == pytest.approx(reference["psnr"] - entry["psnr"])
+        assert entry["rfvd_ratio"] == pytest.approx(entry["rfvd"] / reference["rfvd"])
+    assert results["student1_1"]["nfe"] == 1 and results["student1_1"]["method"] == "ddim"

@@ -1,5 +1,5 @@
-"""The `ulvideo` command line: demo | sample | reconstruct | encode | rd | eval | info, thin over the
-library: every command that uses a trained model goes through ulvideo.pipeline.Pipeline."""
+"""The `ulvideo` command line: demo | sample | reconstruct | encode | distill | rd | eval | info, thin
+over the library: every command that uses a trained model goes through ulvideo.pipeline.Pipeline."""
 
 import argparse
 import json
@@ -75,6 +75,7 @@ def cmd_sample(args) -> None:
         window=args.window,
         window_context=args.context_frames,
         tile=args.tile,
+        decoder=args.decoder,
     )
     videos = pipeline.generate(num, args.frames, res, cfg, labels=labels, context=context)
     out = Path(args.out)
@@ -90,11 +91,12 @@ def cmd_reconstruct(args) -> None:
     from .evaluate.reconstruction import reconstruction_metrics
     from .media import side_by_side, write_mp4
 
-    ul = _load(args.checkpoint).autoencoder
+    pipeline = _load(args.checkpoint)
+    ul, student = pipeline.autoencoder, pipeline.choose_decoder(args.steps, args.decoder)
     video = _read_video(args.input, args.frames, args.resolution or ul.config.resolution)
     ul.validate_video(video)
     metrics = reconstruction_metrics(
-        ul, video, args.steps, seed=args.seed, window=args.window, tile=args.tile
+        ul, video, args.steps, seed=args.seed, window=args.window, tile=args.tile, student=student
     )
     recon = metrics["recon"]
     out = Path(args.out)
@@ -169,6 +171,12 @@ def cmd_info(args) -> None:
         "latent_shape": list(ul.latent_shape(frames, height, width)),
         "example": {"frames": frames, "height": height, "width": width},
     }
+    student = pipeline.student
+    info["decoder_student"] = (
+        {"steps": student.steps, "grid": student.config.grid, "params": count_params(student)}
+        if student is not None
+        else None
+    )
     if pipeline.base is not None:  # the base model that was trained, from its own config
         info["base_config"] = pipeline.base_config.to_dict()
         info["params"]["base"] = count_params(pipeline.base)
@@ -179,6 +187,13 @@ def cmd_info(args) -> None:
     if (meta_dir / "meta.json").is_file():
         info["step"] = read_meta(meta_dir)["step"]
     print(json.dumps(info, indent=2))
+
+
+def cmd_distill(args) -> None:
+    from .train.distill import DistillConfig, distill
+
+    fields = DistillConfig.__dataclass_fields__
+    distill(DistillConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None}))
 
 
 def cmd_rd(args) -> None:
@@ -195,7 +210,10 @@ def cmd_eval(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from .demo import DemoConfig
+    from .student import DECODER_CHOICES
     from .train.config import add_dataclass_arguments
+    from .train.distill import DistillConfig
+    from .train.distill import __doc__ as distill_doc
 
     parser = argparse.ArgumentParser(
         prog="ulvideo",
@@ -225,6 +243,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0)
         return p
 
+    def with_decoder(p):
+        p.add_argument(
+            "--decoder",
+            choices=DECODER_CHOICES,
+            default="auto",
+            help="auto: the distilled decoder when the export has one and the decoder steps are "
+            "at most its trained steps, else the stage-1 decoder; student / teacher: force one",
+        )
+        return p
+
     def with_window(p, tile: bool = True):
         p.add_argument(
             "--window",
@@ -245,8 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
             )
         return p
 
-    s = with_window(
-        with_checkpoint(sub.add_parser("sample", help="sample videos and write mp4 + a PNG grid"))
+    s = with_decoder(
+        with_window(
+            with_checkpoint(
+                sub.add_parser("sample", help="sample videos and write mp4 + a PNG grid")
+            )
+        )
     )
     s.add_argument("--num", type=int, default=8)
     s.add_argument("--labels", default=None, help="comma-separated class labels, one video each")
@@ -268,9 +300,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="samples")
     s.set_defaults(func=cmd_sample)
 
-    r = with_window(
-        with_checkpoint(
-            sub.add_parser("reconstruct", help="encode then decode a video; PSNR and bits/pixel")
+    r = with_decoder(
+        with_window(
+            with_checkpoint(
+                sub.add_parser(
+                    "reconstruct", help="encode then decode a video; PSNR and bits/pixel"
+                )
+            )
         )
     )
     r.add_argument("--input", required=True)
@@ -293,6 +329,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch_size", type=int, default=32)
     e.add_argument("--out", required=True, help="latents.safetensors, or a folder for --data")
     e.set_defaults(func=cmd_encode)
+
+    d = sub.add_parser(
+        "distill",
+        help="distil the stage-1 decoder into a 1-4 step student, saved in the export",
+        description=distill_doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_dataclass_arguments(d, DistillConfig)
+    d.set_defaults(func=cmd_distill)
 
     rd = sub.add_parser(
         "rd",

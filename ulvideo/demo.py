@@ -14,6 +14,7 @@ import torch
 
 from .media import side_by_side, write_gif, write_mp4, write_png_grid
 from .sample import SamplingConfig
+from .student import choose_decoder
 from .train import TrainConfig, train
 from .train.config import short_run_warmup
 from .train.metrics import read_metrics
@@ -43,6 +44,10 @@ class DemoConfig:
     num_videos: int = 16  # per sampling mode, and the number of reconstructions
     base_steps: int = 32
     decoder_steps: int = 32
+    # distil the decoder into a student of this many steps after stage 1 (0: none), and which
+    # decoder samples and reconstructs: auto | student | teacher (ulvideo.student)
+    distill_steps: int = 0
+    decoder: str = "auto"
     # class accuracy of 32 samples of the demo's stage 2: CFG 2 / 4 / 6 / 8 -> 44 / 59 / 69 / 75%
     # (docs/STAGE1_DIAGNOSTICS.md, round 9)
     cfg_scale: float = 6.0
@@ -52,6 +57,9 @@ class DemoConfig:
 
 def run_demo(config: DemoConfig) -> dict:
     """Run every step of the demo and return the metrics written to `<out>/metrics.json`."""
+    choose_decoder(
+        None, config.decoder_steps, "teacher" if config.distill_steps else config.decoder
+    )
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -91,6 +99,14 @@ def run_demo(config: DemoConfig) -> dict:
         **common,
     )
     train(s1)
+    if config.distill_steps:
+        from .train.distill import DistillConfig, distill
+
+        print(f"      distilling the decoder into a {config.distill_steps}-step student")
+        start_steps = max(4, config.distill_steps)
+        distill(DistillConfig(str(out / "stage1" / "final"), config.distill_steps, start_steps,
+                              teacher_steps=8 * start_steps, data="demo",
+                              frames=config.stage1_frames, seed=config.seed))  # fmt: skip
     print(f"[2/5] stage 2: base model on frozen latents, {config.stage2_steps} steps")
     # UL §5: stage 2 needs only the frozen encoder's latents, and the demo clips are fixed, so
     # each is encoded once rather than at every step (2000 encodes against 16000)
@@ -148,6 +164,7 @@ def run_demo(config: DemoConfig) -> dict:
         cfg_scale=config.cfg_scale,
         batch_size=config.batch_size,
         seed=config.seed,
+        decoder=config.decoder,
     )
 
     print(
@@ -167,8 +184,9 @@ def run_demo(config: DemoConfig) -> dict:
     print(f"[4/5] reconstructing {n} test clips, from their own latents and from swapped ones")
     from .evaluate.reconstruction import reconstruction_metrics
 
+    student = pipeline.choose_decoder(config.decoder_steps, config.decoder)
     usage = reconstruction_metrics(
-        pipeline.autoencoder, real, config.decoder_steps, seed=config.seed
+        pipeline.autoencoder, real, config.decoder_steps, seed=config.seed, student=student
     )
     recon = usage["recon"]
 
@@ -186,6 +204,7 @@ def run_demo(config: DemoConfig) -> dict:
 
     print("[5/5] metrics")
     metrics = _metrics(config, real, labels, usage, samples)
+    metrics["decoder"] = "teacher" if student is None else f"student ({student.steps} steps)"
     metrics["wall_time_s"] = round(time.perf_counter() - start, 1)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     _plot_stage1(out / "stage1", out / "stage1_losses.png")

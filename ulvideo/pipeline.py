@@ -7,6 +7,8 @@ prediction. The CLI, the demo, the training export and the evaluation glue all g
 An export folder (no pickles)::
 
     export/autoencoder/   UnifiedLatents: encoder, prior, decoder (model.safetensors + config.json)
+    export/autoencoder/student/   the distilled few-step decoder, when there is one
+                                  (ulvideo.student, ulvideo.train.distill)
     export/base/          the stage-2 base model, when there is one
 
 A stage-2 training checkpoint's export holds base/ and, instead of a copy of the frozen stage-1
@@ -27,6 +29,7 @@ from .models import AutoencoderConfig, BaseConfig, build_base
 from .nn import enable_activation_checkpointing, set_attention_backend
 from .sample import SamplingConfig, frame_predictor, generate
 from .serialization import CONFIG_NAME, WEIGHTS_NAME, atomic_write, load_module, save_module
+from .student import Student, choose_decoder, load_student, save_student
 from .ul import UnifiedLatents
 
 AUTOENCODER, BASE, STAGE1_REFERENCE = "autoencoder", "base", "stage1.json"
@@ -89,13 +92,15 @@ def save_stage2_checkpoint(
 
 
 class Pipeline:
-    """`autoencoder` (a UnifiedLatents) and, optionally, `base` built from `base_config`."""
+    """`autoencoder` (a UnifiedLatents) and, optionally, `base` built from `base_config` and
+    `student`, a distilled few-step decoder (ulvideo.student)."""
 
     def __init__(
         self,
         autoencoder: UnifiedLatents,
         base: nn.Module | None = None,
         base_config: BaseConfig | None = None,
+        student: Student | None = None,
     ):
         if (base is None) != (base_config is None):
             raise ValueError("give the base model together with the config it was built from")
@@ -106,10 +111,11 @@ class Pipeline:
                 f"autoencoder makes {latent}: build the base with latent_channels={latent}"
             )
         self.autoencoder, self.base, self.base_config = autoencoder, base, base_config
+        self.student = student
 
     @property
     def networks(self) -> list[nn.Module]:
-        return [self.autoencoder] + ([self.base] if self.base is not None else [])
+        return [self.autoencoder] + [m for m in (self.base, self.student) if m is not None]
 
     @property
     def device(self) -> torch.device:
@@ -141,6 +147,8 @@ class Pipeline:
         """Write autoencoder/ (and base/) under `directory`, each file atomically."""
         directory = Path(directory)
         save_module(self.autoencoder, self.autoencoder.config, directory / AUTOENCODER, AUTOENCODER)
+        if self.student is not None:
+            save_student(self.student, directory / AUTOENCODER)
         if self.base is not None:
             save_module(self.base, self.base_config, directory / BASE, BASE)
         return directory
@@ -150,14 +158,21 @@ class Pipeline:
         """Load an export (or the export inside a training checkpoint), in eval mode."""
         directory = find_export(directory)
         autoencoder = load_autoencoder(directory, map_location)
+        student = load_student(
+            autoencoder_export(directory) / AUTOENCODER, autoencoder.config, map_location
+        )
         base = base_config = None
         if (directory / BASE).is_dir():
             base, base_config = load_module(
                 directory / BASE, build_base, BASE, BaseConfig, map_location
             )
-        return cls(autoencoder, base, base_config)
+        return cls(autoencoder, base, base_config, student)
 
     # what a trained model is for
+    def choose_decoder(self, steps: int, decoder: str = "auto") -> Student | None:
+        """The student that decodes `steps` steps, or None for the teacher (ulvideo.student)."""
+        return choose_decoder(self.student, steps, decoder)
+
     def require_base(self) -> nn.Module:
         if self.base is None:
             raise ValueError("this pipeline holds no stage-2 base model; load a stage-2 export")
@@ -178,13 +193,15 @@ class Pipeline:
         seed: int = 0,
         window: int | None = None,
         tile: int | None = None,
+        decoder: str = "auto",
     ) -> Tensor:
         """encode -> noisy z0 -> decode, streamed / in windows of `window` frames and tiles of
         `tile` pixels when given (UnifiedLatents.encode, decode); video k's noise depends only on
-        (seed, k)."""
+        (seed, k). `decoder` picks the teacher or the distilled student (choose_decoder)."""
         self.autoencoder.validate_video(video)
+        student = self.choose_decoder(steps, decoder)
         rng = StackedRandomGenerator(video.device, seed, range(len(video)))
-        return self.autoencoder.reconstruct(video, steps, method, rng, window, tile)
+        return self.autoencoder.reconstruct(video, steps, method, rng, window, tile, student)
 
     def generate(
         self,
@@ -202,8 +219,10 @@ class Pipeline:
         return generate(
             self.autoencoder, self.require_base(), num_videos, frames, resolution, cfg,
             labels=labels, context=context, indices=indices,
+            student=self.choose_decoder(cfg.decoder_steps, cfg.decoder),
         )  # fmt: skip
 
     def frame_predictor(self, cfg: SamplingConfig):
         """`generate(context, num_frames, labels, sample_ids)` for the K600 protocol."""
-        return frame_predictor(self.autoencoder, self.require_base(), cfg)
+        student = self.choose_decoder(cfg.decoder_steps, cfg.decoder)
+        return frame_predictor(self.autoencoder, self.require_base(), cfg, student)

@@ -35,6 +35,7 @@ class SamplingConfig:
     window: int | None = None  # 1 + 4k frames: generate and decode window by window
     window_context: int = 5  # 1 + 4k frames: each generated window continues the last ones
     tile: int | None = None  # decode in tiles of this many pixels
+    decoder: str = "auto"  # auto | student | teacher (the distilled one: ulvideo.student)
 
 
 def guided_denoiser(base, labels: Tensor | None, cfg_scale: float, context_frames: int):
@@ -137,6 +138,7 @@ def generate(
     labels: Tensor | None = None,
     context: Tensor | None = None,
     indices: Tensor | None = None,
+    student=None,
 ) -> Tensor:
     """Sample `num_videos` videos (B x C x T x H x W in [-1, 1]) in batches of cfg.batch_size;
     `resolution` is a side (square) or (H, W).
@@ -147,7 +149,8 @@ def generate(
     cfg.window_context frames) and the decoder runs in blended windows: memory bounded by the
     window, any length. `labels` (B,) conditions on classes; `context` (B x C x T_ctx x H x W, T_ctx = 1 + 4k real
     frames) turns it into frame prediction: the context latents stay fixed and the real context
-    frames are pasted into the output.
+    frames are pasted into the output. `student` (ulvideo.student.Student) decodes instead of the
+    stage-1 decoder.
     """
     height, width = frame_size(resolution)
     shape = ul.latent_shape(frames, height, width)
@@ -187,15 +190,16 @@ def generate(
             rng=rng,
         )  # fmt: skip
         video = ul.decode(
-            z0, cfg.decoder_steps, cfg.method, rng, cfg.progress, window=cfg.window, tile=cfg.tile
-        )
+            z0, cfg.decoder_steps, cfg.method, rng, cfg.progress, window=cfg.window, tile=cfg.tile,
+            student=student,
+        )  # fmt: skip
         if context is not None:
             video[:, :, : context.shape[2]] = context[sl].to(device)
         out.append(video.cpu())
     return torch.cat(out)
 
 
-def frame_predictor(ul, base, cfg: SamplingConfig):
+def frame_predictor(ul, base, cfg: SamplingConfig, student=None):
     """`generate(context, num_frames, labels, sample_ids)` for evaluation.k600: frame prediction
     from a stage-2 model. Sample i's noise depends only on (cfg.seed, i), so the clips scored are
     the same whatever the batch size and the number of processes."""
@@ -205,7 +209,7 @@ def frame_predictor(ul, base, cfg: SamplingConfig):
         y = labels.long() if base.num_classes else None
         video = generate(
             ul, base, len(context), num_frames, tuple(context.shape[-2:]), run,
-            labels=y, context=context, indices=sample_ids.cpu(),
+            labels=y, context=context, indices=sample_ids.cpu(), student=student,
         )  # fmt: skip
         return video.to(context.device)
 

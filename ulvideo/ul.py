@@ -185,6 +185,7 @@ class UnifiedLatents(nn.Module):
         overlap: int | None = None,
         tile: int | None = None,
         tile_overlap: int | None = None,
+        student=None,
     ) -> Tensor:
         """Sample x ~ p(x | z0) by reverse diffusion in log-SNR space (UL Algorithm 2, steps 3-4).
 
@@ -198,6 +199,9 @@ class UnifiedLatents(nn.Module):
         (decode_windows, sample_windows); `overlap` and `tile_overlap` default to the fewest
         frames / pixels that are at least half of them. Beyond the output, memory is that of one
         window's frames.
+
+        `student` (ulvideo.student.Student) decodes with the distilled decoder instead, by DDIM
+        on its own grid (`method` does not apply).
         """
         if z0.ndim != 5 or z0.shape[1] != self.config.latent_channels:
             raise ValueError(
@@ -210,23 +214,27 @@ class UnifiedLatents(nn.Module):
             *self.decode_windows(z0.shape[2:], window, overlap, tile, tile_overlap)
         )
 
-        def window_denoiser(x_t: Tensor, logsnr: Tensor, k: int) -> Tensor:
-            return self.decoder(x_t, z0[(..., *latents[k])], logsnr).clamp(-1, 1)
+        network, grid = self.decoder, to_data(logsnr_grid(self.pixel_schedule, steps))
+        if student is not None:  # progressive distillation trains DDIM steps on its grid
+            network, grid, method = student.network, student.sampling_grid(steps), "ddim"
 
-        was_training = self.decoder.training
-        self.decoder.eval()
+        def window_denoiser(x_t: Tensor, logsnr: Tensor, k: int) -> Tensor:
+            return network(x_t, z0[(..., *latents[k])], logsnr).clamp(-1, 1)
+
+        was_training = network.training
+        network.eval()
         try:
             video = sample_windows(
                 method,
                 window_denoiser,
                 list(windows),
                 randn_frames(z0.new_empty(shape), noise_sampler),
-                to_data(logsnr_grid(self.pixel_schedule, steps)),  # ends at the pixels
+                grid,  # ends at the pixels
                 noise_sampler=noise_sampler,
                 progress=progress,
             )
         finally:
-            self.decoder.train(was_training)
+            network.train(was_training)
         return video.clamp_(-1, 1)
 
     def decode_windows(
@@ -277,11 +285,12 @@ class UnifiedLatents(nn.Module):
         rng: StackedRandomGenerator | None = None,
         window: int | None = None,
         tile: int | None = None,
+        student=None,
     ) -> Tensor:
         """encode -> noisy_latent -> decode, streamed / in windows of `window` frames when given
-        (see encode, decode; `tile` as decode's)."""
+        (see encode, decode; `tile` and `student` as decode's)."""
         z0 = self.noisy_latent(self.encode(video, window), rng)
-        return self.decode(z0, steps, method, rng, window=window, tile=tile)
+        return self.decode(z0, steps, method, rng, window=window, tile=tile, student=student)
 
 
 def _latent_span(name: str, value: int, step: int, offset: int, least: int = 1) -> int:

@@ -32,6 +32,7 @@ def reconstruction_metrics(
     bits_draws: int = 4,
     window: int | None = None,
     tile: int | None = None,
+    student=None,
 ) -> dict:
     """The stage-1 metrics of one batch, shared by the training evaluation, the demo, `ulvideo
     reconstruct`, `ulvideo rd` and `ulvideo eval reconstruction`.
@@ -44,14 +45,16 @@ def reconstruction_metrics(
     `bits_draws` Monte-Carlo draws of t and noise. `window` (frames) and `tile` (pixels) stream the
     encoder, run the decoder in blended windows and the prior on chunks of `window` frames
     (UnifiedLatents.encode, decode, rate: the bits are then those of coding each chunk on its
-    own)."""
+    own). `student` (ulvideo.student.Student) decodes instead of the stage-1 decoder."""
     ids = range(first_index, first_index + len(video))
     z_clean = model.encode(video, window=window)
 
     def reconstruct(z_clean: Tensor) -> Tensor:  # UnifiedLatents.reconstruct past the encoder
         rng = StackedRandomGenerator(video.device, seed, ids)
         z0 = model.noisy_latent(z_clean, rng)
-        return model.decode(z0, decode_steps, rng=rng, window=window, tile=tile).clamp(-1, 1)
+        return model.decode(
+            z0, steps=decode_steps, rng=rng, window=window, tile=tile, student=student
+        ).clamp(-1, 1)
 
     recon = reconstruct(z_clean)
     _, _, frames, height, width = video.shape

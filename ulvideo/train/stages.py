@@ -197,10 +197,13 @@ class Stage2(nn.Module):
         )
 
     def export(self, ema_network, directory, final: bool = False) -> None:
-        """A checkpoint's export: base/ + a reference to stage 1; the final one: self-contained."""
+        """A checkpoint's export: base/ + a reference to stage 1; the final one: self-contained
+        (with stage 1's distilled decoder, when it has one)."""
         if final:
-            autoencoder = load_autoencoder(self.stage1_export)
-            Pipeline(autoencoder, ema_network, self.base_config).save_pretrained(directory)
+            stage1 = Pipeline.from_pretrained(self.stage1_export)
+            Pipeline(
+                stage1.autoencoder, ema_network, self.base_config, stage1.student
+            ).save_pretrained(directory)
         else:
             save_stage2_checkpoint(directory, ema_network, self.base_config, self.stage1_export)
 
