@@ -68,6 +68,7 @@ def cmd_sample(args) -> None:
         base_steps=args.base_steps,
         decoder_steps=args.decoder_steps,
         method=args.method,
+        grid=args.grid,
         cfg_scale=args.cfg_scale,
         batch_size=args.batch_size,
         seed=args.seed,
@@ -94,8 +95,9 @@ def cmd_reconstruct(args) -> None:
     video = _read_video(args.input, args.frames, args.resolution or ul.config.resolution)
     ul.validate_video(video)
     metrics = reconstruction_metrics(
-        ul, video, args.steps, seed=args.seed, window=args.window, tile=args.tile
-    )
+        ul, video, args.steps, seed=args.seed, window=args.window, tile=args.tile,
+        method=args.method, grid=args.grid,
+    )  # fmt: skip
     recon = metrics["recon"]
     out = Path(args.out)
     write_mp4(recon[0], out / "reconstruction.mp4")
@@ -225,6 +227,24 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0)
         return p
 
+    def with_sampler(p):
+        from .diffusion import GRIDS, METHODS
+
+        p.add_argument(
+            "--method",
+            choices=METHODS,
+            default="ddpm",
+            help="the sampler: ddpm (ancestral, = euler-ancestral), ddim, heun (EDM, 2 network "
+            "evaluations a step), dpmpp-2m (DPM-Solver++ 2M)",
+        )
+        p.add_argument(
+            "--grid",
+            choices=GRIDS,
+            default="t",
+            help="the steps' spacing: uniform in t, uniform in log-SNR, or EDM's rho = 7 (karras)",
+        )
+        return p
+
     def with_window(p, tile: bool = True):
         p.add_argument(
             "--window",
@@ -245,8 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
             )
         return p
 
-    s = with_window(
-        with_checkpoint(sub.add_parser("sample", help="sample videos and write mp4 + a PNG grid"))
+    s = with_sampler(
+        with_window(
+            with_checkpoint(
+                sub.add_parser("sample", help="sample videos and write mp4 + a PNG grid")
+            )
+        )
     )
     s.add_argument("--num", type=int, default=8)
     s.add_argument("--labels", default=None, help="comma-separated class labels, one video each")
@@ -261,16 +285,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--base_steps", type=int, default=64)
     s.add_argument("--decoder_steps", type=int, default=64)
-    s.add_argument("--method", choices=["ddpm", "ddim"], default="ddpm")
     s.add_argument("--batch_size", type=int, default=16)
     s.add_argument("--fps", type=int, default=8)
     s.add_argument("--gif", action="store_true", help="also write GIFs")
     s.add_argument("--out", default="samples")
     s.set_defaults(func=cmd_sample)
 
-    r = with_window(
-        with_checkpoint(
-            sub.add_parser("reconstruct", help="encode then decode a video; PSNR and bits/pixel")
+    r = with_sampler(
+        with_window(
+            with_checkpoint(
+                sub.add_parser(
+                    "reconstruct", help="encode then decode a video; PSNR and bits/pixel"
+                )
+            )
         )
     )
     r.add_argument("--input", required=True)

@@ -43,6 +43,8 @@ class DemoConfig:
     num_videos: int = 16  # per sampling mode, and the number of reconstructions
     base_steps: int = 32
     decoder_steps: int = 32
+    method: str = "ddpm"  # the sampler and its grid (SamplingConfig), both models
+    grid: str = "t"
     # class accuracy of 32 samples of the demo's stage 2: CFG 2 / 4 / 6 / 8 -> 44 / 59 / 69 / 75%
     # (docs/STAGE1_DIAGNOSTICS.md, round 9)
     cfg_scale: float = 6.0
@@ -52,6 +54,15 @@ class DemoConfig:
 
 def run_demo(config: DemoConfig) -> dict:
     """Run every step of the demo and return the metrics written to `<out>/metrics.json`."""
+    sampling = SamplingConfig(  # checks the sampler's names before training
+        base_steps=config.base_steps,
+        decoder_steps=config.decoder_steps,
+        method=config.method,
+        grid=config.grid,
+        cfg_scale=config.cfg_scale,
+        batch_size=config.batch_size,
+        seed=config.seed,
+    )
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -142,13 +153,6 @@ def run_demo(config: DemoConfig) -> dict:
     n = min(config.num_videos, len(test))
     real = torch.stack([test[i][0] for i in range(n)])
     labels = torch.tensor([test[i][1] for i in range(n)])
-    sampling = SamplingConfig(
-        base_steps=config.base_steps,
-        decoder_steps=config.decoder_steps,
-        cfg_scale=config.cfg_scale,
-        batch_size=config.batch_size,
-        seed=config.seed,
-    )
 
     print(
         f"[3/5] sampling {n} videos each: class-conditional (CFG {config.cfg_scale}), unconditional, frame prediction"
@@ -168,8 +172,9 @@ def run_demo(config: DemoConfig) -> dict:
     from .evaluate.reconstruction import reconstruction_metrics
 
     usage = reconstruction_metrics(
-        pipeline.autoencoder, real, config.decoder_steps, seed=config.seed
-    )
+        pipeline.autoencoder, real, config.decoder_steps, seed=config.seed,
+        method=config.method, grid=config.grid,
+    )  # fmt: skip
     recon = usage["recon"]
 
     for name, videos in samples.items():

@@ -178,13 +178,15 @@ class Pipeline:
         seed: int = 0,
         window: int | None = None,
         tile: int | None = None,
+        *,
+        grid: str = "t",
     ) -> Tensor:
-        """encode -> noisy z0 -> decode, streamed / in windows of `window` frames and tiles of
-        `tile` pixels when given (UnifiedLatents.encode, decode); video k's noise depends only on
-        (seed, k)."""
+        """encode -> noisy z0 -> decode with the sampler `method` on `grid`, streamed / in windows
+        of `window` frames and tiles of `tile` pixels when given (UnifiedLatents.encode, decode);
+        video k's noise depends only on (seed, k)."""
         self.autoencoder.validate_video(video)
         rng = StackedRandomGenerator(video.device, seed, range(len(video)))
-        return self.autoencoder.reconstruct(video, steps, method, rng, window, tile)
+        return self.autoencoder.reconstruct(video, steps, method, rng, window, tile, grid=grid)
 
     def generate(
         self,

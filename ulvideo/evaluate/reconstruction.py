@@ -32,6 +32,8 @@ def reconstruction_metrics(
     bits_draws: int = 4,
     window: int | None = None,
     tile: int | None = None,
+    method: str = "ddpm",
+    grid: str = "t",
 ) -> dict:
     """The stage-1 metrics of one batch, shared by the training evaluation, the demo, `ulvideo
     reconstruct`, `ulvideo rd` and `ulvideo eval reconstruction`.
@@ -43,14 +45,16 @@ def reconstruction_metrics(
     `bits_draws` Monte-Carlo draws of t and noise. `window` (frames) and `tile` (pixels) stream the
     encoder, run the decoder in blended windows and the prior on chunks of `window` frames
     (UnifiedLatents.encode, decode, rate: the bits are then those of coding each chunk on its
-    own)."""
+    own). `method` and `grid` choose the decoder's sampler (UnifiedLatents.decode)."""
     ids = range(first_index, first_index + len(video))
     z_clean = model.encode(video, window=window)
     z0 = model.noisy_latent(z_clean, StackedRandomGenerator(video.device, seed, ids))
 
     def decode(z: Tensor) -> Tensor:
         rng = StackedRandomGenerator(video.device, seed, ids)
-        return model.decode(z, steps=decode_steps, rng=rng, window=window, tile=tile).clamp(-1, 1)
+        return model.decode(
+            z, steps=decode_steps, method=method, rng=rng, window=window, tile=tile, grid=grid
+        ).clamp(-1, 1)
 
     recon = decode(z0)
     _, _, frames, height, width = video.shape
