@@ -2,6 +2,7 @@
 uniform in t, in log-SNR and EDM's rho = 7, measured on Gaussian data with its exact denoiser, checked
 against k-diffusion's formulas written independently in the variance-exploding form, and windowed."""
 
+import json
 import math
 
 import pytest
@@ -327,3 +328,46 @@ def test_generate_and_reconstruct_use_the_configured_sampler_and_grid():
     plain = pipeline.reconstruct(video, 2)
     for options in ({"grid": "logsnr"}, {"method": "heun"}):
         assert (pipeline.reconstruct(video, 2, **options) - plain).abs().mean() > 1e-3, options
+
+
+# ---------------------------------------------------------------- cost accounting
+
+
+def test_sampling_flops_are_what_the_samplers_run_and_info_prices_a_k600_fvd(tmp_path, capsys):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ulvideo.cli import main
+    from ulvideo.models import base_preset, build_base, sampling_flops_per_video
+    from ulvideo.pipeline import Pipeline
+
+    torch.manual_seed(0)
+    config, base_config = (
+        autoencoder_preset("tiny", resolution=16),
+        base_preset("tiny", num_classes=3),
+    )
+    pipeline = Pipeline(UnifiedLatents(config).eval(), build_base(base_config).eval(), base_config)
+    pipeline.set_attention_backend("naive")  # explicit matmuls: CPU sdpa kernels count 0 FLOPs
+    for method, cfg_scale in (("heun", 2.0), ("dpmpp-2m", 1.0)):
+        cfg = SamplingConfig(base_steps=3, decoder_steps=2, method=method, cfg_scale=cfg_scale)
+        with FlopCounterMode(display=False) as counter:  # every matmul, conv and attention run
+            pipeline.generate(1, 5, 32, cfg, labels=torch.tensor([1]))
+        count = sampling_flops_per_video(config, 5, 32, 32, 3, 2, method, cfg_scale, base_config)
+        assert count["flops"] == counter.get_total_flops(), method
+        # heun: 2 x 3 base passes, doubled by CFG; 2 x 2 - 1 decoder passes (the last is Euler)
+        assert (count["base_nfe"], count["decoder_nfe"]) == (
+            (12, 3) if method == "heun" else (3, 2)
+        )
+    # the K600 FVD: 4 groups x 50,000 videos at 40% of an H100's 989 bf16 TFLOP/s
+    pipeline.save_pretrained(tmp_path)
+    flags = ["--frames", "5", "--resolution", "32", "--base_steps", "3", "--decoder_steps", "2"]
+    assert main(["info", str(tmp_path), *flags, "--method", "heun", "--cfg_scale", "2"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    per_video = sampling_flops_per_video(config, 5, 32, 32, 3, 2, "heun", 2.0, base_config)["flops"]
+    assert info["sampling_flops_per_video"]["flops"] == per_video
+    cost = info["k600_fvd_cost"]
+    assert cost["videos"] == 200_000 and cost["flops"] == 200_000 * per_video
+    assert math.isclose(
+        cost["gpu_hours"], 200_000 * per_video / (0.4 * 989e12) / 3600, rel_tol=1e-12
+    )
+    assert main(["info", str(tmp_path), "--mfu", "1.5"]) == 2  # a clear error, not a number
+    assert "mfu" in capsys.readouterr().err
