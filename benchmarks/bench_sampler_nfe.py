@@ -74,8 +74,12 @@ def main() -> dict:
     parser.add_argument("--videos", type=int, default=16, help="held-out clips (decoder)")
     parser.add_argument("--base_videos", type=int, default=32, help="samples per base setting")
     parser.add_argument("--cfg_scale", type=float, default=6.0, help="the demo's")
-    parser.add_argument("--decoder_settings", nargs="*", help="default: the sweep at 4/8/16 NFE")
-    parser.add_argument("--base_settings", nargs="*", help="default: the sweep at 4/8/16 NFE")
+    parser.add_argument(
+        "--decoder_settings", nargs="*", help="default: the sweep at 4/8/16 NFE; none: skip"
+    )
+    parser.add_argument(
+        "--base_settings", nargs="*", help="default: the sweep at 4/8/16 NFE; none: skip"
+    )
     parser.add_argument("--base_decoder", default=REFERENCE, help="decodes every base setting")
     parser.add_argument("--fvd", action="store_true", help="rFVD / FVD with the real I3D")
     parser.add_argument("--seed", type=int, default=0)
@@ -144,7 +148,8 @@ def main() -> dict:
         "base": [],
     }
     reference = None
-    for setting in [REFERENCE, *[s for s in decoder_settings if s != REFERENCE]]:
+    decoder_settings = [REFERENCE, *[s for s in decoder_settings if s != REFERENCE]]
+    for setting in decoder_settings if len(decoder_settings) > 1 else []:
         method, grid, steps = parse(setting)
         video, seconds = timed(lambda s=setting: decode(z0, s))
         row = {
@@ -169,7 +174,8 @@ def main() -> dict:
     y = labels[: args.base_videos].to(device)
     shape = ul.latent_shape(frames, height, width)
     reference_classes = None
-    for setting in [REFERENCE, *[s for s in base_settings if s != REFERENCE]]:
+    base_settings = [REFERENCE, *[s for s in base_settings if s != REFERENCE]]
+    for setting in base_settings if len(base_settings) > 1 else []:
         method, grid, steps = parse(setting)
         cfg = SamplingConfig(
             base_steps=steps, method=method, grid=grid, cfg_scale=args.cfg_scale, seed=args.seed
