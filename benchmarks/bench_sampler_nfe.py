@@ -70,7 +70,9 @@ def timed(fn):
 def main() -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_arguments(parser, warmup=0, repeats=1)
-    parser.add_argument("--export", required=True, help="the demo's stage-2 export")
+    parser.add_argument(
+        "--export", required=True, help="the demo's stage-2 export (stage 1's for the decoder)"
+    )
     parser.add_argument("--videos", type=int, default=16, help="held-out clips (decoder)")
     parser.add_argument("--base_videos", type=int, default=32, help="samples per base setting")
     parser.add_argument("--cfg_scale", type=float, default=6.0, help="the demo's")
@@ -96,7 +98,8 @@ def main() -> dict:
         parse(setting)
 
     pipeline = Pipeline.from_pretrained(args.export).to(device).eval()
-    ul, base = pipeline.autoencoder, pipeline.require_base()
+    ul = pipeline.autoencoder
+    base = pipeline.require_base() if base_settings else None  # a clear error before any work
     test = build_dataset("demo", None, "test", frames=FRAMES, resolution=RESOLUTION)
     count = max(args.videos, args.base_videos)
     clips = torch.stack([test[i][0] for i in range(count)])
