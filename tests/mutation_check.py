@@ -107,7 +107,7 @@ def dpmpp_history_shared():
     original, last = samplers.dpmpp_2m_step, {}
 
     def shared(z, x_hat, x_prev, l_prev, l_from, l_to):  # one history for every call
-        if x_prev is None and "x" in last and last["x"].shape == x_hat.shape:
+        if l_prev is None and "x" in last and last["x"].shape == x_hat.shape:
             x_prev, l_prev = last["x"], l_from - (l_to - l_from)
         last["x"] = x_hat
         return original(z, x_hat, x_prev, l_prev, l_from, l_to)

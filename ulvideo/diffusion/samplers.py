@@ -83,16 +83,18 @@ def ddim_step(z: Tensor, x_hat: Tensor, l_from: Tensor, l_to: Tensor) -> Tensor:
     return a_to * x_hat + s_to * eps_hat
 
 
-def dpmpp_2m_step(z: Tensor, x_hat: Tensor, x_prev: Tensor | None, l_prev, l_from, l_to) -> Tensor:
+def dpmpp_2m_step(
+    z: Tensor, x_hat: Tensor, x_prev: Tensor | None, l_prev: Tensor | None, l_from, l_to
+) -> Tensor:
     # DPM-Solver++(2M) (Lu et al. 2022, arXiv 2211.01095, Alg. 2), data prediction, in their
     # lambda = log(alpha / sigma), half of ours: h = (l_to - l_from) / 2.
     # z_to = (s_to / s_from) z - a_to expm1(-h) D, D = (1 + 1/2r) x_hat - 1/2r x_prev, r = h_prev / h.
-    # Without history (the first step) or to the data (h = inf) D = x_hat: the first-order step,
-    # which is DDIM's.
+    # Without history (l_prev None: the first step, and the step to the data, h = inf) D = x_hat:
+    # the first-order step, which is DDIM's.
     a_from, s_from = alpha_sigma(l_from)
     a_to, s_to = alpha_sigma(l_to)
     d = x_hat
-    if x_prev is not None and math.isfinite(float(l_to)):
+    if l_prev is not None:
         c = (l_to - l_from) / (2 * (l_from - l_prev))  # 1 / (2 r)
         d = (1 + c) * x_hat - c * x_prev
     return (s_to / s_from) * z - a_to * torch.expm1((l_from - l_to) / 2) * d
@@ -141,10 +143,13 @@ def _to_data(l_from, l_to, z, x_hat, state, noise_sampler: NoiseSampler):
     return x_hat, None
 
 
-def _stages(method: str, grid: Tensor) -> list[tuple[Tensor, Update]]:
+def _stages(method: str, grid: Tensor, like: Tensor) -> list[tuple[Tensor, Update]]:
     """(log-SNR to evaluate the denoiser at, the update with its prediction) per network
-    evaluation of `method` over `grid`."""
+    evaluation of `method` over `grid`, in like's device and dtype (branches decided on the
+    host once: no syncs while sampling)."""
     get_sampler(method)  # a clear error for an unknown method
+    finite = [math.isfinite(v) for v in grid.tolist()]
+    grid = grid.to(device=like.device, dtype=like.dtype)
     out = []
     for i in range(len(grid) - 1):
         l_from, l_to = grid[i], grid[i + 1]
@@ -153,9 +158,9 @@ def _stages(method: str, grid: Tensor) -> list[tuple[Tensor, Update]]:
         elif method == "ddim":
             out.append((l_from, partial(_ddim_update, l_from, l_to)))
         elif method == "dpmpp-2m":
-            l_prev = grid[i - 1] if i else None
+            l_prev = grid[i - 1] if i and finite[i + 1] else None
             out.append((l_from, partial(_dpmpp_2m_update, l_prev, l_from, l_to)))
-        elif not math.isfinite(float(l_to)):  # heun, the step to the data
+        elif not finite[i + 1]:  # heun, the step to the data
             out.append((l_from, partial(_to_data, l_from, l_to)))
         else:  # heun: 2 evaluations a step
             out.append((l_from, partial(_heun_predict, l_from, l_to)))
@@ -167,7 +172,7 @@ def nfe(method: str, steps: int, to_the_data: bool) -> int:
     """Network evaluations of `method` over `steps` steps (per video, without CFG's doubling):
     `steps`, but Heun's 2 a step, less 1 when the grid ends at the data (the last step is Euler)."""
     grid = torch.zeros(steps + 1, dtype=torch.float64)
-    return len(_stages(method, to_data(grid) if to_the_data else grid))
+    return len(_stages(method, to_data(grid) if to_the_data else grid, grid))
 
 
 @torch.no_grad()
@@ -181,7 +186,7 @@ def sample(
 ) -> Tensor:
     """`method` from `z` at grid[0] to grid[-1]; `noise_sampler(z)` draws each ancestral step's
     noise (per sample with a StackedRandomGenerator; the deterministic methods draw none)."""
-    stages, state = _stages(method, grid.to(device=z.device, dtype=z.dtype)), None
+    stages, state = _stages(method, grid, z), None
     for logsnr, update in tqdm(stages, disable=not progress, desc=method, leave=False):
         z, state = update(z, denoiser(z, logsnr.expand(z.shape[0])), state, noise_sampler)
     return z
@@ -293,7 +298,7 @@ def sample_windows(
     step are two streamed passes. The result does not depend on the windows where they all
     predict the same. Returns z.
     """
-    stages = _stages(method, grid.to(device=z.device, dtype=z.dtype))
+    stages = _stages(method, grid, z)
     groups = {}  # frame span (start, stop) -> [(k, its other slices, its weights per dim)]
     for k, ((span, *rest), axes) in enumerate(windows):
         groups.setdefault((span.start, span.stop), []).append((k, tuple(rest), axes))
