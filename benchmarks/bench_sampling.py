@@ -15,6 +15,7 @@ import argparse
 import torch
 from common import add_common_arguments, autocast, emit, machine, measure, setup
 
+from ulvideo.diffusion import METHODS
 from ulvideo.models import autoencoder_preset, base_preset, build_base
 from ulvideo.sample import SamplingConfig, sample_z0
 from ulvideo.ul import UnifiedLatents
@@ -58,7 +59,7 @@ def main() -> dict:
     parser.add_argument("--resolution", type=int, help="default: 32 for tiny, else 128")
     parser.add_argument("--videos", type=int, default=4, help="videos per batch")
     parser.add_argument("--steps", type=int, nargs="+", default=[16, 64], help="base = decoder")
-    parser.add_argument("--method", choices=["ddpm", "ddim"], default="ddpm")
+    parser.add_argument("--method", choices=METHODS, default="ddpm")
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     args = parser.parse_args()
     device = setup(args)

@@ -75,12 +75,46 @@ def ddim_adds_noise():
     import ulvideo.diffusion.samplers as samplers
 
     def noisy_ddim(denoiser, z, grid, noise_sampler=torch.randn_like, progress=False):
-        for l_from, l_to, logsnr in samplers._steps(grid, z, progress, "ddim"):
-            step = samplers.ddim_step(z, denoiser(z, logsnr), l_from, l_to)
+        for l_from, l_to in zip(grid.to(z), grid[1:].to(z)):
+            step = samplers.ddim_step(z, denoiser(z, l_from.expand(len(z))), l_from, l_to)
             z = step + 0.005 * torch.sigmoid(-l_to).sqrt() * noise_sampler(z)  # 0.5% of sigma_to
         return z
 
     samplers.SAMPLERS["ddim"] = noisy_ddim
+
+
+def heun_without_correction():
+    import ulvideo.diffusion.samplers as samplers
+
+    def predictor_only(l_from, l_to, z, x_hat, state, noise_sampler):
+        return z, None  # the Euler predictor is kept: the trapezoidal correction is dropped
+
+    samplers._heun_correct = predictor_only
+
+
+def dpmpp_without_history():
+    import ulvideo.diffusion.samplers as samplers
+
+    original = samplers._dpmpp_2m_update
+
+    def first_order(l_prev, l_from, l_to, z, x_hat, x_prev, noise_sampler):
+        return original(None, l_from, l_to, z, x_hat, None, noise_sampler)
+
+    samplers._dpmpp_2m_update = first_order
+
+
+def dpmpp_history_shared():
+    import ulvideo.diffusion.samplers as samplers
+
+    original, last = samplers.dpmpp_2m_step, {}
+
+    def shared(z, x_hat, x_prev, l_prev, l_from, l_to):  # one history for every call
+        if l_prev is None and "x" in last and last["x"].shape == x_hat.shape:
+            x_prev, l_prev = last["x"], l_from - (l_to - l_from)
+        last["x"] = x_hat
+        return original(z, x_hat, x_prev, l_prev, l_from, l_to)
+
+    samplers.dpmpp_2m_step = shared
 
 
 def batch_seeded_noise():
@@ -481,6 +515,7 @@ def real_footage_clips_by_video():
 
 
 SAMPLING = "tests/test_sample_cli.py::"
+SAMPLERS_TESTS = "tests/test_samplers.py::"
 FRAME_PREDICTION = [
     SAMPLING + "test_frame_prediction_keeps_context_latents",
     SAMPLING + "test_frame_prediction_conditions_the_base_on_the_context",
@@ -557,6 +592,24 @@ MUTATIONS = {
         "DDIM adds a little noise (0.5% of sigma) from the generator at every step",
         ddim_adds_noise,
         ["tests/test_diffusion.py::test_sampler_recovers_gaussian_statistics"],
+        False,
+    ),
+    "heun_no_correction": (
+        "Heun keeps its Euler predictor: the second-order correction is dropped",
+        heun_without_correction,
+        [SAMPLERS_TESTS + "test_convergence_order[heun]"],
+        False,
+    ),
+    "dpmpp_no_history": (
+        "DPM-Solver++(2M) ignores its previous prediction: first order (DDIM)",
+        dpmpp_without_history,
+        [SAMPLERS_TESTS + "test_convergence_order[dpmpp-2m]"],
+        False,
+    ),
+    "dpmpp_history_shared": (
+        "DPM-Solver++(2M)'s history is module state, reused across calls and videos",
+        dpmpp_history_shared,
+        [SAMPLERS_TESTS + "test_the_multistep_history_belongs_to_one_call_and_one_video"],
         False,
     ),
     "batch_seeded_noise": (

@@ -95,7 +95,9 @@ class PoolingAutoencoder(nn.Module):
     def noisy_latent(self, z, rng=None):
         return z if self.lossless else z + self.OFFSET
 
-    def decode(self, z0, steps, rng=None, window=None, tile=None, student=None):
+    def decode(
+        self, z0, steps, method="ddpm", rng=None, window=None, tile=None, grid="t", student=None
+    ):
         self.decode_steps.append(steps)
         return z0 if self.lossless else F.interpolate(z0, scale_factor=(1, 2, 2), mode="nearest")
 

@@ -225,7 +225,8 @@ def test_cli_sample_info_and_reconstruct_smoke(pipeline, tmp_path, capsys):
     what sampling computes is checked by the sample_z0 / generate tests above."""
     _, _, path = pipeline
     assert main(["sample", "--checkpoint", str(path), "--num", "2", "--frames", "5", "--base_steps", "2",
-                 "--decoder_steps", "2", "--labels", "1,2", "--out", str(tmp_path / "s")]) == 0  # fmt: skip
+                 "--decoder_steps", "2", "--labels", "1,2", "--out", str(tmp_path / "s"),
+                 "--method", "dpmpp-2m", "--grid", "logsnr"]) == 0  # fmt: skip
     assert frames_of(tmp_path / "s" / "sample_0000.mp4") == (5, 16, 16)
     assert (tmp_path / "s" / "samples.png").is_file()
     capsys.readouterr()
@@ -237,7 +238,8 @@ def test_cli_sample_info_and_reconstruct_smoke(pipeline, tmp_path, capsys):
     capsys.readouterr()
     torch.manual_seed(0)  # the bits/pixel draws come from the global RNG
     assert main(["reconstruct", "--checkpoint", str(path), "--input", str(tmp_path / "in.mp4"),
-                 "--frames", "5", "--steps", "2", "--out", str(tmp_path / "r")]) == 0  # fmt: skip
+                 "--frames", "5", "--steps", "2", "--out", str(tmp_path / "r"), "--method", "heun",
+                 "--grid", "karras"]) == 0  # fmt: skip
     report = json.loads(capsys.readouterr().out)
     # the metrics of the checkpoint's model on the clip as read, under --seed 0 and global seed 0
     from ulvideo.cli import _read_video

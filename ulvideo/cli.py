@@ -68,6 +68,7 @@ def cmd_sample(args) -> None:
         base_steps=args.base_steps,
         decoder_steps=args.decoder_steps,
         method=args.method,
+        grid=args.grid,
         cfg_scale=args.cfg_scale,
         batch_size=args.batch_size,
         seed=args.seed,
@@ -96,8 +97,9 @@ def cmd_reconstruct(args) -> None:
     video = _read_video(args.input, args.frames, args.resolution or ul.config.resolution)
     ul.validate_video(video)
     metrics = reconstruction_metrics(
-        ul, video, args.steps, seed=args.seed, window=args.window, tile=args.tile, student=student
-    )
+        ul, video, args.steps, seed=args.seed, window=args.window, tile=args.tile,
+        method=args.method, grid=args.grid, student=student,
+    )  # fmt: skip
     recon = metrics["recon"]
     out = Path(args.out)
     write_mp4(recon[0], out / "reconstruction.mp4")
@@ -151,9 +153,19 @@ def cmd_encode(args) -> None:
 
 
 def cmd_info(args) -> None:
+    from evaluation.fvd import PROTOCOLS
+    from evaluation.k600 import DEFAULT_PROTOCOL
+
     from .models import frame_size
-    from .models.flops import count_params, training_flops_per_example
+    from .models.flops import (
+        count_params,
+        gpu_hours,
+        sampling_flops_per_video,
+        training_flops_per_example,
+    )
     from .train.checkpoint import read_meta
+
+    gpu_hours(1.0, args.mfu, args.peak_tflops)  # clear errors before loading
 
     pipeline = _load(args.checkpoint)
     ul, cfg = pipeline.autoencoder, pipeline.autoencoder.config
@@ -183,6 +195,23 @@ def cmd_info(args) -> None:
         info["flops_per_example"]["stage2"] = training_flops_per_example(
             cfg, "stage2", frames, height, width, base_config=pipeline.base_config
         )
+    sampling = sampling_flops_per_video(
+        cfg, frames, height, width, args.base_steps, args.decoder_steps, args.method,
+        args.cfg_scale, base_config=pipeline.base_config,
+    )  # fmt: skip
+    info["sampling_flops_per_video"] = sampling
+    protocol = PROTOCOLS[DEFAULT_PROTOCOL]
+    videos = protocol.num_samples * protocol.groups
+    info["k600_fvd_cost"] = {
+        "protocol": f"{DEFAULT_PROTOCOL}: {protocol.groups} groups x {protocol.num_samples} videos",
+        "videos": videos,
+        "flops": videos * sampling["flops"],
+        "gpu_hours": gpu_hours(videos * sampling["flops"], args.mfu, args.peak_tflops),
+        "mfu": args.mfu,
+        "peak_tflops": args.peak_tflops,
+        "note": "sampling only, at this checkpoint's model sizes and the --frames/--resolution "
+        "clip (the protocol's: 17 x 128 x 128); I3D features are not counted",
+    }
     meta_dir = Path(args.checkpoint)
     if (meta_dir / "meta.json").is_file():
         info["step"] = read_meta(meta_dir)["step"]
@@ -210,6 +239,8 @@ def cmd_eval(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from .demo import DemoConfig
+    from .diffusion import GRIDS, METHODS
+    from .sample import SamplingConfig
     from .student import DECODER_CHOICES
     from .train.config import add_dataclass_arguments
     from .train.distill import DistillConfig
@@ -243,7 +274,22 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0)
         return p
 
-    def with_decoder(p):
+    defaults = SamplingConfig()
+
+    def with_sampler(p):
+        p.add_argument(
+            "--method",
+            choices=METHODS,
+            default=defaults.method,
+            help="the sampler: ddpm (ancestral, = euler-ancestral), ddim, heun (EDM, 2 network "
+            "evaluations a step), dpmpp-2m (DPM-Solver++ 2M)",
+        )
+        p.add_argument(
+            "--grid",
+            choices=GRIDS,
+            default=defaults.grid,
+            help="the steps' spacing: uniform in t, uniform in log-SNR, or EDM's rho = 7 (karras)",
+        )
         p.add_argument(
             "--decoder",
             choices=DECODER_CHOICES,
@@ -273,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
             )
         return p
 
-    s = with_decoder(
+    s = with_sampler(
         with_window(
             with_checkpoint(
                 sub.add_parser("sample", help="sample videos and write mp4 + a PNG grid")
@@ -291,16 +337,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="frames of --context to continue; with --window shorter than --frames, also the "
         "last frames each new window continues",
     )
-    s.add_argument("--base_steps", type=int, default=64)
-    s.add_argument("--decoder_steps", type=int, default=64)
-    s.add_argument("--method", choices=["ddpm", "ddim"], default="ddpm")
+    s.add_argument("--base_steps", type=int, default=defaults.base_steps)
+    s.add_argument("--decoder_steps", type=int, default=defaults.decoder_steps)
     s.add_argument("--batch_size", type=int, default=16)
     s.add_argument("--fps", type=int, default=8)
     s.add_argument("--gif", action="store_true", help="also write GIFs")
     s.add_argument("--out", default="samples")
     s.set_defaults(func=cmd_sample)
 
-    r = with_decoder(
+    r = with_sampler(
         with_window(
             with_checkpoint(
                 sub.add_parser(
@@ -310,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
     )
     r.add_argument("--input", required=True)
-    r.add_argument("--steps", type=int, default=64)
+    r.add_argument("--steps", type=int, default=defaults.decoder_steps)
     r.add_argument("--out", default="reconstruction")
     r.set_defaults(func=cmd_reconstruct)
 
@@ -353,10 +398,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.set_defaults(func=cmd_eval)
 
-    i = sub.add_parser("info", help="config, parameters, FLOPs/example and step of a checkpoint")
+    i = sub.add_parser(
+        "info",
+        help="config, parameters, training and sampling FLOPs, the cost of a K600 FVD and the "
+        "step of a checkpoint",
+    )
     i.add_argument("checkpoint")
     i.add_argument("--frames", type=int, default=17)
     i.add_argument("--resolution", type=frame_size_arg, default=None, help="a side or HxW")
+    i.add_argument("--base_steps", type=int, default=defaults.base_steps)
+    i.add_argument("--decoder_steps", type=int, default=defaults.decoder_steps)
+    i.add_argument("--method", choices=METHODS, default=defaults.method)
+    i.add_argument(
+        "--cfg_scale", type=float, default=1.0, help="!= 1 doubles the base model's passes"
+    )
+    i.add_argument("--mfu", type=float, default=0.4, help="model FLOP utilisation, for GPU-hours")
+    i.add_argument(
+        "--peak_tflops",
+        type=float,
+        default=989.0,
+        help="the accelerator's peak TFLOP/s (default: H100 SXM bf16 dense)",
+    )
     i.set_defaults(func=cmd_info)
     return parser
 

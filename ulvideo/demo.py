@@ -48,6 +48,8 @@ class DemoConfig:
     # decoder samples and reconstructs: auto | student | teacher (ulvideo.student)
     distill_steps: int = 0
     decoder: str = "auto"
+    method: str = "ddpm"  # the sampler and its grid (SamplingConfig), both models
+    grid: str = "t"
     # class accuracy of 32 samples of the demo's stage 2: CFG 2 / 4 / 6 / 8 -> 44 / 59 / 69 / 75%
     # (docs/STAGE1_DIAGNOSTICS.md, round 9)
     cfg_scale: float = 6.0
@@ -59,6 +61,16 @@ def run_demo(config: DemoConfig) -> dict:
     """Run every step of the demo and return the metrics written to `<out>/metrics.json`."""
     choose_decoder(
         None, config.decoder_steps, "teacher" if config.distill_steps else config.decoder
+    )
+    sampling = SamplingConfig(  # checks the sampler's names before training
+        base_steps=config.base_steps,
+        decoder_steps=config.decoder_steps,
+        method=config.method,
+        grid=config.grid,
+        cfg_scale=config.cfg_scale,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        decoder=config.decoder,
     )
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -158,14 +170,6 @@ def run_demo(config: DemoConfig) -> dict:
     n = min(config.num_videos, len(test))
     real = torch.stack([test[i][0] for i in range(n)])
     labels = torch.tensor([test[i][1] for i in range(n)])
-    sampling = SamplingConfig(
-        base_steps=config.base_steps,
-        decoder_steps=config.decoder_steps,
-        cfg_scale=config.cfg_scale,
-        batch_size=config.batch_size,
-        seed=config.seed,
-        decoder=config.decoder,
-    )
 
     print(
         f"[3/5] sampling {n} videos each: class-conditional (CFG {config.cfg_scale}), unconditional, frame prediction"
@@ -186,8 +190,9 @@ def run_demo(config: DemoConfig) -> dict:
 
     student = pipeline.choose_decoder(config.decoder_steps, config.decoder)
     usage = reconstruction_metrics(
-        pipeline.autoencoder, real, config.decoder_steps, seed=config.seed, student=student
-    )
+        pipeline.autoencoder, real, config.decoder_steps, seed=config.seed,
+        method=config.method, grid=config.grid, student=student,
+    )  # fmt: skip
     recon = usage["recon"]
 
     for name, videos in samples.items():

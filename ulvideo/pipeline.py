@@ -194,14 +194,19 @@ class Pipeline:
         window: int | None = None,
         tile: int | None = None,
         decoder: str = "auto",
+        *,
+        grid: str = "t",
     ) -> Tensor:
-        """encode -> noisy z0 -> decode, streamed / in windows of `window` frames and tiles of
-        `tile` pixels when given (UnifiedLatents.encode, decode); video k's noise depends only on
-        (seed, k). `decoder` picks the teacher or the distilled student (choose_decoder)."""
+        """encode -> noisy z0 -> decode with the sampler `method` on `grid`, streamed / in windows
+        of `window` frames and tiles of `tile` pixels when given (UnifiedLatents.encode, decode);
+        video k's noise depends only on (seed, k). `decoder` picks the teacher or the distilled
+        student (choose_decoder)."""
         self.autoencoder.validate_video(video)
         student = self.choose_decoder(steps, decoder)
         rng = StackedRandomGenerator(video.device, seed, range(len(video)))
-        return self.autoencoder.reconstruct(video, steps, method, rng, window, tile, student)
+        return self.autoencoder.reconstruct(
+            video, steps, method, rng, window, tile, student, grid=grid
+        )
 
     def generate(
         self,

@@ -12,6 +12,7 @@ from torch import Tensor
 from .diffusion import (
     LinearLogSNR,
     StackedRandomGenerator,
+    check_grid,
     context_mask,
     get_sampler,
     logsnr_grid,
@@ -27,7 +28,10 @@ class SamplingConfig:
 
     base_steps: int = 64
     decoder_steps: int = 64
-    method: str = "ddpm"  # "ddpm" (ancestral) or "ddim"
+    # the sampler (ulvideo.diffusion.METHODS: ddpm = euler-ancestral, ddim, heun, dpmpp-2m) and
+    # its grid spacing (GRIDS: uniform in t, in log-SNR, or EDM's rho = 7 "karras"), both models
+    method: str = "ddpm"
+    grid: str = "t"
     cfg_scale: float = 1.0  # 1 = the conditional model alone
     batch_size: int = 16
     seed: int = 0
@@ -36,6 +40,10 @@ class SamplingConfig:
     window_context: int = 5  # 1 + 4k frames: each generated window continues the last ones
     tile: int | None = None  # decode in tiles of this many pixels
     decoder: str = "auto"  # auto | student | teacher (the distilled one: ulvideo.student)
+
+    def __post_init__(self):
+        get_sampler(self.method)  # clear errors for unknown names before any work
+        check_grid(self.grid)
 
 
 def guided_denoiser(base, labels: Tensor | None, cfg_scale: float, context_frames: int):
@@ -73,7 +81,6 @@ def sample_z0(
     batch = len(labels) if labels is not None else cfg.batch_size
     if context_latents is not None:
         batch = context_latents.shape[0]
-    sampler = get_sampler(cfg.method)
     noise = randn_like(torch.empty((batch, *latent_shape), device=device), rng)
     schedule = LinearLogSNR(ul.config.logsnr_latent, ul.config.logsnr_min_latent)
     ctx = 0 if context_latents is None else context_latents.shape[2]
@@ -83,10 +90,10 @@ def sample_z0(
         clean = torch.zeros_like(noise)
         clean[:, :, :ctx] = context_latents
         denoiser = pin_context(denoiser, clean, keep)
-    z0 = sampler(  # the grid ends at lambda(0) = 5: the noisy z0 of UL Algorithm 2
+    z0 = get_sampler(cfg.method)(  # the grid ends at lambda(0) = 5: the noisy z0 of UL Alg. 2
         denoiser,
         noise,
-        logsnr_grid(schedule, cfg.base_steps),
+        logsnr_grid(schedule, cfg.base_steps, cfg.grid),
         noise_sampler=partial(randn_like, rng=rng),
         progress=cfg.progress,
     )
@@ -190,8 +197,8 @@ def generate(
             rng=rng,
         )  # fmt: skip
         video = ul.decode(
-            z0, cfg.decoder_steps, cfg.method, rng, cfg.progress, window=cfg.window, tile=cfg.tile,
-            student=student,
+            z0, cfg.decoder_steps, cfg.method, rng, cfg.progress, window=cfg.window,
+            tile=cfg.tile, grid=cfg.grid, student=student,
         )  # fmt: skip
         if context is not None:
             video[:, :, : context.shape[2]] = context[sl].to(device)

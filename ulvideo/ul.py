@@ -18,6 +18,7 @@ from .diffusion import (
     bits_per_pixel,
     decoder_terms,
     diffuse,
+    get_sampler,
     logsnr_grid,
     prior_elbo,
     ramp_weights,
@@ -186,8 +187,11 @@ class UnifiedLatents(nn.Module):
         tile: int | None = None,
         tile_overlap: int | None = None,
         student=None,
+        *,
+        grid: str = "t",
     ) -> Tensor:
-        """Sample x ~ p(x | z0) by reverse diffusion in log-SNR space (UL Algorithm 2, steps 3-4).
+        """Sample x ~ p(x | z0) by reverse diffusion in log-SNR space (UL Algorithm 2, steps 3-4)
+        with the sampler `method` (ulvideo.diffusion.METHODS) on a `grid` (GRIDS) of `steps` steps.
 
         `rng` (one generator per video) makes video k depend only on its own seed; None draws from
         torch's global RNG, frame by frame (randn_frames). Returns a video in [-1, 1];
@@ -207,6 +211,7 @@ class UnifiedLatents(nn.Module):
             raise ValueError(
                 f"z0 must be B x {self.config.latent_channels} x T_z x H_z x W_z, got {tuple(z0.shape)}"
             )
+        get_sampler(method)  # clear errors before any work
         shape = (z0.shape[0], *self.pixel_shape(*z0.shape[2:]))
         noise_sampler = partial(randn_like, rng=rng)
         # one window of weight 1 by default: exactly the plain decoder
@@ -214,9 +219,9 @@ class UnifiedLatents(nn.Module):
             *self.decode_windows(z0.shape[2:], window, overlap, tile, tile_overlap)
         )
 
-        network, grid = self.decoder, to_data(logsnr_grid(self.pixel_schedule, steps))
+        network, log_snrs = self.decoder, to_data(logsnr_grid(self.pixel_schedule, steps, grid))
         if student is not None:  # progressive distillation trains DDIM steps on its grid
-            network, grid, method = student.network, student.sampling_grid(steps), "ddim"
+            network, log_snrs, method = student.network, student.sampling_grid(steps), "ddim"
 
         def window_denoiser(x_t: Tensor, logsnr: Tensor, k: int) -> Tensor:
             return network(x_t, z0[(..., *latents[k])], logsnr).clamp(-1, 1)
@@ -229,7 +234,7 @@ class UnifiedLatents(nn.Module):
                 window_denoiser,
                 list(windows),
                 randn_frames(z0.new_empty(shape), noise_sampler),
-                grid,  # ends at the pixels
+                log_snrs,  # ends at the pixels
                 noise_sampler=noise_sampler,
                 progress=progress,
             )
@@ -286,11 +291,15 @@ class UnifiedLatents(nn.Module):
         window: int | None = None,
         tile: int | None = None,
         student=None,
+        *,
+        grid: str = "t",
     ) -> Tensor:
         """encode -> noisy_latent -> decode, streamed / in windows of `window` frames when given
-        (see encode, decode; `tile` and `student` as decode's)."""
+        (see encode, decode; `tile`, `student` and `grid` as decode's)."""
         z0 = self.noisy_latent(self.encode(video, window), rng)
-        return self.decode(z0, steps, method, rng, window=window, tile=tile, student=student)
+        return self.decode(
+            z0, steps, method, rng, window=window, tile=tile, student=student, grid=grid
+        )
 
 
 def _latent_span(name: str, value: int, step: int, offset: int, least: int = 1) -> int:

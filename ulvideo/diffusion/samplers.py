@@ -1,15 +1,22 @@
 """Reverse diffusion in log-SNR space as small functions over a grid (k-diffusion style):
-ancestral DDPM and DDIM (UL_METHOD §6, Algorithm 2).
+ancestral DDPM (= Euler-ancestral), DDIM, EDM's Heun and DPM-Solver++(2M) (UL_METHOD §6).
 
 A sampler integrates from `z` at grid[0] to grid[-1] and returns the state there. The base model's
 grid ends at lambda = 5, so it returns the noisy z0 the decoder was trained on; the decoder's grid
-ends at +inf (`to_data`), where a step returns the prediction itself. Clipping predictions and
-pinning context latents are wrappers around the denoiser, not sampler options. Sampling in
-overlapping windows (sample_windows) runs the same steps frame by frame.
+ends at +inf (`to_data`), where a step returns the prediction itself. Grids (`logsnr_grid`) are
+uniform in t ("t"), in lambda ("logsnr") or EDM's rho = 7 in sigma ("karras").
+
+Every method is a list of stages, one per network evaluation: the log-SNR to evaluate at and an
+update `(z, x_hat, state, noise_sampler) -> (z, state)` that is elementwise, so it can run on any
+part of z. `state` is the method's history for those elements (DPM-Solver++'s previous prediction,
+Heun's predictor), created per call, never shared between calls. The plain samplers run the
+stages over the whole z; sample_windows runs the same stages frame by frame. Clipping predictions
+and pinning context latents are wrappers around the denoiser, not sampler options.
 """
 
 import math
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -20,13 +27,37 @@ from .schedules import Schedule
 from .vp import alpha_sigma
 
 NoiseSampler = Callable[[Tensor], Tensor]
+# (z, x_hat, state, noise_sampler) -> (z, state): one stage's elementwise update
+Update = Callable[[Tensor, Tensor, object, NoiseSampler], tuple[Tensor, object]]
+
+GRIDS = ("t", "logsnr", "karras")
+KARRAS_RHO = 7.0  # EDM (Karras et al. 2022, eq. 5)
 
 
-def logsnr_grid(schedule: Schedule, steps: int) -> Tensor:
-    """steps+1 log-SNRs from lambda(1) (noisiest) up to lambda(0), uniform in t (float64)."""
+def check_grid(grid: str) -> str:
+    if grid not in GRIDS:
+        raise ValueError(f"grid must be one of {list(GRIDS)}, got {grid!r}")
+    return grid
+
+
+def logsnr_grid(schedule: Schedule, steps: int, grid: str = "t") -> Tensor:
+    """steps+1 log-SNRs from lambda(1) (noisiest) up to exactly lambda(0) (float64), spaced
+    uniformly in t ("t"), in lambda ("logsnr"), or as EDM's rho = 7 grid in the variance-exploding
+    sigma = exp(-lambda / 2) ("karras")."""
+    check_grid(grid)
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    return schedule(torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64))
+    u = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
+    low, high = float(schedule.logsnr_min), float(schedule.logsnr_max)
+    if grid == "t":
+        out = schedule(1.0 - u)
+    elif grid == "logsnr":
+        out = low + u * (high - low)
+    else:  # EDM eq. 5: sigma_i^(1/rho) uniform from sigma_max to sigma_min
+        root = lambda lam: math.exp(-lam / (2 * KARRAS_RHO))  # noqa: E731
+        out = -2 * KARRAS_RHO * torch.log(root(low) + u * (root(high) - root(low)))
+    out[0], out[-1] = low, high  # the ends exactly (the base model must stop at lambda = 5)
+    return out
 
 
 def to_data(grid: Tensor) -> Tensor:
@@ -52,59 +83,138 @@ def ddim_step(z: Tensor, x_hat: Tensor, l_from: Tensor, l_to: Tensor) -> Tensor:
     return a_to * x_hat + s_to * eps_hat
 
 
-def _steps(grid: Tensor, z: Tensor, progress: bool, name: str):
-    # (l_from, l_to, l_from expanded to the batch) per step, in z's dtype and device
-    grid = grid.to(device=z.device, dtype=z.dtype)
-    for i in tqdm(range(len(grid) - 1), disable=not progress, desc=name, leave=False):
-        yield grid[i], grid[i + 1], grid[i].expand(z.shape[0])
+def dpmpp_2m_step(
+    z: Tensor, x_hat: Tensor, x_prev: Tensor | None, l_prev: Tensor | None, l_from, l_to
+) -> Tensor:
+    # DPM-Solver++(2M) (Lu et al. 2022, arXiv 2211.01095, Alg. 2), data prediction, in their
+    # lambda = log(alpha / sigma), half of ours: h = (l_to - l_from) / 2.
+    # z_to = (s_to / s_from) z - a_to expm1(-h) D, D = (1 + 1/2r) x_hat - 1/2r x_prev, r = h_prev / h.
+    # Without history (l_prev None: the first step, and the step to the data, h = inf) D = x_hat:
+    # the first-order step, which is DDIM's.
+    a_from, s_from = alpha_sigma(l_from)
+    a_to, s_to = alpha_sigma(l_to)
+    d = x_hat
+    if l_prev is not None:
+        c = (l_to - l_from) / (2 * (l_from - l_prev))  # 1 / (2 r)
+        d = (1 + c) * x_hat - c * x_prev
+    return (s_to / s_from) * z - a_to * torch.expm1((l_from - l_to) / 2) * d
 
 
-def _ddpm_update(z, x_hat, l_from, l_to, noise_sampler: NoiseSampler) -> Tensor:
-    return ddpm_step(z, x_hat, l_from, l_to, noise_sampler(z))
+def _ve(l: Tensor) -> tuple[Tensor, Tensor]:
+    # (alpha, sigma_VE): the variance-exploding view x = z / alpha, sigma = exp(-lambda / 2)
+    return alpha_sigma(l)[0], torch.exp(-l / 2)
 
 
-def _ddim_update(z, x_hat, l_from, l_to, noise_sampler: NoiseSampler) -> Tensor:
-    return ddim_step(z, x_hat, l_from, l_to)  # deterministic: draws no noise
+# ---------------------------------------------------------------- the methods as stages
+
+
+def _ddpm_update(l_from, l_to, z, x_hat, state, noise_sampler: NoiseSampler):
+    return ddpm_step(z, x_hat, l_from, l_to, noise_sampler(z)), None
+
+
+def _ddim_update(l_from, l_to, z, x_hat, state, noise_sampler: NoiseSampler):
+    return ddim_step(z, x_hat, l_from, l_to), None  # deterministic: draws no noise
+
+
+def _dpmpp_2m_update(l_prev, l_from, l_to, z, x_hat, x_prev, noise_sampler: NoiseSampler):
+    # the state is the previous step's prediction of these elements: the multistep history
+    return dpmpp_2m_step(z, x_hat, x_prev, l_prev, l_from, l_to), x_hat
+
+
+def _heun_predict(l_from, l_to, z, x_hat, state, noise_sampler: NoiseSampler):
+    # EDM Alg. 1 (Karras et al. 2022) without churn, in the VE form x = z / alpha, dx/dsigma =
+    # (x - D) / sigma: the Euler predictor, keeping (x, d) for the corrector
+    (a_from, s_from), (a_to, s_to) = _ve(l_from), _ve(l_to)
+    x = z / a_from
+    d = (x - x_hat) / s_from
+    return a_to * (x + (s_to - s_from) * d), (x, d)
+
+
+def _heun_correct(l_from, l_to, z, x_hat, state, noise_sampler: NoiseSampler):
+    # EDM Alg. 1 lines 9-11: the trapezoidal rule with the slope at the predicted point
+    x, d = state
+    (_, s_from), (a_to, s_to) = _ve(l_from), _ve(l_to)
+    d_to = (z / a_to - x_hat) / s_to
+    return a_to * (x + (s_to - s_from) * (d + d_to) / 2), None
+
+
+def _to_data(l_from, l_to, z, x_hat, state, noise_sampler: NoiseSampler):
+    # EDM's last step to sigma = 0 is Euler: x + (0 - sigma) (x - D) / sigma = D
+    return x_hat, None
+
+
+def _stages(method: str, grid: Tensor, like: Tensor) -> list[tuple[Tensor, Update]]:
+    """(log-SNR to evaluate the denoiser at, the update with its prediction) per network
+    evaluation of `method` over `grid`, in like's device and dtype (branches decided on the
+    host once: no syncs while sampling)."""
+    get_sampler(method)  # a clear error for an unknown method
+    finite = [math.isfinite(v) for v in grid.tolist()]
+    grid = grid.to(device=like.device, dtype=like.dtype)
+    out = []
+    for i in range(len(grid) - 1):
+        l_from, l_to = grid[i], grid[i + 1]
+        if method in ("ddpm", "euler-ancestral"):
+            out.append((l_from, partial(_ddpm_update, l_from, l_to)))
+        elif method == "ddim":
+            out.append((l_from, partial(_ddim_update, l_from, l_to)))
+        elif method == "dpmpp-2m":
+            l_prev = grid[i - 1] if i and finite[i + 1] else None
+            out.append((l_from, partial(_dpmpp_2m_update, l_prev, l_from, l_to)))
+        elif not finite[i + 1]:  # heun, the step to the data
+            out.append((l_from, partial(_to_data, l_from, l_to)))
+        else:  # heun: 2 evaluations a step
+            out.append((l_from, partial(_heun_predict, l_from, l_to)))
+            out.append((l_to, partial(_heun_correct, l_from, l_to)))
+    return out
+
+
+def nfe(method: str, steps: int, to_the_data: bool) -> int:
+    """Network evaluations of `method` over `steps` steps (per video, without CFG's doubling):
+    `steps`, but Heun's 2 a step, less 1 when the grid ends at the data (the last step is Euler)."""
+    grid = torch.zeros(steps + 1, dtype=torch.float64)
+    return len(_stages(method, to_data(grid) if to_the_data else grid, grid))
 
 
 @torch.no_grad()
-def sample_ddpm(
+def sample(
+    method: str,
     denoiser: Denoiser,
     z: Tensor,
     grid: Tensor,
     noise_sampler: NoiseSampler = torch.randn_like,
     progress: bool = False,
 ) -> Tensor:
-    """Ancestral sampling from `z` at grid[0] to grid[-1]; `noise_sampler(z)` draws each step's
-    noise (per sample with a StackedRandomGenerator)."""
-    for l_from, l_to, logsnr in _steps(grid, z, progress, "ddpm sampling"):
-        z = _ddpm_update(z, denoiser(z, logsnr), l_from, l_to, noise_sampler)
+    """`method` from `z` at grid[0] to grid[-1]; `noise_sampler(z)` draws each ancestral step's
+    noise (per sample with a StackedRandomGenerator; the deterministic methods draw none)."""
+    stages, state = _stages(method, grid, z), None
+    for logsnr, update in tqdm(stages, disable=not progress, desc=method, leave=False):
+        z, state = update(z, denoiser(z, logsnr.expand(z.shape[0])), state, noise_sampler)
     return z
 
 
-@torch.no_grad()
-def sample_ddim(
-    denoiser: Denoiser,
-    z: Tensor,
-    grid: Tensor,
-    noise_sampler: NoiseSampler = torch.randn_like,
-    progress: bool = False,
-) -> Tensor:
-    """Deterministic DDIM from `z` at grid[0] to grid[-1] (`noise_sampler` is not used: the
-    signature is every sampler's)."""
-    for l_from, l_to, logsnr in _steps(grid, z, progress, "ddim sampling"):
-        z = _ddim_update(z, denoiser(z, logsnr), l_from, l_to, noise_sampler)
-    return z
+sample_ddpm = partial(sample, "ddpm")  # ancestral; also k-diffusion's Euler-ancestral (eta 1)
+sample_ddim = partial(sample, "ddim")
+sample_heun = partial(sample, "heun")
+sample_dpmpp_2m = partial(sample, "dpmpp-2m")
 
-
-SAMPLERS = {"ddpm": sample_ddpm, "ddim": sample_ddim}
-_UPDATES = {"ddpm": _ddpm_update, "ddim": _ddim_update}
+# "euler-ancestral": k-diffusion's sample_euler_ancestral (eta = 1) steps x = z / alpha to
+# sigma_down = sigma_to^2 / sigma_from along (x - D) / sigma and adds sigma_up noise,
+# sigma_up^2 = sigma_to^2 (1 - sigma_to^2 / sigma_from^2): the mean D + (sigma_to / sigma_from)^2
+# (x - D) and variance of DDPM's posterior q(z_to | z_from, D) exactly (tests/test_samplers.py)
+SAMPLERS = {
+    "ddpm": sample_ddpm,
+    "euler-ancestral": sample_ddpm,
+    "ddim": sample_ddim,
+    "heun": sample_heun,
+    "dpmpp-2m": sample_dpmpp_2m,
+}
+METHODS = tuple(SAMPLERS)
 
 
 def get_sampler(method: str):
-    """The sampler named `method`: "ddpm" (ancestral) or "ddim"."""
+    """The sampler named `method`, one of METHODS."""
     if method not in SAMPLERS:
-        raise ValueError(f"method must be one of {sorted(SAMPLERS)}, got {method!r}")
+        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
     return SAMPLERS[method]
 
 
@@ -174,18 +284,21 @@ def sample_windows(
     progress: bool = False,
 ) -> Tensor:
     """The sampler `method` over overlapping windows: `window_denoiser(z[window k], logsnr, k)`
-    predicts window k, and each step uses the per-element weighted average of the predictions.
+    predicts window k, and each network evaluation uses the per-element weighted average of the
+    predictions.
 
-    MultiDiffusion (Bar-Tal et al. 2023, eq. 5) averages the windows' next states; a step is
-    affine in x_hat, so averaging x_hat inside every step is the same update. The windows'
-    regions (see Window) must cover z, listed with non-decreasing frame (dim 2) slices. Frames
-    are streamed: a frame is stepped, in place in z, once the last window covering it has
-    predicted, and its noise is drawn on its own, in frame order (randn_frames). So beyond z the
-    memory is one window's frames (its accumulator), and the result does not depend on the
-    windows where they all predict the same. Returns z.
+    MultiDiffusion (Bar-Tal et al. 2023, eq. 5) averages the windows' next states; every stage's
+    update is affine in x_hat, so averaging x_hat inside every stage is the same update. The
+    windows' regions (see Window) must cover z, listed with non-decreasing frame (dim 2) slices.
+    Frames are streamed: a frame is updated, in place in z, once the last window covering it has
+    predicted, its noise drawn on its own, in frame order (randn_frames), and its method state
+    kept per frame. So beyond z the memory is one window's frames (its accumulator) plus the
+    methods' history: none for ddpm, euler-ancestral and ddim, one clip's worth of frames for
+    dpmpp-2m (the previous predictions), two for heun (its predictor), whose two evaluations a
+    step are two streamed passes. The result does not depend on the windows where they all
+    predict the same. Returns z.
     """
-    get_sampler(method)  # a clear error for an unknown method
-    update = _UPDATES[method]
+    stages = _stages(method, grid, z)
     groups = {}  # frame span (start, stop) -> [(k, its other slices, its weights per dim)]
     for k, ((span, *rest), axes) in enumerate(windows):
         groups.setdefault((span.start, span.stop), []).append((k, tuple(rest), axes))
@@ -194,7 +307,9 @@ def sample_windows(
     if spans[0][0] != 0 or spans[-1][1] != frames or any(gaps):
         raise ValueError(f"windows must cover the {frames} frames in order, got spans {spans}")
     every = (slice(None), slice(None))
-    for l_from, l_to, logsnr in _steps(grid, z, progress, f"{method} sampling"):
+    states = [None] * frames  # each frame's history, this call's alone
+    for logsnr, update in tqdm(stages, disable=not progress, desc=method, leave=False):
+        logsnr = logsnr.expand(z.shape[0])
         total = weight = None
         for j, ((lo, hi), members) in enumerate(groups.items()):
             start = spans[j - 1][0] if j else lo  # the frame the carried buffers begin at
@@ -207,7 +322,7 @@ def sample_windows(
                 weight[region] += w
             for f in range(lo, spans[j + 1][0] if j + 1 < len(spans) else frames):
                 x_hat = total[:, :, f - lo] / weight[:, :, f - lo]
-                z[:, :, f] = update(z[:, :, f], x_hat, l_from, l_to, noise_sampler)
+                z[:, :, f], states[f] = update(z[:, :, f], x_hat, states[f], noise_sampler)
     return z
 
 

@@ -33,6 +33,8 @@ def reconstruction_metrics(
     window: int | None = None,
     tile: int | None = None,
     student=None,
+    method: str = "ddpm",
+    grid: str = "t",
 ) -> dict:
     """The stage-1 metrics of one batch, shared by the training evaluation, the demo, `ulvideo
     reconstruct`, `ulvideo rd` and `ulvideo eval reconstruction`.
@@ -45,7 +47,8 @@ def reconstruction_metrics(
     `bits_draws` Monte-Carlo draws of t and noise. `window` (frames) and `tile` (pixels) stream the
     encoder, run the decoder in blended windows and the prior on chunks of `window` frames
     (UnifiedLatents.encode, decode, rate: the bits are then those of coding each chunk on its
-    own). `student` (ulvideo.student.Student) decodes instead of the stage-1 decoder."""
+    own). `method` and `grid` choose the decoder's sampler (UnifiedLatents.decode); `student`
+    (ulvideo.student.Student) decodes instead of the stage-1 decoder."""
     ids = range(first_index, first_index + len(video))
     z_clean = model.encode(video, window=window)
 
@@ -53,7 +56,8 @@ def reconstruction_metrics(
         rng = StackedRandomGenerator(video.device, seed, ids)
         z0 = model.noisy_latent(z_clean, rng)
         return model.decode(
-            z0, steps=decode_steps, rng=rng, window=window, tile=tile, student=student
+            z0, steps=decode_steps, method=method, rng=rng, window=window, tile=tile, grid=grid,
+            student=student,
         ).clamp(-1, 1)
 
     recon = reconstruct(z_clean)

@@ -8,7 +8,15 @@ from .encoder import (
     nearest_frame_counts,
     valid_frame_counts,
 )
-from .flops import PARTS, count_params, params_per_part, training_flops_per_example
+from .flops import (
+    PARTS,
+    count_params,
+    forward_flops,
+    gpu_hours,
+    params_per_part,
+    sampling_flops_per_video,
+    training_flops_per_example,
+)
 from .presets import (
     AUTOENCODER_PRESETS,
     BASE_PRESETS,
@@ -35,6 +43,9 @@ __all__ = [
     "build_prior",
     "check_video_shape",
     "count_params",
+    "forward_flops",
+    "gpu_hours",
+    "sampling_flops_per_video",
     "autoencoder_preset",
     "base_preset",
     "params_per_part",

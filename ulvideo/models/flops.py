@@ -1,4 +1,4 @@
-"""Parameter counts and training FLOPs, counted the paper's way (UL_METHOD §7).
+"""Parameter counts, training FLOPs and sampling FLOPs, counted the paper's way (UL_METHOD §7).
 
 FLOPs = 2 x multiply-adds of every linear and conv layer plus the two attention matmuls, for one
 forward pass of one example, x3 for a training step (forward + backward). They are measured by
@@ -75,6 +75,22 @@ def _needs_base(part: str, base_config: BaseConfig | None) -> None:
         raise ValueError(f"part {part!r} is the base model: pass its base_config")
 
 
+def forward_flops(
+    config: AutoencoderConfig,
+    part: str,
+    frames: int,
+    height: int,
+    width: int,
+    base_config: BaseConfig | None = None,
+) -> float:
+    """FLOPs of one forward pass of `part` (as training_flops_per_example's) on one example of
+    frames x height x width pixels: one network evaluation of a sampler."""
+    _needs_base(part, base_config)
+    check_video_shape((1, config.in_channels, frames, height, width), config, name="clip")
+    parts = STAGES.get(part, (part,))
+    return float(sum(_forward_flops(config, base_config, p, frames, height, width) for p in parts))
+
+
 def training_flops_per_example(
     config: AutoencoderConfig,
     part: str,
@@ -89,10 +105,44 @@ def training_flops_per_example(
     (base only; the latents are precomputed by the frozen encoder). `config` (the autoencoder)
     sets the latent grid; the base model's sizes come from `base_config`.
     """
-    _needs_base(part, base_config)
-    check_video_shape((1, config.in_channels, frames, height, width), config, name="clip")
-    parts = STAGES.get(part, (part,))
-    return 3.0 * sum(_forward_flops(config, base_config, p, frames, height, width) for p in parts)
+    return 3.0 * forward_flops(config, part, frames, height, width, base_config)
+
+
+def sampling_flops_per_video(
+    config: AutoencoderConfig,
+    frames: int,
+    height: int,
+    width: int,
+    base_steps: int,
+    decoder_steps: int,
+    method: str = "ddpm",
+    cfg_scale: float = 1.0,
+    base_config: BaseConfig | None = None,
+) -> dict:
+    """FLOPs of UL Algorithm 2 for one video: the base model's network evaluations (NFE) down to
+    z0, doubled under classifier-free guidance (cfg_scale != 1: a conditional and an
+    unconditional pass), then the decoder's to the pixels (ulvideo.diffusion.nfe: Heun's 2 a
+    step, less the last step to the data). Without a `base_config` only the decoder is counted.
+    Encoding context frames (frame prediction) is not counted: one encoder pass, under 1% of a
+    decoder pass per step at K600 scale."""
+    from ..diffusion import nfe
+
+    decoder_nfe = nfe(method, decoder_steps, to_the_data=True)
+    decoder = decoder_nfe * forward_flops(config, "decoder", frames, height, width)
+    out = {"method": method, "decoder_nfe": decoder_nfe, "decoder_flops": decoder}
+    if base_config is not None:
+        base_nfe = nfe(method, base_steps, to_the_data=False) * (1 if cfg_scale == 1.0 else 2)
+        base = base_nfe * forward_flops(config, "base", frames, height, width, base_config)
+        out.update(base_nfe=base_nfe, base_flops=base)
+    out["flops"] = decoder + out.get("base_flops", 0.0)
+    return out
+
+
+def gpu_hours(flops: float, mfu: float, peak_tflops: float) -> float:
+    """Hours of one accelerator running `flops` at `mfu` of its `peak_tflops` (TFLOP/s)."""
+    if not 0 < mfu <= 1 or peak_tflops <= 0:
+        raise ValueError(f"need 0 < mfu <= 1 and peak_tflops > 0, got {mfu} and {peak_tflops}")
+    return flops / (mfu * peak_tflops * 1e12) / 3600
 
 
 def params_per_part(
