@@ -56,7 +56,13 @@ def reconstruction_metrics(
         rng = StackedRandomGenerator(video.device, seed, ids)
         z0 = model.noisy_latent(z_clean, rng)
         return model.decode(
-            z0, steps=decode_steps, method=method, rng=rng, window=window, tile=tile, grid=grid,
+            z0,
+            steps=decode_steps,
+            method=method,
+            rng=rng,
+            window=window,
+            tile=tile,
+            grid=grid,
             student=student,
         ).clamp(-1, 1)
 
