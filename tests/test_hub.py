@@ -100,13 +100,13 @@ def test_a_hub_id_loads_offline_from_the_cache_at_its_revision(
         Pipeline.from_pretrained("org/other")
     with pytest.raises(FileNotFoundError, match="org/tiny-ul .revision v2. is not in the Hugging"):
         Pipeline.from_pretrained("org/tiny-ul", revision="v2")
-    with pytest.raises(FileNotFoundError, match="does not exist: give an export folder"):
+    with pytest.raises(FileNotFoundError, match="runs/x/final is not a ulvideo export"):
         Pipeline.from_pretrained("runs/x/final")  # two slashes: a local path, not an id
 
     # a local folder of the same name wins; a revision for it is an error, not ignored
     shutil.copytree(stage2, tmp_path / "org" / "tiny-ul")
     assert Pipeline.from_pretrained("org/tiny-ul").base is not None
-    with pytest.raises(ValueError, match="is a local folder: drop the revision"):
+    with pytest.raises(ValueError, match="is a local path: drop the revision"):
         Pipeline.from_pretrained("org/tiny-ul", revision="v1")
     assert snapshot.is_dir()
 

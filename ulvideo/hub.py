@@ -39,18 +39,14 @@ def resolve_checkpoint(checkpoint: str | os.PathLike, revision: str | None = Non
     """A local path as it is; otherwise the snapshot of the hub repo `checkpoint` at `revision`
     (default main) in huggingface_hub's cache, downloaded unless it is there or offline."""
     path = Path(checkpoint)
-    if path.exists():
+    if path.exists() or not is_repo_id(str(checkpoint)):
         if revision is not None:
             raise ValueError(
                 f"revision {revision!r} selects a version of a hub repo, but {checkpoint} is a "
-                "local folder: drop the revision, or move out of the folder that shadows the repo id"
+                "local path: drop the revision, or give a hub repo id org/name (a local folder of "
+                "that name wins)"
             )
         return path
-    if not is_repo_id(str(checkpoint)):
-        raise FileNotFoundError(
-            f"{checkpoint} does not exist: give an export folder (run/final), a training "
-            "checkpoint (run/checkpoint-N) or a Hugging Face Hub repo id (org/name)"
-        )
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.utils import (
         LocalEntryNotFoundError,
@@ -153,21 +149,22 @@ def demo_report(checkpoint) -> list[Path]:
 # ---------------------------------------------------------------------------------------------
 # the model card
 
-# figures of an evaluation report: key -> (what it is, unit / format)
-REPORT_FIGURES = {
+# the figures a card reports: key in an evaluation report -> (what it is, format)
+FIGURES = {
     "bits_per_pixel": ("latent rate (prior, bits/pixel)", "{:.4f}"),
     "psnr": ("reconstruction PSNR (dB)", "{:.2f}"),
     "ssim": ("reconstruction SSIM", "{:.3f}"),
     "psnr_swapped_latent": ("PSNR decoding another clip's latent (dB)", "{:.2f}"),
     "latent_gap_db": ("gap to another clip's latent (dB)", "{:.2f}"),
+    "base_nats": ("base model loss (nats per latent clip)", "{:.1f}"),
 }
-# figures of a stage's evaluation in metrics.jsonl (a fixed batch of held-out clips)
-RUN_FIGURES = {
-    "eval_bits_per_pixel": ("latent rate (prior, bits/pixel)", "{:.4f}"),
-    "eval_psnr": ("reconstruction PSNR (dB)", "{:.2f}"),
-    "eval_psnr_swapped": ("PSNR decoding another clip's latent (dB)", "{:.2f}"),
-    "eval_latent_gap_db": ("gap to another clip's latent (dB)", "{:.2f}"),
-    "eval_base_nats": ("base model loss (nats per latent clip)", "{:.1f}"),
+# the same figures as a stage's evaluation logs them in metrics.jsonl (a fixed held-out batch)
+RUN_KEYS = {
+    "eval_bits_per_pixel": "bits_per_pixel",
+    "eval_psnr": "psnr",
+    "eval_psnr_swapped": "psnr_swapped_latent",
+    "eval_latent_gap_db": "latent_gap_db",
+    "eval_base_nats": "base_nats",
 }
 
 
@@ -176,15 +173,15 @@ def _value(fmt: str, value) -> str:
 
 
 def _run_rows(stage: int, run: dict) -> list[str]:
-    evaluations = [r for r in run["metrics"] if any(k in r for k in RUN_FIGURES)]
+    evaluations = [r for r in run["metrics"] if any(k in r for k in RUN_KEYS)]
     if not evaluations:
         return []
     last = evaluations[-1]
     source = f"stage {stage} run, evaluation at step {last['step']} (metrics.jsonl: held-out clips)"
     return [
-        f"| {name} | {_value(fmt, last[key])} | {source} |"
-        for key, (name, fmt) in RUN_FIGURES.items()
-        if key in last
+        f"| {FIGURES[key][0]} | {_value(FIGURES[key][1], last[logged])} | {source} |"
+        for logged, key in RUN_KEYS.items()
+        if logged in last
     ]
 
 
@@ -230,7 +227,7 @@ def _report_rows(source: str, report: dict) -> list[str]:
     where = f"{source}" + (f" ({described})" if described else "")
     rows = [
         f"| {name} | {_value(fmt, report[key])} | {where} |"
-        for key, (name, fmt) in REPORT_FIGURES.items()
+        for key, (name, fmt) in FIGURES.items()
         if key in report
     ]
     accuracy = report.get("class_accuracy")

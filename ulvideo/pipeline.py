@@ -44,7 +44,8 @@ def find_export(directory: str | os.PathLike, revision: str | None = None) -> Pa
     if not ((directory / AUTOENCODER).is_dir() or (directory / STAGE1_REFERENCE).is_file()):
         raise FileNotFoundError(
             f"{directory} is not a ulvideo export: expected {directory / AUTOENCODER} (written "
-            "by training as <run>/checkpoint-N/export or <run>/final)"
+            "by training as <run>/checkpoint-N/export or <run>/final), or give a Hugging Face "
+            "Hub repo id org/name"
         )
     return directory
 
