@@ -1,5 +1,7 @@
-"""The `ulvideo` command line: demo | sample | reconstruct | encode | distill | rd | eval | info, thin
-over the library: every command that uses a trained model goes through ulvideo.pipeline.Pipeline."""
+"""The `ulvideo` command line: demo | sample | reconstruct | encode | distill | rd | eval | info |
+push, thin over the library: every command that uses a trained model goes through
+ulvideo.pipeline.Pipeline, so `--checkpoint` takes an export, a training checkpoint or a hub repo id
+(org/name)."""
 
 import argparse
 import json
@@ -11,10 +13,10 @@ import torch
 from evaluation.errors import run_main
 
 
-def _load(checkpoint):
+def _load(checkpoint, revision=None):
     from .pipeline import Pipeline
 
-    return Pipeline.from_pretrained(checkpoint)
+    return Pipeline.from_pretrained(checkpoint, revision=revision)
 
 
 def frame_size_arg(text: str) -> int | tuple[int, int]:
@@ -56,7 +58,7 @@ def cmd_sample(args) -> None:
     from .media import write_gif, write_mp4, write_png_grid
     from .sample import SamplingConfig
 
-    pipeline = _load(args.checkpoint)
+    pipeline = _load(args.checkpoint, args.revision)
     pipeline.require_base()
     res = args.resolution or pipeline.autoencoder.config.resolution
     labels = torch.tensor([int(x) for x in args.labels.split(",")]) if args.labels else None
@@ -92,7 +94,7 @@ def cmd_reconstruct(args) -> None:
     from .evaluate.reconstruction import reconstruction_metrics
     from .media import side_by_side, write_mp4
 
-    pipeline = _load(args.checkpoint)
+    pipeline = _load(args.checkpoint, args.revision)
     ul, student = pipeline.autoencoder, pipeline.choose_decoder(args.steps, args.decoder)
     video = _read_video(args.input, args.frames, args.resolution or ul.config.resolution)
     ul.validate_video(video)
@@ -115,7 +117,7 @@ def cmd_reconstruct(args) -> None:
 def cmd_encode(args) -> None:
     from safetensors.torch import save_file
 
-    ul = _load(args.checkpoint).autoencoder
+    ul = _load(args.checkpoint, args.revision).autoencoder
     if args.data and args.window:
         raise ValueError("--window streams --input videos; --data shards are encoded clip by clip")
     if args.data:
@@ -167,7 +169,7 @@ def cmd_info(args) -> None:
 
     gpu_hours(1.0, args.mfu, args.peak_tflops)  # clear errors before loading
 
-    pipeline = _load(args.checkpoint)
+    pipeline = _load(args.checkpoint, args.revision)
     ul, cfg = pipeline.autoencoder, pipeline.autoencoder.config
     frames, (height, width) = args.frames, frame_size(args.resolution or cfg.resolution)
     info = {
@@ -225,6 +227,19 @@ def cmd_distill(args) -> None:
     distill(DistillConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None}))
 
 
+def cmd_push(args) -> None:
+    pipeline = _load(args.checkpoint, args.revision)
+    where = pipeline.push_to_hub(
+        args.repo_id,
+        local_dir=args.local_dir,
+        training_run=args.checkpoint,
+        evaluations=args.evaluation,
+        license=args.license,
+        private=args.private,
+    )
+    print(f"wrote {where}" if args.local_dir else f"uploaded to {args.repo_id}: {where}")
+
+
 def cmd_rd(args) -> None:
     from .train.rd import main as rd_main
 
@@ -259,10 +274,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_arguments(demo, DemoConfig)
     demo.set_defaults(func=cmd_demo)
 
+    def with_revision(p):
+        p.add_argument(
+            "--revision", default=None, help="for a hub repo id: a branch, tag or commit"
+        )
+        return p
+
     def with_checkpoint(p):
         p.add_argument(
-            "--checkpoint", required=True, help="an export (run/final) or a checkpoint-N dir"
+            "--checkpoint",
+            required=True,
+            help="an export (run/final), a checkpoint-N dir or a Hugging Face Hub repo id org/name",
         )
+        with_revision(p)
         p.add_argument("--frames", type=int, default=17)
         p.add_argument(
             "--resolution",
@@ -404,6 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
         "step of a checkpoint",
     )
     i.add_argument("checkpoint")
+    with_revision(i)
     i.add_argument("--frames", type=int, default=17)
     i.add_argument("--resolution", type=frame_size_arg, default=None, help="a side or HxW")
     i.add_argument("--base_steps", type=int, default=defaults.base_steps)
@@ -420,6 +445,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="the accelerator's peak TFLOP/s (default: H100 SXM bf16 dense)",
     )
     i.set_defaults(func=cmd_info)
+
+    p = with_revision(
+        sub.add_parser("push", help="upload an export with a generated model card to the hub")
+    )
+    p.add_argument("--checkpoint", required=True, help="an export, checkpoint-N or hub repo id")
+    p.add_argument("--repo_id", required=True, help="the hub model repo, org/name")
+    p.add_argument(
+        "--local_dir", default=None, help="write the folder (export + README.md) here, no upload"
+    )
+    p.add_argument(
+        "--evaluation",
+        action="append",
+        default=[],
+        help="an evaluation report for the card (ulvideo eval ... --out FILE); repeatable. A demo "
+        "export's metrics.json and its run's metrics.jsonl are read by themselves",
+    )
+    p.add_argument("--license", default=None, help="the card's licence id; default: left unknown")
+    p.add_argument("--private", action="store_true", help="create the repo private")
+    p.set_defaults(func=cmd_push)
     return parser
 
 

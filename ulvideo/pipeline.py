@@ -14,7 +14,8 @@ An export folder (no pickles)::
 A stage-2 training checkpoint's export holds base/ and, instead of a copy of the frozen stage-1
 weights, `stage1.json`: the stage-1 export's path and fingerprint (the sha256 of its weights).
 Loading it loads that export and refuses one whose weights changed. A run's final export is
-self-contained.
+self-contained. A Hugging Face Hub repo id ("org/name") loads through ulvideo.hub, which also
+publishes an export with its model card (`push_to_hub`).
 """
 
 import json
@@ -35,15 +36,19 @@ from .ul import UnifiedLatents
 AUTOENCODER, BASE, STAGE1_REFERENCE = "autoencoder", "base", "stage1.json"
 
 
-def find_export(directory: str | os.PathLike) -> Path:
-    """An export folder, given it or a training checkpoint holding one (checkpoint-N/export)."""
-    directory = Path(directory)
+def find_export(directory: str | os.PathLike, revision: str | None = None) -> Path:
+    """An export folder, given it, a training checkpoint holding one (checkpoint-N/export) or a
+    Hugging Face Hub repo id (ulvideo.hub.resolve_checkpoint: a local path wins)."""
+    from .hub import resolve_checkpoint
+
+    directory = resolve_checkpoint(directory, revision)
     if (directory / "export").is_dir():
         directory = directory / "export"
     if not ((directory / AUTOENCODER).is_dir() or (directory / STAGE1_REFERENCE).is_file()):
         raise FileNotFoundError(
             f"{directory} is not a ulvideo export: expected {directory / AUTOENCODER} (written "
-            "by training as <run>/checkpoint-N/export or <run>/final)"
+            "by training as <run>/checkpoint-N/export or <run>/final), or give a Hugging Face "
+            "Hub repo id org/name"
         )
     return directory
 
@@ -154,9 +159,12 @@ class Pipeline:
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, map_location="cpu") -> "Pipeline":
-        """Load an export (or the export inside a training checkpoint), in eval mode."""
-        directory = find_export(directory)
+    def from_pretrained(
+        cls, directory: str | os.PathLike, map_location="cpu", revision: str | None = None
+    ) -> "Pipeline":
+        """Load an export (or the export inside a training checkpoint, or a hub repo id "org/name"
+        at `revision`), in eval mode, its files verified."""
+        directory = find_export(directory, revision)
         autoencoder = load_autoencoder(directory, map_location)
         student = load_student(
             autoencoder_export(directory) / AUTOENCODER, autoencoder.config, map_location
@@ -167,6 +175,16 @@ class Pipeline:
                 directory / BASE, build_base, BASE, BaseConfig, map_location
             )
         return cls(autoencoder, base, base_config, student)
+
+    def push_to_hub(
+        self, repo_id: str, local_dir: str | os.PathLike | None = None, **kwargs
+    ) -> str:
+        """Upload the export with a generated README.md model card to the hub repo `repo_id`, or
+        only write that folder to `local_dir` (ulvideo.hub.push_to_hub: `training_run`,
+        `evaluations`, `license`, `private`, `token`, `commit_message`)."""
+        from .hub import push_to_hub
+
+        return push_to_hub(self, repo_id, local_dir, **kwargs)
 
     # what a trained model is for
     def choose_decoder(self, steps: int, decoder: str = "auto") -> Student | None:

@@ -21,7 +21,8 @@ from .models.presets import JSONConfig
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 COPY_AGAIN = (
-    "copy the export again, or use the export inside a training checkpoint (checkpoint-N/export)"
+    "copy the export again (from the hub: download it again with force_download=True), or use "
+    "the export inside a training checkpoint (checkpoint-N/export)"
 )
 RESTORE = f"restore the {CONFIG_NAME} written with these weights (was it edited?)"
 

@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data.registry import DATASETS
+from ..hub import is_repo_id
 from ..nn.attention import BACKENDS
+from .trackers import trackers_for
 
 # How clips are cut from video files (ulvideo.data.ClipSampling), and the datasets taking them.
 CLIP_OPTIONS = ("frame_stride", "target_fps", "temporal_crop", "spatial_crop", "flip")
@@ -102,6 +104,8 @@ class TrainConfig:
     keep_last: int = 3
     resume: str | None = "auto"  # "auto" (latest complete checkpoint), a path, or None
     max_nonfinite: int = 20  # consecutive non-finite steps before the run stops
+    # trackers beside metrics.jsonl (ulvideo.train.trackers): none | tensorboard | wandb | all
+    report_to: str = "none"
 
     def validate(self) -> None:
         """Raise a clear error for a configuration that cannot run, before anything is built."""
@@ -140,9 +144,10 @@ class TrainConfig:
                 )
             if self.stage1_checkpoint is None:
                 raise ValueError("stage 2 needs --stage1_checkpoint (an export of a stage-1 run)")
-            if not Path(self.stage1_checkpoint).exists():
+            if not (Path(self.stage1_checkpoint).exists() or is_repo_id(self.stage1_checkpoint)):
                 raise FileNotFoundError(
-                    f"stage1_checkpoint {self.stage1_checkpoint!r} does not exist"
+                    f"stage1_checkpoint {self.stage1_checkpoint!r} does not exist (give an export "
+                    "folder or a hub repo id org/name)"
                 )
         for name in ("batch_size", "grad_accum", "max_steps", "log_every", "checkpoint_every",
                      "eval_every", "keep_last"):  # fmt: skip
@@ -170,6 +175,7 @@ class TrainConfig:
             raise ValueError(f"context_prob must be in [0, 1], got {self.context_prob}")
         if not 0 <= self.label_dropout < 1:
             raise ValueError(f"label_dropout must be in [0, 1), got {self.label_dropout}")
+        trackers_for(self.report_to)  # a known name, installed
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

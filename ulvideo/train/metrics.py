@@ -1,4 +1,5 @@
-"""Run logging: a JSONL metrics file always, plus accelerate trackers (TensorBoard) when present."""
+"""Run logging: a JSONL metrics file always, plus the accelerate trackers of `--report_to`
+(ulvideo.train.trackers) with the same values at the same steps."""
 
 import json
 import math
@@ -8,6 +9,7 @@ from pathlib import Path
 import torch
 
 from .distributed import peak_memory_bytes
+from .trackers import log_clips
 
 
 class MetricsLog:
@@ -41,6 +43,11 @@ class MetricsLog:
         self.accelerator.log(
             {k: v for k, v in values.items() if isinstance(v, (int, float))}, step=step
         )
+
+    def log_clips(self, step: int, videos: dict) -> None:
+        """An evaluation's clips (real, reconstruction) as one image, to the trackers."""
+        if self.accelerator.is_main_process:
+            log_clips(self.accelerator, step, videos)
 
 
 def read_metrics(run_dir) -> list[dict]:

@@ -40,7 +40,8 @@ class Stage1(nn.Module):
     @torch.no_grad()
     def evaluate(self, ema_network, video, labels, decode_steps: int) -> dict:
         """Reconstruction PSNR through the decoder sampler with each clip's own latent and with
-        another clip's, and bits/pixel, on a fixed batch."""
+        another clip's, and bits/pixel, on a fixed batch; "videos": the clips and their
+        reconstructions, for the trackers."""
         from ..evaluate.reconstruction import reconstruction_metrics
 
         metrics = reconstruction_metrics(ema_network, video, decode_steps)
@@ -51,6 +52,7 @@ class Stage1(nn.Module):
             "eval_psnr_swapped": swapped,
             "eval_latent_gap_db": own - swapped,
             "eval_bits_per_pixel": metrics["bits_per_pixel"],
+            "videos": {"real": video, "reconstruction": metrics["recon"]},
         }
 
     @staticmethod

@@ -25,6 +25,7 @@ from .ema import EMA
 from .latents import latent_logsnr_shift
 from .metrics import MetricsLog, Throughput
 from .stages import Stage1, Stage2, load_stage1
+from .trackers import PROJECT, tracker_config, trackers_for
 
 
 class NonFiniteLossError(RuntimeError):
@@ -178,7 +179,7 @@ def train(config: TrainConfig) -> TrainResult:
         cpu=on_cpu,
         mixed_precision=effective_precision(config, on_cpu),
         gradient_accumulation_steps=config.grad_accum,
-        log_with=_trackers(),
+        log_with=trackers_for(config.report_to) or None,
         project_dir=str(out),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
@@ -246,7 +247,9 @@ def train(config: TrainConfig) -> TrainResult:
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         accelerator.init_trackers(
-            "ulvideo", config={k: str(v) for k, v in config.to_dict().items()}
+            PROJECT,
+            config=tracker_config(config.to_dict()),
+            init_kwargs={"wandb": {"name": out.name, "dir": str(out)}},
         )
 
     nonfinite_total = nonfinite_run = 0
@@ -329,6 +332,7 @@ def train(config: TrainConfig) -> TrainResult:
                         evaluation = unwrapped.evaluate(
                             ema.model, *eval_batch, config.eval_decode_steps
                         )
+                    log.log_clips(step, evaluation.pop("videos", {}))
                     log.log(step, evaluation)
                     warm = max(
                         config.warmup_steps, config.latent_hold_steps + config.latent_ramp_steps
@@ -372,11 +376,3 @@ def _mean_across(accelerator, value) -> float:
 
 def _cuda_devices(accelerator) -> list:
     return [accelerator.device] if accelerator.device.type == "cuda" else []
-
-
-def _trackers():
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        return None
-    return "tensorboard"
