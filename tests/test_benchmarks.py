@@ -15,6 +15,9 @@ import torch
 
 from ulvideo.models import autoencoder_preset, base_preset, training_flops_per_example
 
+# every test here runs benchmark scripts as subprocesses: minutes in all on 2 cores
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 PEAK_TFLOPS = 0.5
 QUICK = ["train_step", "attention_modes", "attention_backends", "sampling"]

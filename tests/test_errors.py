@@ -36,6 +36,7 @@ def run(*args, debug=False) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_entry_points_report_one_line(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

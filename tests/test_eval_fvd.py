@@ -362,6 +362,7 @@ def test_cli_rejects_short_videos_and_mismatched_resolutions(tmp_path, monkeypat
         )
 
 
+@pytest.mark.slow
 def test_package_exports_resolve_and_the_cli_module_runs_once():
     import evaluation
 

@@ -134,6 +134,7 @@ def test_real_weights_put_playing_cricket_first_by_a_wide_margin(cricket):
     assert probabilities[PLAYING_CRICKET] > 20 * runner_up
 
 
+@pytest.mark.slow
 def test_real_weights_give_face_classes_for_a_man_talking_in_a_car(carphone):
     label_map = SHARED_DATA / "kinetics400_label_map.txt"
     if not label_map.is_file():

@@ -180,6 +180,7 @@ accelerator.end_training()  # tear the process group down: no rank exits while g
 """
 
 
+@pytest.mark.slow
 def test_two_processes_gather_the_features_of_one_process_in_order(tmp_path):
     script = tmp_path / "run.py"
     out, report = tmp_path / "features.pt", tmp_path / "report.json"

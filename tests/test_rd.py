@@ -20,6 +20,7 @@ TRAIN_FLAGS = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_sweep_trains_one_run_per_setting_and_scores_each_export(tmp_path, monkeypatch):
     import ulvideo.train.rd as rd
 
@@ -111,6 +112,7 @@ def sweep(tmp_path_factory) -> dict:
     return rows
 
 
+@pytest.mark.slow
 def test_the_rate_follows_both_knobs_and_the_latent_carries_the_clip(sweep):
     # measured (bits/pixel, PSNR, swapped PSNR): c_lf 1 / 2 / 4 at b 2: 0.0080, 13.82, 12.37 /
     # 0.0139, 15.00, 12.06 / 0.0272, 15.99, 11.88; b 4 / 8 at c_lf 2: 0.0217, 14.87, 11.80 /
@@ -131,6 +133,7 @@ def test_the_rate_follows_both_knobs_and_the_latent_carries_the_clip(sweep):
     assert top["psnr"] - top["psnr_swapped_latent"] > 2.0, top
 
 
+@pytest.mark.slow
 def test_windowed_reconstruction_is_within_half_a_db_of_the_whole_clip(sweep):
     """A trained stage 1 (c_lf 4, b 2 of the sweep) on 17-frame test clips, decoded whole and in
     blended 9-frame windows (streamed encode, windowed decode and rate): PSNR within 0.5 dB

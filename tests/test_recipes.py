@@ -51,6 +51,7 @@ def check_pair(s1, s2, model_settings, num_classes):
     assert base["num_classes"] == num_classes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset", RECIPE_PAIRS)
 def test_recipe_pair_runs_on_demo_data(tmp_path, dataset):
     model_settings, num_classes, flags = RECIPE_PAIRS[dataset]
@@ -63,6 +64,7 @@ def test_recipe_pair_runs_on_demo_data(tmp_path, dataset):
     check_pair(s1, s2, model_settings, num_classes)
 
 
+@pytest.mark.slow
 def test_videos_recipes_train_on_a_folder_of_videos(tmp_path):
     from test_data_video import coded_frames
 
@@ -88,6 +90,7 @@ def test_videos_recipes_train_on_a_folder_of_videos(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_recipe_reports_bad_flags_before_training(tmp_path):
     cmd = [sys.executable, str(ROOT / "recipes" / "kinetics600_stage1.py"), "--data", "kinetics600",
            "--data_root", str(tmp_path / "missing"), "--output_dir", str(tmp_path / "run")]  # fmt: skip

@@ -377,6 +377,7 @@ def test_pipeline_round_trip(pipeline):
             assert k == k2 and torch.equal(v, v2)
 
 
+@pytest.mark.slow
 def test_demo_end_to_end_smoke(tmp_path, monkeypatch):
     """A smoke test: 8 steps per stage learn nothing; what a full demo learns is measured by its
     swapped-latent gap and class accuracy (README, docs/STAGE1_DIAGNOSTICS.md). Its reported
@@ -439,6 +440,7 @@ def test_demo_end_to_end_smoke(tmp_path, monkeypatch):
     assert "class accuracy" in summary
 
 
+@pytest.mark.slow
 def test_k600_protocol_from_a_stage2_export_smoke(pipeline, tmp_path):
     """A smoke test: `ulvideo eval k600` on a small Kinetics tree, real I3D, through
     ulvideo's sampler, with an untrained pipeline (finite FVDs, independent noise per group); the

@@ -199,6 +199,7 @@ def test_nonfinite_guard_skips_counts_and_stops(tmp_path, monkeypatch):
     assert not (tmp_path / "diverged" / "final").exists()
 
 
+@pytest.mark.slow
 def test_stage1_learns_then_stage2_learns(tmp_path):
     steps = 60
     s1 = train(
@@ -321,6 +322,7 @@ def test_compile_flag_compiles_the_trained_network(tmp_path, monkeypatch):
     assert len(compiled) == 1 and isinstance(compiled[0], UnifiedLatents)
 
 
+@pytest.mark.slow
 def test_two_processes_gloo_identical_weights(tmp_path):
     # 8 examples, one global batch of 2 x 4 per epoch: each process reads its 4 under the epoch
     # of their batch (there accelerate leaves the dataset's set_epoch to the trainer)
@@ -522,6 +524,7 @@ def test_stage2_context_coin_and_label_dropout_are_independent_draws(tmp_path):
     assert 16 <= agree <= 48, agree
 
 
+@pytest.mark.slow
 def test_training_losses_have_no_host_syncs_or_graph_breaks(tmp_path):
     # finiteness and label checks live at the edges, so torch.compile sees each loss as one graph
     from ulvideo.models import autoencoder_preset
@@ -566,6 +569,7 @@ ON_CUDA = [
         pytest.param(2, "inductor", "cuda", marks=ON_CUDA),
     ],
 )
+@pytest.mark.slow
 def test_compiled_step_equals_eager_step(tmp_path, stage_number, backend, device):
     # --compile (ulvideo.nn.compile_blocks) gives the eager step's loss and gradients. On the CPU
     # dynamo's capture and AOT autograd of every block (aot_eager): inductor's C++ compilation

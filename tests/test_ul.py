@@ -209,6 +209,7 @@ def test_base_gradients_reach_every_parameter_with_labels_and_context():
     assert dead == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("warmup", [1.0, 0.0])
 def test_tiny_model_overfits_one_batch_and_keeps_its_latent_only_under_the_warm_up(warmup):
     """50 Adam steps (lr 2e-3) on one batch of 2 real 5x32x32 clips cut the expected UL loss
