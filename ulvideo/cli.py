@@ -160,7 +160,7 @@ def cmd_info(args) -> None:
         "config": cfg.to_dict(),
         "params": {
             "encoder": count_params(ul.encoder),
-            "prior": count_params(ul.prior),
+            "prior": count_params(ul.prior) if ul.prior is not None else 0,
             "decoder": count_params(ul.decoder),
         },
         "flops_per_example": {

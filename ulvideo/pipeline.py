@@ -202,8 +202,11 @@ class Pipeline:
         return generate(
             self.autoencoder, self.require_base(), num_videos, frames, resolution, cfg,
             labels=labels, context=context, indices=indices,
+            latent_scale=self.base_config.latent_scale,
         )  # fmt: skip
 
     def frame_predictor(self, cfg: SamplingConfig):
         """`generate(context, num_frames, labels, sample_ids)` for the K600 protocol."""
-        return frame_predictor(self.autoencoder, self.require_base(), cfg)
+        return frame_predictor(
+            self.autoencoder, self.require_base(), cfg, self.base_config.latent_scale
+        )

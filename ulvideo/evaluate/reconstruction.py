@@ -40,7 +40,7 @@ def reconstruction_metrics(
     batch rolled by one) under the same noise, video k's from (seed, first_index + k) alone. Returns
     `recon`, per-frame `psnr` and `ssim` (B x T), `psnr_swapped` (B,; a decoder that ignores its
     latent scores it as well as `psnr`) and the prior's `bits_per_pixel`, the batch mean over
-    `bits_draws` Monte-Carlo draws of t and noise. `window` (frames) and `tile` (pixels) stream the
+    `bits_draws` Monte-Carlo draws of t and noise (the KL arm: its KL, in closed form). `window` (frames) and `tile` (pixels) stream the
     encoder, run the decoder in blended windows and the prior on chunks of `window` frames
     (UnifiedLatents.encode, decode, rate: the bits are then those of coding each chunk on its
     own)."""
@@ -54,7 +54,10 @@ def reconstruction_metrics(
 
     recon = decode(z0)
     _, _, frames, height, width = video.shape
-    nats = [model.rate(z_clean, window).mean() for _ in range(bits_draws)]
+    if getattr(getattr(model, "config", None), "regularizer", "ul") == "kl":  # closed form: exact
+        nats = [model.kl_rate(video, window).mean()] * bits_draws
+    else:
+        nats = [model.rate(z_clean, window).mean() for _ in range(bits_draws)]
     bits = [float(bits_per_pixel(n, frames, height, width)) for n in nats]
     metrics = {
         "recon": recon,
