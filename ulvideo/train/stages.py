@@ -16,8 +16,8 @@ from ..diffusion import ShiftedCosine, base_loss, stratified_t
 from ..diffusion.noise import TrainingDraws
 from ..models import base_preset, build_base, check_video_shape, training_flops_per_example
 from ..pipeline import Pipeline, load_autoencoder, save_stage2_checkpoint
-from .latents import latent_logsnr_shift
 from ..ul import UnifiedLatents
+from .latents import latent_logsnr_shift
 
 MIN_LATENT_GAP_DB = 1.0  # below this swapped-latent PSNR gap, stage 1 has collapsed
 # beyond this distance from 2 ln(1/std) of the latents, stage 2's training draws miss their signal
