@@ -187,6 +187,12 @@ def cmd_rd(args) -> None:
     rd_main(args.rest)
 
 
+def cmd_compare(args) -> None:
+    from .train.compare import main as compare_main
+
+    compare_main(args.rest)
+
+
 def cmd_eval(args) -> None:
     from .evaluate import main as eval_main
 
@@ -301,6 +307,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rd.set_defaults(func=cmd_rd)
 
+    cmp = sub.add_parser(
+        "compare-latents",
+        help="UL against KL (Stable-Diffusion style) latents at equal bits/pixel: stage-2 "
+        "sample quality against its training FLOPs (compare.json, compare.png)",
+        add_help=False,
+    )
+    cmp.set_defaults(func=cmd_compare)
+
     ev = sub.add_parser(
         "eval",
         help="evaluate a checkpoint: reconstruction | k600 | ucf101-real (then --help)",
@@ -322,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(argv: list[str]) -> None:
     args, rest = build_parser().parse_known_args(argv)
-    if rest and args.command not in ("rd", "eval"):  # these two pass their flags on
+    if rest and args.command not in ("rd", "eval", "compare-latents"):  # these pass flags on
         build_parser().parse_args(argv)
     args.rest = rest
     args.func(args)

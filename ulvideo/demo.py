@@ -50,12 +50,9 @@ class DemoConfig:
     seed: int = 0
 
 
-def run_demo(config: DemoConfig) -> dict:
-    """Run every step of the demo and return the metrics written to `<out>/metrics.json`."""
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    common = dict(
+def common_settings(config: DemoConfig) -> dict:
+    """The training settings both of the demo's stages share."""
+    return dict(
         data="demo",
         resolution=RESOLUTION,
         num_workers=0,
@@ -65,11 +62,11 @@ def run_demo(config: DemoConfig) -> dict:
         eval_decode_steps=config.decoder_steps,
         resume=None,
     )
-    print(
-        f"[1/5] stage 1: encoder + prior + decoder, {config.stage1_steps} steps on "
-        f"{config.stage1_frames}-frame clips (c_lf {config.loss_factor}, b {config.decoder_bias})"
-    )
-    s1 = TrainConfig(
+
+
+def stage1_config(config: DemoConfig, output_dir) -> TrainConfig:
+    """The demo's stage 1 (also `ulvideo compare-latents`' defaults on the demo data)."""
+    return TrainConfig(
         stage=1,
         preset="tiny",
         model={
@@ -77,7 +74,7 @@ def run_demo(config: DemoConfig) -> dict:
             "decoder_bias": config.decoder_bias,
             "spatial_downsample": config.spatial_downsample,
         },
-        output_dir=str(out / "stage1"),
+        output_dir=str(output_dir),
         batch_size=config.batch_size,
         lr=1e-3,
         frames=config.stage1_frames,
@@ -88,8 +85,25 @@ def run_demo(config: DemoConfig) -> dict:
         latent_ramp_steps=config.stage1_steps // 4,
         checkpoint_every=config.stage1_steps,
         eval_every=max(1, config.stage1_steps // 2),  # after the warm-up, and at the end
-        **common,
+        **common_settings(config),
     )
+
+
+def base_patch_size(spatial_downsample: int) -> int:
+    """The base model's patch: 2x2 on a 4x latent grid, so stage 2 costs what it does at 8x."""
+    return max(1, 8 // spatial_downsample)
+
+
+def run_demo(config: DemoConfig) -> dict:
+    """Run every step of the demo and return the metrics written to `<out>/metrics.json`."""
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    print(
+        f"[1/5] stage 1: encoder + prior + decoder, {config.stage1_steps} steps on "
+        f"{config.stage1_frames}-frame clips (c_lf {config.loss_factor}, b {config.decoder_bias})"
+    )
+    s1 = stage1_config(config, out / "stage1")
     train(s1)
     print(f"[2/5] stage 2: base model on frozen latents, {config.stage2_steps} steps")
     # UL §5: stage 2 needs only the frozen encoder's latents, and the demo clips are fixed, so
@@ -113,7 +127,7 @@ def run_demo(config: DemoConfig) -> dict:
         stage=2,
         base_preset="tiny",
         model={
-            "patch_size": max(1, 8 // config.spatial_downsample),
+            "patch_size": base_patch_size(config.spatial_downsample),
             "bias": shift,
             "schedule_shift": shift,
         },
@@ -131,7 +145,7 @@ def run_demo(config: DemoConfig) -> dict:
         warmup_steps=short_run_warmup(config.stage2_steps),
         checkpoint_every=config.stage2_steps,
         eval_every=config.stage2_steps,
-        **common,
+        **common_settings(config),
     )
     train(s2)
 

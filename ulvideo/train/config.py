@@ -185,12 +185,16 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
 
 
 def parse_config(
-    cls: type[TrainConfig] = TrainConfig, argv: list[str] | None = None
+    cls: type[TrainConfig] = TrainConfig,
+    argv: list[str] | None = None,
+    defaults: dict | None = None,
 ) -> TrainConfig:
-    """Build `cls` from command-line flags named after its fields (`--lr 3e-4 --model '{...}'`)."""
+    """Build `cls` from command-line flags named after its fields (`--lr 3e-4 --model '{...}'`),
+    over `defaults` (field values) where given."""
     parser = argparse.ArgumentParser(description=cls.__doc__)
     add_dataclass_arguments(parser, cls)
-    given = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
+    flags = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
+    given = {**(defaults or {}), **flags}
     if given.get("data", _default(cls, "data")) == "demo":
         given = {**DEMO_DEFAULTS, **given}
     return cls(**given)
