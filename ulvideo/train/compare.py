@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.utils.data import Subset
 
 from evaluation.errors import run_main
 
@@ -56,6 +57,7 @@ class CompareConfig:
     stage2_lr: float = 3e-3
     eval_points: int = 4  # stage-2 checkpoints scored, evenly spaced over its budget
     eval_frames: int = 17  # clips of stage 2 and of every score
+    stage2_clips: int | None = None  # stage 2 trains on the first this many clips (None: all)
     eval_videos: int = 16  # test clips reconstructed per probe
     eval_batch_size: int = 8
     num_samples: int = 32  # class-conditional samples per stage-2 checkpoint
@@ -127,8 +129,7 @@ def stage1_defaults(recipe, train_argv: list[str]) -> TrainConfig:
     given = _given_fields(train_argv)
     demo = DemoConfig(stage1_steps=given.get("max_steps", COMPARE_STAGE1_STEPS))
     defaults = stage1_config(demo, "runs/compare").to_dict()
-    config = parse_config(TrainConfig, train_argv, defaults=defaults)
-    return dataclasses.replace(config, model={**defaults["model"], **config.model})
+    return parse_config(TrainConfig, train_argv, defaults=defaults)
 
 
 def _given_fields(argv: list[str]) -> dict:
@@ -265,6 +266,9 @@ def _stage2(train_config: TrainConfig, arm: str, stage1: dict, cmp: CompareConfi
     train_clips = build_dataset(
         train_config.data, train_config.data_root, "train", cmp.eval_frames, train_config.resolution
     )
+    if cmp.stage2_clips is not None:
+        train_clips = Subset(train_clips, range(min(cmp.stage2_clips, len(train_clips))))
+        train_clips.num_classes = train_clips.dataset.num_classes
     latents = precompute_latents(ul, train_clips, out / "stage2_latents", batch_size=16)
     shift = latent_logsnr_shift(latents)
     model = {"patch_size": base_patch_size(ul.config.spatial_downsample)}
