@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from ulvideo.train.compare import bracket, main, stage1_defaults
+from ulvideo.compare import bracket, main, stage1_defaults
 
 
 def power_law(scale: float, power: float):

@@ -188,7 +188,7 @@ def cmd_rd(args) -> None:
 
 
 def cmd_compare(args) -> None:
-    from .train.compare import main as compare_main
+    from .compare import main as compare_main
 
     compare_main(args.rest)
 

@@ -59,7 +59,7 @@ def sweep(train_config: TrainConfig, sweep_config: SweepConfig) -> list[dict]:
         train_config.frames,
         train_config.resolution,
     )
-    i3d = _i3d() if sweep_config.rfvd else None
+    i3d = optional_i3d() if sweep_config.rfvd else None
     rows = []
     for config in _grid(train_config, sweep_config):
         result = train(config)
@@ -70,7 +70,7 @@ def sweep(train_config: TrainConfig, sweep_config: SweepConfig) -> list[dict]:
                 "loss_factor": config.model["loss_factor"],
                 "decoder_bias": config.model["decoder_bias"],
                 "run": config.output_dir,
-                **_score(result.ema, dataset, sweep_config, i3d),
+                **score_reconstruction(result.ema, dataset, sweep_config, i3d),
             }
         )
         (out / "rd.json").write_text(json.dumps(rows, indent=2))  # partial results survive
@@ -92,7 +92,9 @@ def _grid(train_config: TrainConfig, sweep_config: SweepConfig) -> list[TrainCon
     ]
 
 
-def _score(model, dataset, sweep_config: SweepConfig, i3d) -> dict:
+def score_reconstruction(model, dataset, sweep_config: SweepConfig, i3d) -> dict:
+    """bits/pixel, PSNR, SSIM, the swapped-latent PSNR and (with an `i3d`) the rFVD of `model`
+    on the first `sweep_config.eval_videos` clips of `dataset`."""
     from ..evaluate.reconstruction import evaluate_reconstruction
 
     report = evaluate_reconstruction(
@@ -107,7 +109,8 @@ def _score(model, dataset, sweep_config: SweepConfig, i3d) -> dict:
     return {k: report[k] for k in keys if k in report}
 
 
-def _i3d():
+def optional_i3d():
+    """The I3D network, or None (with one line) when its weights are not installed."""
     from evaluation.i3d import load_i3d
 
     try:
@@ -142,7 +145,7 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def _load_recipe(path: str) -> type[TrainConfig]:
+def load_recipe(path: str) -> type[TrainConfig]:
     """The TrainConfig subclass a recipe script defines (its defaults become the sweep's)."""
     spec = importlib.util.spec_from_file_location("ulvideo_recipe", path)
     if spec is None or not Path(path).is_file():
@@ -167,7 +170,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--recipe", default=None)
     known, rest = pre.parse_known_args(argv)
-    recipe = _load_recipe(known.recipe) if known.recipe else TrainConfig
+    recipe = load_recipe(known.recipe) if known.recipe else TrainConfig
     parser = argparse.ArgumentParser(
         prog="ulvideo rd", description=__doc__.split("\n")[0], parents=[pre]
     )

@@ -11,7 +11,7 @@ It writes `compare.json` (one row per arm and checkpoint) and `compare.png` (sam
 against stage-2 training FLOPs, one curve per arm).
 
     ulvideo compare-latents --data demo --output_dir runs/compare
-    accelerate launch -m ulvideo.train.compare --recipe recipes/kinetics600_stage1.py \\
+    accelerate launch -m ulvideo.compare --recipe recipes/kinetics600_stage1.py \\
         --data_root /data/kinetics600 --target_bpp 0.05 --output_dir runs/k600_compare
 """
 
@@ -29,8 +29,8 @@ from torch.utils.data import Subset
 
 from evaluation.errors import run_main
 
-from .config import TrainConfig, add_dataclass_arguments, parse_config, short_run_warmup
-from .rd import _i3d, _load_recipe, _score
+from .train.config import TrainConfig, add_dataclass_arguments, parse_config, short_run_warmup
+from .train.rd import load_recipe, optional_i3d, score_reconstruction
 
 # the demo's stage 1 is 1100 steps; each arm's probes and stage 2 must fit 30 minutes on 2 cores
 COMPARE_STAGE1_STEPS = 500
@@ -124,7 +124,7 @@ def stage1_defaults(recipe, train_argv: list[str]) -> TrainConfig:
     probe = parse_config(recipe or TrainConfig, train_argv)
     if recipe is not None or probe.data != "demo":
         return probe
-    from ..demo import DemoConfig, stage1_config
+    from .demo import DemoConfig, stage1_config
 
     given = _given_fields(train_argv)
     demo = DemoConfig(stage1_steps=given.get("max_steps", COMPARE_STAGE1_STEPS))
@@ -140,7 +140,7 @@ def _given_fields(argv: list[str]) -> dict:
 
 def compare(train_config: TrainConfig, cmp: CompareConfig) -> dict:
     """Run the comparison; write compare.json and compare.png into train_config.output_dir."""
-    from ..data import build_dataset
+    from .data import build_dataset
 
     cmp.validate()
     if train_config.stage != 1:
@@ -153,7 +153,7 @@ def compare(train_config: TrainConfig, cmp: CompareConfig) -> dict:
         train_config.data, train_config.data_root, _eval_split(train_config),
         cmp.eval_frames, train_config.resolution,
     )  # fmt: skip
-    i3d = _i3d() if cmp.fvd else None
+    i3d = optional_i3d() if cmp.fvd else None
     report = {"target_bpp": cmp.target_bpp, "tolerance": cmp.tolerance, "arms": {}, "rows": []}
     for arm in cmp.arm_list:
         measure = lambda knob, arm=arm: _stage1_probe(train_config, arm, knob, test, cmp, i3d)  # noqa: E731
@@ -229,17 +229,17 @@ def _probe_config(train_config: TrainConfig, arm: str, knob: float) -> TrainConf
 
 
 def _stage1_probe(train_config, arm, knob, test, cmp, i3d) -> tuple[float, dict]:
-    from .trainer import train
+    from .train.trainer import train
 
     config = _probe_config(train_config, arm, knob)
     result = train(config)
-    scores = _score(result.ema, test, _sweep(cmp), i3d)
+    scores = score_reconstruction(result.ema, test, _sweep(cmp), i3d)
     scores.update(export=str(Path(config.output_dir) / "final"), config=_comparable(config))
     return scores["bits_per_pixel"], scores
 
 
 def _sweep(cmp: CompareConfig):
-    from .rd import SweepConfig
+    from .train.rd import SweepConfig
 
     return SweepConfig(
         eval_videos=cmp.eval_videos,
@@ -255,11 +255,11 @@ def _comparable(config: TrainConfig) -> dict:
 
 def _stage2(train_config: TrainConfig, arm: str, stage1: dict, cmp: CompareConfig) -> dict:
     """Encode the training clips once, then train the base model on them (as the demo does)."""
-    from ..data import build_dataset
-    from ..demo import base_patch_size
-    from ..pipeline import load_autoencoder
-    from .latents import LatentShards, latent_logsnr_shift, precompute_latents
-    from .trainer import train
+    from .data import build_dataset
+    from .demo import base_patch_size
+    from .pipeline import load_autoencoder
+    from .train.latents import LatentShards, latent_logsnr_shift, precompute_latents
+    from .train.trainer import train
 
     out = Path(train_config.output_dir) / arm
     ul = load_autoencoder(stage1["export"])
@@ -308,7 +308,7 @@ def _stage2(train_config: TrainConfig, arm: str, stage1: dict, cmp: CompareConfi
 
 def _shards_fingerprint(directory) -> dict:
     """The training clips' count and the sha256 of their labels in order: equal for equal data."""
-    from .latents import LatentShards
+    from .train.latents import LatentShards
 
     shards = LatentShards(directory)
     labels = [shards[i][1] for i in range(len(shards))]
@@ -321,15 +321,19 @@ def _stage1_metrics(stage1: dict) -> dict:
 
 
 def _score_stage2(run: dict, test, cmp: CompareConfig, i3d) -> list[dict]:
-    from ..models.flops import training_flops_per_example
-    from ..pipeline import Pipeline
-    from ..sample import SamplingConfig
-    from .checkpoint import complete_checkpoints
-    from .metrics import read_metrics
+    from .models.flops import training_flops_per_example
+    from .pipeline import Pipeline
+    from .sample import SamplingConfig
+    from .train.checkpoint import complete_checkpoints
+    from .train.metrics import read_metrics
 
     n = min(cmp.num_samples, len(test))
     real = torch.stack([test[i][0] for i in range(n)])
     labels = torch.tensor([test[i][1] for i in range(n)])
+    if i3d is not None:
+        from evaluation.fvd import video_features
+
+        real_features = video_features(real, i3d, "tfgan")  # the first 16 frames, as FVD takes
     losses = {r["step"]: r["base_nats"] for r in read_metrics(run["run"]) if "base_nats" in r}
     config = run["config"]
     rows = []
@@ -357,12 +361,12 @@ def _score_stage2(run: dict, test, cmp: CompareConfig, i3d) -> list[dict]:
             else None,
         }
         if config["data"] == "demo":
-            from ..evaluate.digits import class_accuracy
+            from .evaluate.digits import class_accuracy
 
             # MovingDigits draws digits half the canvas wide
             row["class_accuracy"] = class_accuracy(videos, labels, config["resolution"] // 2)
         if i3d is not None:
-            row["fvd"] = _fvd(real, videos, i3d)
+            row["fvd"] = _fvd(real_features, videos, i3d)
         rows.append(row)
         print(
             f"stage 2 step {step}: "
@@ -371,14 +375,12 @@ def _score_stage2(run: dict, test, cmp: CompareConfig, i3d) -> list[dict]:
     return rows
 
 
-def _fvd(real, fake, i3d) -> float:
+def _fvd(real_features, fake, i3d) -> float:
     from evaluation.fvd import fvd_report, protocol_settings, video_features
 
     protocol = protocol_settings(i3d, "tfgan")
-    return fvd_report(
-        video_features(real, i3d, "tfgan"), video_features(fake, i3d, "tfgan"), 1, protocol,
-        len(fake),
-    )["fvd"]  # fmt: skip
+    fake_features = video_features(fake, i3d, "tfgan")
+    return fvd_report(real_features, fake_features, 1, protocol, len(fake))["fvd"]
 
 
 def plot(report: dict, path: Path) -> None:
@@ -412,7 +414,7 @@ def main(argv: list[str] | None = None) -> dict:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--recipe", default=None)
     known, rest = pre.parse_known_args(argv)
-    recipe = _load_recipe(known.recipe) if known.recipe else None
+    recipe = load_recipe(known.recipe) if known.recipe else None
     parser = argparse.ArgumentParser(
         prog="ulvideo compare-latents", description=__doc__.split("\n")[0], parents=[pre]
     )
@@ -424,4 +426,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(run_main("python -m ulvideo.train.compare", main))
+    sys.exit(run_main("python -m ulvideo.compare", main))
