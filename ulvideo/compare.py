@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from accelerate.state import PartialState
+from accelerate.utils import broadcast_object_list
 from torch.utils.data import Subset
 
 from evaluation.errors import run_main
@@ -56,7 +58,8 @@ class CompareConfig:
     stage2_batch_size: int = 64
     stage2_lr: float = 3e-3
     eval_points: int = 4  # stage-2 checkpoints scored, evenly spaced over its budget
-    eval_frames: int = 17  # clips of stage 2 and of every score
+    eval_split: str = "test"  # the split scored (Kinetics, ImageNet: val)
+    eval_frames: int = 17  # clips of stage 2 and of every score (1 for images)
     stage2_clips: int | None = None  # stage 2 trains on the first this many clips (None: all)
     eval_videos: int = 16  # test clips reconstructed per probe
     eval_batch_size: int = 8
@@ -150,8 +153,8 @@ def compare(train_config: TrainConfig, cmp: CompareConfig) -> dict:
     out = Path(train_config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     test = build_dataset(
-        train_config.data, train_config.data_root, _eval_split(train_config),
-        cmp.eval_frames, train_config.resolution,
+        train_config.data, train_config.data_root, cmp.eval_split, cmp.eval_frames,
+        train_config.resolution,
     )  # fmt: skip
     i3d = optional_i3d() if cmp.fvd else None
     report = {"target_bpp": cmp.target_bpp, "tolerance": cmp.tolerance, "arms": {}, "rows": []}
@@ -198,9 +201,13 @@ def compare(train_config: TrainConfig, cmp: CompareConfig) -> dict:
             "stage2_config": run["config"],
             "training_data": run["training_data"],
         }
+        if not PartialState().is_main_process:
+            continue
         for row in _score_stage2(run, test, cmp, i3d):
             report["rows"].append({"arm": arm, **_stage1_metrics(stage1), **row})
             (out / "compare.json").write_text(json.dumps(report, indent=2))
+    if not PartialState().is_main_process:
+        return report
     report["flops_to_accuracy"] = {
         arm: next(
             (
@@ -218,10 +225,6 @@ def compare(train_config: TrainConfig, cmp: CompareConfig) -> dict:
     return report
 
 
-def _eval_split(config: TrainConfig) -> str:
-    return "val" if config.data == "kinetics600" else "test"
-
-
 def _probe_config(train_config: TrainConfig, arm: str, knob: float) -> TrainConfig:
     out = Path(train_config.output_dir) / arm / f"stage1_{KNOBS[arm]}{knob:.4g}"
     model = {**train_config.model, "regularizer": arm, KNOBS[arm]: knob}
@@ -233,8 +236,11 @@ def _stage1_probe(train_config, arm, knob, test, cmp, i3d) -> tuple[float, dict]
 
     config = _probe_config(train_config, arm, knob)
     result = train(config)
-    scores = score_reconstruction(result.ema, test, _sweep(cmp), i3d)
-    scores.update(export=str(Path(config.output_dir) / "final"), config=_comparable(config))
+    scores = None
+    if result.accelerator.is_main_process:  # scored once; every process takes the same knobs
+        scores = score_reconstruction(result.ema, test, _sweep(cmp), i3d)
+        scores.update(export=str(Path(config.output_dir) / "final"), config=_comparable(config))
+    scores = broadcast_object_list([scores])[0]
     return scores["bits_per_pixel"], scores
 
 
@@ -269,7 +275,10 @@ def _stage2(train_config: TrainConfig, arm: str, stage1: dict, cmp: CompareConfi
     if cmp.stage2_clips is not None:
         train_clips = Subset(train_clips, range(min(cmp.stage2_clips, len(train_clips))))
         train_clips.num_classes = train_clips.dataset.num_classes
-    latents = precompute_latents(ul, train_clips, out / "stage2_latents", batch_size=16)
+    latents = out / "stage2_latents"
+    if PartialState().is_main_process:
+        precompute_latents(ul, train_clips, latents, batch_size=16)
+    PartialState().wait_for_everyone()
     shift = latent_logsnr_shift(latents)
     model = {"patch_size": base_patch_size(ul.config.spatial_downsample)}
     if ul.config.regularizer == "kl":  # LDM: unit variance, so the draws centre at 0
@@ -384,13 +393,15 @@ def _fvd(real_features, fake, i3d) -> float:
 
 
 def plot(report: dict, path: Path) -> None:
-    """Sample quality against stage-2 training FLOPs, one curve per arm (PSNR in the legend)."""
+    """Sample quality (class accuracy, else FVD, else the stage-2 loss) against stage-2 training
+    FLOPs, one curve per arm (PSNR in the legend)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metric = "class_accuracy" if any("class_accuracy" in r for r in report["rows"]) else "fvd"
+    names = ("class_accuracy", "fvd", "stage2_loss")  # the first that was measured
+    metric = next(m for m in names if any(r.get(m) is not None for r in report["rows"]))
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for arm, info in report["arms"].items():
         rows = [r for r in report["rows"] if r["arm"] == arm and r.get(metric) is not None]
@@ -402,7 +413,13 @@ def plot(report: dict, path: Path) -> None:
         ax.plot([r["stage2_flops"] for r in rows], [r[metric] for r in rows], "o-", label=label)
     ax.set_xscale("log")
     ax.set_xlabel("stage-2 training FLOPs")
-    ax.set_ylabel({"class_accuracy": "class accuracy of samples", "fvd": "FVD"}[metric])
+    ax.set_ylabel(
+        {
+            "class_accuracy": "class accuracy of samples",
+            "fvd": "FVD",
+            "stage2_loss": "stage-2 loss",
+        }[metric]
+    )
     ax.set_title("UL vs KL latents at equal rate")
     ax.legend(fontsize=7)
     fig.tight_layout()
