@@ -179,7 +179,13 @@ def test_kl_sampling_runs_to_the_clean_latent_and_unscales_it(regularizer):
         assert 0.01 < (z0 - latent).abs().max() < 0.5
 
 
-def test_kl_stage1_and_stage2_export_load_sample_and_resume(tmp_path, monkeypatch):
+def read_clip(path, frames: int) -> torch.Tensor:
+    from ulvideo.cli import _read_video
+
+    return _read_video(path, frames, 16)
+
+
+def test_kl_stage1_and_stage2_export_load_sample_and_resume(tmp_path, monkeypatch, capsys):
     from test_train import kill_after_first_checkpoint, tiny
 
     from ulvideo.data import build_dataset
@@ -210,6 +216,37 @@ def test_kl_stage1_and_stage2_export_load_sample_and_resume(tmp_path, monkeypatc
     assert resumed.accelerator is not None and pipeline.autoencoder.config.regularizer == "kl"
     video = pipeline.generate(2, 5, 16, SamplingConfig(base_steps=4, decoder_steps=4))
     assert video.shape == (2, 3, 5, 16, 16) and torch.isfinite(video).all()
+    # the command line on both exports: info, sample, reconstruct (the KL's bits), encode (the mean)
+    import json
+
+    from ulvideo.cli import main
+    from ulvideo.media import write_mp4
+
+    final = str(tmp_path / "s2" / "final")
+    capsys.readouterr()
+    assert main(["info", final, "--frames", "5"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (
+        info["params"]["prior"] == 0
+        and info["base_config"]["latent_scale"] == pipeline.base_config.latent_scale
+    )
+    assert main(["sample", "--checkpoint", final, "--num", "1", "--frames", "5", "--base_steps", "2",
+                 "--decoder_steps", "2", "--out", str(tmp_path / "s")]) == 0  # fmt: skip
+    write_mp4(torch.rand(3, 9, 16, 16) * 2 - 1, tmp_path / "in.mp4")
+    capsys.readouterr()
+    assert main(["reconstruct", "--checkpoint", str(export), "--input", str(tmp_path / "in.mp4"),
+                 "--frames", "5", "--steps", "2", "--out", str(tmp_path / "r")]) == 0  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    clip = read_clip(tmp_path / "in.mp4", 5)
+    kl_bits = ul.kl_rate(clip).item() / math.log(2) / (5 * 16 * 16)
+    assert report["bits_per_pixel"] == pytest.approx(kl_bits, rel=1e-4)
+    assert main(["encode", "--checkpoint", str(export), "--input", str(tmp_path / "in.mp4"),
+                 "--frames", "5", "--out", str(tmp_path / "z.safetensors")]) == 0  # fmt: skip
+    from safetensors.torch import load_file
+
+    torch.testing.assert_close(
+        load_file(tmp_path / "z.safetensors")["z_clean"], ul.encode(clip), rtol=1e-4, atol=1e-5
+    )
     # a UL stage 1 refuses a latent scale (its noise level is fixed)
     with pytest.raises(ValueError, match="latent_scale 2.0 is for KL latents"):
         from ulvideo.train.stages import Stage2

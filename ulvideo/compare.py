@@ -32,7 +32,7 @@ from torch.utils.data import Subset
 from evaluation.errors import run_main
 
 from .train.config import TrainConfig, add_dataclass_arguments, parse_config, short_run_warmup
-from .train.rd import load_recipe, optional_i3d, score_reconstruction
+from .train.rd import optional_i3d, parse_driver, score_reconstruction
 
 # the demo's stage 1 is 1100 steps; each arm's probes and stage 2 must fit 30 minutes on 2 cores
 COMPARE_STAGE1_STEPS = 500
@@ -428,18 +428,10 @@ def plot(report: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--recipe", default=None)
-    known, rest = pre.parse_known_args(argv)
-    recipe = load_recipe(known.recipe) if known.recipe else None
-    parser = argparse.ArgumentParser(
-        prog="ulvideo compare-latents", description=__doc__.split("\n")[0], parents=[pre]
+    recipe, cmp, train_argv = parse_driver(
+        argv, "ulvideo compare-latents", __doc__.split("\n")[0], CompareConfig
     )
-    add_dataclass_arguments(parser, CompareConfig)
-    fields = {f.name for f in dataclasses.fields(CompareConfig)}
-    args, train_argv = parser.parse_known_args(rest)
-    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    return compare(stage1_defaults(recipe, train_argv), CompareConfig(**given))
+    return compare(stage1_defaults(recipe, train_argv), cmp)
 
 
 if __name__ == "__main__":

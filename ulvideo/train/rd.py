@@ -166,20 +166,27 @@ def load_recipe(path: str) -> type[TrainConfig]:
     return configs[0]
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
+def parse_driver(argv: list[str] | None, prog: str, description: str, options_cls):
+    """A driver's command line (`ulvideo rd`, `compare-latents`): `--recipe`, the fields of
+    `options_cls`, and the training flags. Returns (the recipe's TrainConfig subclass or None,
+    `options_cls(...)`, the training flags)."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--recipe", default=None)
     known, rest = pre.parse_known_args(argv)
-    recipe = load_recipe(known.recipe) if known.recipe else TrainConfig
-    parser = argparse.ArgumentParser(
-        prog="ulvideo rd", description=__doc__.split("\n")[0], parents=[pre]
-    )
-    add_dataclass_arguments(parser, SweepConfig)
-    sweep_fields = {f.name for f in dataclasses.fields(SweepConfig)}
+    recipe = load_recipe(known.recipe) if known.recipe else None
+    parser = argparse.ArgumentParser(prog=prog, description=description, parents=[pre])
+    add_dataclass_arguments(parser, options_cls)
+    fields = {f.name for f in dataclasses.fields(options_cls)}
     args, train_argv = parser.parse_known_args(rest)
-    given = {k: v for k, v in vars(args).items() if k in sweep_fields and v is not None}
-    train_config = parse_config(recipe, train_argv)
-    return sweep(train_config, SweepConfig(**given))
+    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    return recipe, options_cls(**given), train_argv
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    recipe, sweep_config, train_argv = parse_driver(
+        argv, "ulvideo rd", __doc__.split("\n")[0], SweepConfig
+    )
+    return sweep(parse_config(recipe or TrainConfig, train_argv), sweep_config)
 
 
 if __name__ == "__main__":
