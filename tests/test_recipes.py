@@ -104,3 +104,15 @@ def test_recipe_reports_bad_flags_before_training(tmp_path):
     assert (
         proc.returncode == 1 and "Traceback" in proc.stderr and "FileNotFoundError" in proc.stderr
     )
+
+
+@pytest.mark.parametrize("recipe", ["kinetics600", "imagenet512", "ucf101", "videos"])
+def test_stage1_recipes_train_the_kl_arm(tmp_path, recipe):
+    settings = RECIPE_PAIRS.get(recipe, (CAUSAL_4X8X8,))[0]
+    kl = '{"regularizer": "kl", "kl_weight": 0.5}'
+    run_recipe(f"{recipe}_stage1", "--output_dir", str(tmp_path), "--model", kl,
+               "--mixed_precision", "no")  # fmt: skip
+    config = json.loads((tmp_path / "final" / "autoencoder" / "config.json").read_text())["config"]
+    assert config["regularizer"] == "kl" and config["kl_weight"] == 0.5
+    assert {name: config[name] for name in settings} == settings  # the recipe's own stay
+    assert all(r["bits_per_pixel"] > 0 for r in read_metrics(tmp_path) if "loss" in r)

@@ -176,7 +176,7 @@ def cmd_info(args) -> None:
         "config": cfg.to_dict(),
         "params": {
             "encoder": count_params(ul.encoder),
-            "prior": count_params(ul.prior),
+            "prior": count_params(ul.prior) if ul.prior is not None else 0,
             "decoder": count_params(ul.decoder),
         },
         "flops_per_example": {
@@ -244,6 +244,12 @@ def cmd_rd(args) -> None:
     from .train.rd import main as rd_main
 
     rd_main(args.rest)
+
+
+def cmd_compare(args) -> None:
+    from .compare import main as compare_main
+
+    compare_main(args.rest)
 
 
 def cmd_eval(args) -> None:
@@ -415,6 +421,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rd.set_defaults(func=cmd_rd)
 
+    cmp = sub.add_parser(
+        "compare-latents",
+        help="UL against KL (Stable-Diffusion style) latents at equal bits/pixel: stage-2 "
+        "sample quality against its training FLOPs (compare.json, compare.png)",
+        add_help=False,
+    )
+    cmp.set_defaults(func=cmd_compare)
+
     ev = sub.add_parser(
         "eval",
         help="evaluate a checkpoint: reconstruction | k600 | ucf101-real (then --help)",
@@ -473,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(argv: list[str]) -> None:
     args, rest = build_parser().parse_known_args(argv)
-    if rest and args.command not in ("rd", "eval"):  # these two pass their flags on
+    if rest and args.command not in ("rd", "eval", "compare-latents"):  # these pass flags on
         build_parser().parse_args(argv)
     args.rest = rest
     args.func(args)

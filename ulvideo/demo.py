@@ -57,6 +57,50 @@ class DemoConfig:
     seed: int = 0
 
 
+def common_settings(config: DemoConfig) -> dict:
+    """The training settings both of the demo's stages share."""
+    return dict(
+        data="demo",
+        resolution=RESOLUTION,
+        num_workers=0,
+        seed=config.seed,
+        log_every=25,
+        keep_last=1,
+        eval_decode_steps=config.decoder_steps,
+        resume=None,
+    )
+
+
+def stage1_config(config: DemoConfig, output_dir) -> TrainConfig:
+    """The demo's stage 1 (also `ulvideo compare-latents`' defaults on the demo data)."""
+    return TrainConfig(
+        stage=1,
+        preset="tiny",
+        model={
+            "loss_factor": config.loss_factor,
+            "decoder_bias": config.decoder_bias,
+            "spatial_downsample": config.spatial_downsample,
+        },
+        output_dir=str(output_dir),
+        batch_size=config.batch_size,
+        lr=1e-3,
+        frames=config.stage1_frames,
+        max_steps=config.stage1_steps,
+        warmup_steps=short_run_warmup(config.stage1_steps),
+        # the latent warm-up: 1/4 of stage 1 held, 1/4 ramped to plain UL, the last half plain UL
+        latent_hold_steps=config.stage1_steps // 4,
+        latent_ramp_steps=config.stage1_steps // 4,
+        checkpoint_every=config.stage1_steps,
+        eval_every=max(1, config.stage1_steps // 2),  # after the warm-up, and at the end
+        **common_settings(config),
+    )
+
+
+def base_patch_size(spatial_downsample: int) -> int:
+    """The base model's patch: 2x2 on a 4x latent grid, so stage 2 costs what it does at 8x."""
+    return max(1, 8 // spatial_downsample)
+
+
 def run_demo(config: DemoConfig) -> dict:
     """Run every step of the demo and return the metrics written to `<out>/metrics.json`."""
     choose_decoder(
@@ -75,41 +119,11 @@ def run_demo(config: DemoConfig) -> dict:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    common = dict(
-        data="demo",
-        resolution=RESOLUTION,
-        num_workers=0,
-        seed=config.seed,
-        log_every=25,
-        keep_last=1,
-        eval_decode_steps=config.decoder_steps,
-        resume=None,
-    )
     print(
         f"[1/5] stage 1: encoder + prior + decoder, {config.stage1_steps} steps on "
         f"{config.stage1_frames}-frame clips (c_lf {config.loss_factor}, b {config.decoder_bias})"
     )
-    s1 = TrainConfig(
-        stage=1,
-        preset="tiny",
-        model={
-            "loss_factor": config.loss_factor,
-            "decoder_bias": config.decoder_bias,
-            "spatial_downsample": config.spatial_downsample,
-        },
-        output_dir=str(out / "stage1"),
-        batch_size=config.batch_size,
-        lr=1e-3,
-        frames=config.stage1_frames,
-        max_steps=config.stage1_steps,
-        warmup_steps=short_run_warmup(config.stage1_steps),
-        # the latent warm-up: 1/4 of stage 1 held, 1/4 ramped to plain UL, the last half plain UL
-        latent_hold_steps=config.stage1_steps // 4,
-        latent_ramp_steps=config.stage1_steps // 4,
-        checkpoint_every=config.stage1_steps,
-        eval_every=max(1, config.stage1_steps // 2),  # after the warm-up, and at the end
-        **common,
-    )
+    s1 = stage1_config(config, out / "stage1")
     train(s1)
     if config.distill_steps:
         from .train.distill import DistillConfig, distill
@@ -141,7 +155,7 @@ def run_demo(config: DemoConfig) -> dict:
         stage=2,
         base_preset="tiny",
         model={
-            "patch_size": max(1, 8 // config.spatial_downsample),
+            "patch_size": base_patch_size(config.spatial_downsample),
             "bias": shift,
             "schedule_shift": shift,
         },
@@ -159,7 +173,7 @@ def run_demo(config: DemoConfig) -> dict:
         warmup_steps=short_run_warmup(config.stage2_steps),
         checkpoint_every=config.stage2_steps,
         eval_every=config.stage2_steps,
-        **common,
+        **common_settings(config),
     )
     train(s2)
 

@@ -243,9 +243,12 @@ class Pipeline:
             self.autoencoder, self.require_base(), num_videos, frames, resolution, cfg,
             labels=labels, context=context, indices=indices,
             student=self.choose_decoder(cfg.decoder_steps, cfg.decoder),
+            latent_scale=self.base_config.latent_scale,
         )  # fmt: skip
 
     def frame_predictor(self, cfg: SamplingConfig):
         """`generate(context, num_frames, labels, sample_ids)` for the K600 protocol."""
         student = self.choose_decoder(cfg.decoder_steps, cfg.decoder)
-        return frame_predictor(self.autoencoder, self.require_base(), cfg, student)
+        return frame_predictor(
+            self.autoencoder, self.require_base(), cfg, student, self.base_config.latent_scale
+        )

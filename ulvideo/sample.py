@@ -1,6 +1,8 @@
 """UL Algorithm 2: base model from noise to z0 at lambda = 5, then the decoder to pixels.
 
-Classifier-free guidance for class labels and frame prediction from given context frames.
+Classifier-free guidance for class labels and frame prediction from given context frames. On a
+KL stage 1's latents (the comparison arm) the base model runs down to clean latents instead
+(lambda -> +inf), which are unscaled by the base model's latent_scale and decoded.
 """
 
 from dataclasses import dataclass, replace
@@ -18,6 +20,7 @@ from .diffusion import (
     logsnr_grid,
     pin_context,
     randn_like,
+    to_data,
 )
 from .models import frame_size
 
@@ -75,8 +78,11 @@ def sample_z0(
     labels: Tensor | None = None,
     context_latents: Tensor | None = None,
     rng: StackedRandomGenerator | None = None,
+    latent_scale: float = 1.0,
 ) -> Tensor:
-    """Reverse diffusion of the base model from N(0, I), stopped at lambda = 5 (noisy z0)."""
+    """Reverse diffusion of the base model from N(0, I), stopped at lambda = 5 (noisy z0); for
+    a KL stage 1 run to the clean latent and divided by `latent_scale` (BaseConfig's), the
+    latent the decoder takes."""
     device = next(base.parameters()).device
     batch = len(labels) if labels is not None else cfg.batch_size
     if context_latents is not None:
@@ -89,15 +95,19 @@ def sample_z0(
         keep = context_mask(noise, ctx)
         clean = torch.zeros_like(noise)
         clean[:, :, :ctx] = context_latents
-        denoiser = pin_context(denoiser, clean, keep)
-    z0 = get_sampler(cfg.method)(  # the grid ends at lambda(0) = 5: the noisy z0 of UL Alg. 2
+        denoiser = pin_context(denoiser, clean * latent_scale, keep)
+    grid = logsnr_grid(schedule, cfg.base_steps, cfg.grid)  # ends at lambda(0) = 5: UL Alg. 2's z0
+    if ul.config.regularizer == "kl":
+        grid = to_data(grid)  # KL latents are decoded clean, as LDM's
+    z0 = get_sampler(cfg.method)(
         denoiser,
         noise,
-        logsnr_grid(schedule, cfg.base_steps, cfg.grid),
+        grid,
         noise_sampler=partial(randn_like, rng=rng),
         progress=cfg.progress,
     )
-    if ctx:  # the decoder was trained on noisy latents: noise the given frames to lambda = 5 too
+    z0 = z0 / latent_scale
+    if ctx:  # UL's decoder was trained on noisy latents: noise the given frames to lambda = 5 too
         z0 = torch.where(keep, ul.noisy_latent(clean, rng), z0)
     return z0
 
@@ -114,6 +124,7 @@ def sample_long_z0(
     labels: Tensor | None = None,
     context_latents: Tensor | None = None,
     rng: StackedRandomGenerator | None = None,
+    latent_scale: float = 1.0,
 ) -> Tensor:
     """z0 of any length by frame prediction, `window` latent frames at a time: each window after
     the first is conditioned on the last `carried` latent frames of the clip so far (their noisy
@@ -121,13 +132,13 @@ def sample_long_z0(
     channels, frames, height, width = latent_shape
     z0 = sample_z0(
         ul, base, (channels, min(window, frames), height, width), cfg,
-        labels=labels, context_latents=context_latents, rng=rng,
+        labels=labels, context_latents=context_latents, rng=rng, latent_scale=latent_scale,
     )  # fmt: skip
     while z0.shape[2] < frames:
         new = min(window - carried, frames - z0.shape[2])
         nxt = sample_z0(
             ul, base, (channels, carried + new, height, width), cfg,
-            labels=labels, context_latents=z0[:, :, -carried:], rng=rng,
+            labels=labels, context_latents=z0[:, :, -carried:], rng=rng, latent_scale=latent_scale,
         )  # fmt: skip
         z0 = torch.cat([z0, nxt[:, :, carried:]], dim=2)
     return z0
@@ -146,6 +157,7 @@ def generate(
     context: Tensor | None = None,
     indices: Tensor | None = None,
     student=None,
+    latent_scale: float = 1.0,
 ) -> Tensor:
     """Sample `num_videos` videos (B x C x T x H x W in [-1, 1]) in batches of cfg.batch_size;
     `resolution` is a side (square) or (H, W).
@@ -157,7 +169,7 @@ def generate(
     window, any length. `labels` (B,) conditions on classes; `context` (B x C x T_ctx x H x W, T_ctx = 1 + 4k real
     frames) turns it into frame prediction: the context latents stay fixed and the real context
     frames are pasted into the output. `student` (ulvideo.student.Student) decodes instead of the
-    stage-1 decoder.
+    stage-1 decoder. `latent_scale` is the base model's (BaseConfig).
     """
     height, width = frame_size(resolution)
     shape = ul.latent_shape(frames, height, width)
@@ -194,7 +206,7 @@ def generate(
         rng = StackedRandomGenerator(device, cfg.seed, indices[sl].tolist())
         z0 = sample_long_z0(
             ul, base, shape, batch_cfg, window, carried, labels=y, context_latents=ctx_latents,
-            rng=rng,
+            rng=rng, latent_scale=latent_scale,
         )  # fmt: skip
         video = ul.decode(
             z0, cfg.decoder_steps, cfg.method, rng, cfg.progress, window=cfg.window,
@@ -206,7 +218,7 @@ def generate(
     return torch.cat(out)
 
 
-def frame_predictor(ul, base, cfg: SamplingConfig, student=None):
+def frame_predictor(ul, base, cfg: SamplingConfig, student=None, latent_scale: float = 1.0):
     """`generate(context, num_frames, labels, sample_ids)` for evaluation.k600: frame prediction
     from a stage-2 model. Sample i's noise depends only on (cfg.seed, i), so the clips scored are
     the same whatever the batch size and the number of processes."""
@@ -217,6 +229,7 @@ def frame_predictor(ul, base, cfg: SamplingConfig, student=None):
         video = generate(
             ul, base, len(context), num_frames, tuple(context.shape[-2:]), run,
             labels=y, context=context, indices=sample_ids.cpu(), student=student,
+            latent_scale=latent_scale,
         )  # fmt: skip
         return video.to(context.device)
 

@@ -18,6 +18,7 @@ from .diffusion import (
     bits_per_pixel,
     decoder_terms,
     diffuse,
+    gaussian_kl,
     get_sampler,
     logsnr_grid,
     prior_elbo,
@@ -37,17 +38,27 @@ from .models import (
     check_video_shape,
 )
 
+# LDM's clamp of the KL encoder's log-variance (Rombach et al. 2022, DiagonalGaussianDistribution)
+LOGVAR_RANGE = (-30.0, 20.0)
+
 
 class UnifiedLatents(nn.Module):
     """The stage-1 model. The encoder is deterministic; its latent is noised to lambda = 5 (z0),
     the prior measures its bitrate with an unweighted ELBO, and the decoder is a diffusion model
-    in pixel space conditioned on z0."""
+    in pixel space conditioned on z0.
+
+    With `config.regularizer == "kl"` it is instead the KL-regularised (Stable-Diffusion style)
+    autoencoder on the same networks, for comparison: the encoder predicts a Gaussian posterior,
+    the decoder is trained on a sample of it, the rate is KL(q(z|x) || N(0, I)) and there is no
+    prior. At sampling time the decoder takes the posterior mean (as LDM decodes the mode) or a
+    stage-2 model's clean latent.
+    """
 
     def __init__(self, config: AutoencoderConfig):
         super().__init__()
         self.config = config
         self.encoder = Encoder(config)
-        self.prior = build_prior(config)
+        self.prior = build_prior(config) if config.regularizer == "ul" else None
         self.decoder = Decoder(config)
         self.latent_schedule = LinearLogSNR(config.logsnr_latent, config.logsnr_min_latent)
         self.pixel_schedule = ShiftedCosine(config.resolution)
@@ -88,16 +99,30 @@ class UnifiedLatents(nn.Module):
         chunks: the first `window` frames, then 4k at a time (each latent frame of the clip is
         made once), and gives the same latents with activation memory bounded by the window.
         """
+        return self._moments(video, window)[:, : self.config.latent_channels]
+
+    def posterior(self, video: Tensor, window: int | None = None) -> tuple[Tensor, Tensor]:
+        """The KL arm's q(z | video): its mean (= encode) and log-variance, clamped as LDM's."""
+        if self.config.regularizer != "kl":
+            raise ValueError("posterior is the KL arm's: this model's regularizer is 'ul'")
+        mean, logvar = self._moments(video, window).chunk(2, dim=1)
+        return mean, logvar.clamp(*LOGVAR_RANGE)
+
+    def _moments(self, video: Tensor, window: int | None) -> Tensor:
         self.validate_video(video)
         if window is None:
-            return self.encoder(video)
+            return self.encoder.moments(video)
         _latent_span("window", window, self.config.temporal_downsample, 1, least=2)
         frames = video.shape[2]
         bounds = [0, *range(window, frames, window - 1), frames]
         chunks = (video[:, :, a:b] for a, b in zip(bounds, bounds[1:]))
-        return torch.cat(list(self.encoder.stream(chunks)), dim=2)
+        return torch.cat(list(self.encoder.stream(chunks, moments=True)), dim=2)
 
     def noisy_latent(self, z_clean: Tensor, rng: StackedRandomGenerator | None = None) -> Tensor:
+        """The latent the decoder is conditioned on at sampling time: UL's z0, or for the KL arm
+        z_clean itself (the posterior mean, or a stage-2 model's clean latent)."""
+        if self.config.regularizer == "kl":
+            return z_clean
         # UL §2: z0 = alpha_0 z_clean + sigma_0 eps at the fixed log-SNR lambda_z(0) = 5
         eps = randn_like(z_clean, rng)
         logsnr = torch.full((z_clean.shape[0],), self.config.logsnr_latent, device=z_clean.device)
@@ -122,6 +147,8 @@ class UnifiedLatents(nn.Module):
         whole clip's where the prior is local in time (tested), and is otherwise the code length
         under the product of the chunks' priors, which a prior that reads across chunks can beat.
         """
+        if self.prior is None:
+            raise ValueError("the KL arm has no prior: its rate is kl_rate(video)")
         if window is None:
             return prior_elbo(self.prior, z_clean, self.latent_schedule, t=t, eps=eps)
         span = _latent_span("window", window, self.config.temporal_downsample, 1, least=2)
@@ -137,6 +164,10 @@ class UnifiedLatents(nn.Module):
             for a in range(0, z_clean.shape[2], span)
         )
 
+    def kl_rate(self, video: Tensor, window: int | None = None) -> Tensor:
+        """The KL arm's rate in nats per example: KL(q(z | video) || N(0, I)), in closed form."""
+        return gaussian_kl(*self.posterior(video, window))
+
     def stage1_loss(self, video: Tensor, warmup: float = 0.0) -> dict[str, Tensor]:
         """UL Algorithm 1: L = L_z (prior ELBO, w = 1) + L_x (sigmoid-weighted decoder loss).
 
@@ -144,14 +175,29 @@ class UnifiedLatents(nn.Module):
         UL. It scales the gradient that L_z sends into the encoder by 1 - warmup (the value of L_z
         and the prior's own gradient are unchanged), and adds warmup * L_read, the decoder term
         that teaches the decoder to read z0 before the rate can remove it. Returns `loss` (mean
-        over the batch, differentiable) and the detached batch means `prior_nats`, `decoder_nats`
-        (L_x), `read_nats`, `bits_per_pixel`, `bits_per_latent_dim`.
+        over the batch, differentiable) and the detached batch means `prior_nats` (the rate L_z;
+        the KL arm's: its KL), `decoder_nats` (L_x), `read_nats`, `bits_per_pixel`,
+        `bits_per_latent_dim`.
+
+        The KL arm's loss is kl_weight x KL(q(z|x) || N(0, I)) + L_x, the decoder conditioned on
+        z = mean + std * eps (the reparameterised sample); the warm-up acts on the KL's gradient
+        into the encoder as on L_z's.
         """
         if not 0.0 <= warmup <= 1.0:
             raise ValueError(f"warmup must be in [0, 1] (0 is plain UL), got {warmup}")
-        z_clean = self.encode(video).to(video.dtype)  # losses in the data's precision (autocast)
-        z_rate = z_clean.detach() + (1.0 - warmup) * (z_clean - z_clean.detach())  # same value
-        prior_nats = self.rate(z_rate)
+        # losses in the data's precision (autocast)
+        moments = self._moments(video, None).to(video.dtype)
+        kept = moments.detach() + (1.0 - warmup) * (moments - moments.detach())  # same value
+        if self.config.regularizer == "kl":
+            mean, logvar = moments.chunk(2, dim=1)
+            z_clean = mean + (0.5 * logvar.clamp(*LOGVAR_RANGE)).exp() * torch.randn_like(mean)
+            rate_mean, rate_logvar = kept.chunk(2, dim=1)
+            # the closed-form KL of a diagonal Gaussian to N(0, I) (Kingma & Welling 2014, app. B)
+            prior_nats = gaussian_kl(rate_mean, rate_logvar.clamp(*LOGVAR_RANGE))
+            rate_term = self.config.kl_weight * prior_nats
+        else:
+            z_clean = moments
+            prior_nats = rate_term = self.rate(kept)
         decoder_nats, read_nats = decoder_terms(
             self.decoder,
             video,
@@ -160,7 +206,7 @@ class UnifiedLatents(nn.Module):
             loss_factor=self.config.loss_factor,
             bias=self.config.decoder_bias,
         )
-        loss = prior_nats + decoder_nats
+        loss = rate_term + decoder_nats
         if warmup > 0:
             loss = loss + warmup * read_nats
         _, _, frames, height, width = video.shape

@@ -1,6 +1,6 @@
 """Pure diffusion math: VP process, schedules, UL losses, bitrate and samplers (no nn.Module state)."""
 
-from .bitrate import bits_per_latent_dim, bits_per_pixel
+from .bitrate import bits_per_latent_dim, bits_per_pixel, gaussian_kl
 from .losses import (
     base_loss,
     context_mask,
@@ -74,6 +74,7 @@ __all__ = [
     "diffuse",
     "eps_to_x",
     "expand_to",
+    "gaussian_kl",
     "logsnr_grid",
     "prior_elbo",
     "randn_like",

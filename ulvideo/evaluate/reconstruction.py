@@ -44,7 +44,7 @@ def reconstruction_metrics(
     latent noise, then its decoder's, from one generator, as `UnifiedLatents.reconstruct`. Returns
     `recon`, per-frame `psnr` and `ssim` (B x T), `psnr_swapped` (B,; a decoder that ignores its
     latent scores it as well as `psnr`) and the prior's `bits_per_pixel`, the batch mean over
-    `bits_draws` Monte-Carlo draws of t and noise. `window` (frames) and `tile` (pixels) stream the
+    `bits_draws` Monte-Carlo draws of t and noise (the KL arm: its KL, in closed form). `window` (frames) and `tile` (pixels) stream the
     encoder, run the decoder in blended windows and the prior on chunks of `window` frames
     (UnifiedLatents.encode, decode, rate: the bits are then those of coding each chunk on its
     own). `method` and `grid` choose the decoder's sampler (UnifiedLatents.decode); `student`
@@ -68,7 +68,10 @@ def reconstruction_metrics(
 
     recon = reconstruct(z_clean)
     _, _, frames, height, width = video.shape
-    nats = [model.rate(z_clean, window).mean() for _ in range(bits_draws)]
+    if getattr(getattr(model, "config", None), "regularizer", "ul") == "kl":  # closed form: exact
+        nats = [model.kl_rate(video, window).mean()] * bits_draws
+    else:
+        nats = [model.rate(z_clean, window).mean() for _ in range(bits_draws)]
     bits = [float(bits_per_pixel(n, frames, height, width)) for n in nats]
     metrics = {
         "recon": recon,

@@ -80,10 +80,13 @@ class Encoder(nn.Module):
                 temporal = 2 if i >= transitions - temporal_steps else 1
                 self.downs.append(Downsample3d(c, ch[i + 1], spatial, temporal, causal=True))
         self.norm = GroupNorm3d(ch[-1])
-        self.head = nn.Conv3d(ch[-1], config.latent_channels, 1)
+        # the KL arm also predicts a log-variance: extra channels, so UL's weights are unchanged
+        moments = 2 if config.regularizer == "kl" else 1
+        self.head = nn.Conv3d(ch[-1], moments * config.latent_channels, 1)
 
-    def forward(self, video: Tensor, cache: StreamCache | None = None) -> Tensor:
-        """z_clean of `video`; with a `cache`, `video` is the next chunk of a longer clip (stream)."""
+    def moments(self, video: Tensor, cache: StreamCache | None = None) -> Tensor:
+        """The head's output: z_clean (UL), or the posterior mean and log-variance stacked on
+        the channels (KL); with a `cache`, `video` is the next chunk of a longer clip."""
         if cache is None:
             check_video_shape(video.shape, self.config)
         h = self.stem(patchify(video, 2), cache)
@@ -94,11 +97,17 @@ class Encoder(nn.Module):
                 h = self.downs[i](h, cache)
         return self.head(nn.functional.silu(self.norm(h)))
 
-    def stream(self, chunks: Iterable[Tensor]) -> Iterator[Tensor]:
+    def forward(self, video: Tensor, cache: StreamCache | None = None) -> Tensor:
+        """z_clean of `video` (KL: the posterior mean); with a `cache`, `video` is the next chunk
+        of a longer clip (stream)."""
+        return self.moments(video, cache)[:, : self.config.latent_channels]
+
+    def stream(self, chunks: Iterable[Tensor], moments: bool = False) -> Iterator[Tensor]:
         """The latents of a clip given as consecutive chunks, chunk by chunk: equal to forward on
         the whole clip, with activation memory bounded by the chunk. Each causal conv's past
         frames are carried from chunk to chunk. The first chunk has 1 + stride * k frames, the
-        later ones stride * k (k >= 1), stride = temporal_downsample."""
+        later ones stride * k (k >= 1), stride = temporal_downsample. `moments`: the head's
+        whole output (Encoder.moments) instead."""
         cache: StreamCache = {}
         td = self.config.temporal_downsample
         for i, chunk in enumerate(chunks):
@@ -109,4 +118,4 @@ class Encoder(nn.Module):
                     f"chunk {i} has {chunk.shape[2]} frames; every chunk after the first needs "
                     f"a positive multiple of temporal_downsample={td} frames"
                 )
-            yield self(chunk, cache)
+            yield self.moments(chunk, cache) if moments else self(chunk, cache)

@@ -29,6 +29,16 @@ def _check_part(part: str) -> None:
         raise ValueError(f"unknown part {part!r}; valid parts: {', '.join(PARTS)}")
 
 
+def _members(config: AutoencoderConfig, part: str) -> tuple[str, ...]:
+    # the networks a part or stage counts; the KL arm has no prior
+    members = STAGES.get(part, (part,))
+    if config.regularizer == "kl":
+        if part == "prior":
+            raise ValueError("the KL arm (regularizer 'kl') has no prior")
+        members = tuple(p for p in members if p != "prior")
+    return members
+
+
 def example_forward(
     net: nn.Module, config: AutoencoderConfig, part: str, frames: int, height: int, width: int
 ):
@@ -87,7 +97,7 @@ def forward_flops(
     frames x height x width pixels: one network evaluation of a sampler."""
     _needs_base(part, base_config)
     check_video_shape((1, config.in_channels, frames, height, width), config, name="clip")
-    parts = STAGES.get(part, (part,))
+    parts = _members(config, part)
     return float(sum(_forward_flops(config, base_config, p, frames, height, width) for p in parts))
 
 
@@ -101,7 +111,8 @@ def training_flops_per_example(
 ) -> float:
     """Training FLOPs for one example of frames x height x width pixels: 3 x forward FLOPs.
 
-    part: "encoder", "decoder", "prior", "base", "stage1" (encoder + prior + decoder) or "stage2"
+    part: "encoder", "decoder", "prior", "base", "stage1" (encoder + prior + decoder; the KL arm
+    has no prior) or "stage2"
     (base only; the latents are precomputed by the frozen encoder). `config` (the autoencoder)
     sets the latent grid; the base model's sizes come from `base_config`.
     """
@@ -150,12 +161,13 @@ def params_per_part(
 ) -> dict[str, int]:
     """Parameter counts of encoder, decoder, prior and stage1, and with a `base_config` of base
     and stage2 (built on meta)."""
-    parts = ("encoder", "decoder", "prior") + (("base",) if base_config is not None else ())
+    parts = _members(config, "stage1") + (("base",) if base_config is not None else ())
     with torch.device("meta"):
         counts = {
             p: count_params(build_part(base_config if p == "base" else config, p)) for p in parts
         }
-    for stage, members in STAGES.items():
+    for stage in STAGES:
+        members = _members(config, stage)
         if all(p in counts for p in members):
             counts[stage] = sum(counts[p] for p in members)
     return counts

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from ..nn.transformer import ATTENTION_MODES
 
+REGULARIZERS = ("ul", "kl")
+
 
 def _is_power_of_two(n: int) -> bool:
     return n >= 1 and n & (n - 1) == 0
@@ -94,6 +96,11 @@ class AutoencoderConfig(JSONConfig):
     logsnr_min_latent: float = -15.0
     loss_factor: float = 1.5
     decoder_bias: float = 0.0
+    # [ours] the latent regulariser: "ul" (the noisy latent and its diffusion prior) or "kl" (a
+    # KL-regularised Gaussian encoder, Stable-Diffusion style, for comparison: the encoder also
+    # predicts a log-variance and the rate is kl_weight x KL(q(z|x) || N(0, I)); no prior)
+    regularizer: str = "ul"
+    kl_weight: float = 1.0  # beta of the KL arm, in nats of KL per nat of decoder loss
 
     def validate(self) -> None:
         """Raise a ValueError naming the field and the fix for any inconsistent size."""
@@ -130,6 +137,12 @@ class AutoencoderConfig(JSONConfig):
         _check_widths("decoder", (self.decoder_width,), (self.decoder_depth,), self.head_dim)
         if not _is_power_of_two(self.patch_size):
             raise ValueError(f"patch_size must be a power of two, got {self.patch_size}")
+        if self.regularizer not in REGULARIZERS:
+            raise ValueError(f"regularizer must be one of {REGULARIZERS}, got {self.regularizer!r}")
+        if not self.kl_weight >= 0:
+            raise ValueError(
+                f"kl_weight must be >= 0 (0: a plain autoencoder), got {self.kl_weight}"
+            )
 
 
 @dataclass
@@ -151,6 +164,10 @@ class BaseConfig(JSONConfig):
     # the loss's expectation does not depend on it, only its variance (UL_METHOD §5)
     schedule_shift: float = 0.0
     context: bool = True  # learns a "given" embedding for clean context frames (frame prediction)
+    # LDM's scaling_factor: the base model models latents x latent_scale. Stage 2 on a KL stage 1
+    # measures it on its training latents (1 / their std); UL's latents keep 1 (their noise level
+    # is fixed at lambda = 5, and schedule_shift adapts the loss to their scale instead)
+    latent_scale: float = 1.0
 
     def validate(self) -> None:
         """Raise a ValueError naming the field and the fix for any inconsistent size."""
@@ -163,6 +180,8 @@ class BaseConfig(JSONConfig):
             )
         if not _is_power_of_two(self.patch_size):
             raise ValueError(f"patch_size must be a power of two, got {self.patch_size}")
+        if not self.latent_scale > 0:
+            raise ValueError(f"latent_scale must be > 0, got {self.latent_scale}")
 
 
 # Plain data: a preset names the fields that differ from the dataclass defaults.

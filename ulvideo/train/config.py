@@ -191,12 +191,20 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
 
 
 def parse_config(
-    cls: type[TrainConfig] = TrainConfig, argv: list[str] | None = None
+    cls: type[TrainConfig] = TrainConfig,
+    argv: list[str] | None = None,
+    defaults: dict | None = None,
 ) -> TrainConfig:
-    """Build `cls` from command-line flags named after its fields (`--lr 3e-4 --model '{...}'`)."""
+    """Build `cls` from command-line flags named after its fields (`--lr 3e-4 --model '{...}'`),
+    over `defaults` (field values) where given. `--model` overrides single fields of the
+    recipe's (or the defaults') model overrides: the rest of them stay."""
     parser = argparse.ArgumentParser(description=cls.__doc__)
     add_dataclass_arguments(parser, cls)
-    given = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
+    flags = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
+    defaults = defaults or {}
+    if "model" in flags:
+        flags["model"] = {**defaults.get("model", _default(cls, "model")), **flags["model"]}
+    given = {**defaults, **flags}
     if given.get("data", _default(cls, "data")) == "demo":
         given = {**DEMO_DEFAULTS, **given}
     return cls(**given)

@@ -59,7 +59,7 @@ def sweep(train_config: TrainConfig, sweep_config: SweepConfig) -> list[dict]:
         train_config.frames,
         train_config.resolution,
     )
-    i3d = _i3d() if sweep_config.rfvd else None
+    i3d = optional_i3d() if sweep_config.rfvd else None
     rows = []
     for config in _grid(train_config, sweep_config):
         result = train(config)
@@ -70,7 +70,7 @@ def sweep(train_config: TrainConfig, sweep_config: SweepConfig) -> list[dict]:
                 "loss_factor": config.model["loss_factor"],
                 "decoder_bias": config.model["decoder_bias"],
                 "run": config.output_dir,
-                **_score(result.ema, dataset, sweep_config, i3d),
+                **score_reconstruction(result.ema, dataset, sweep_config, i3d),
             }
         )
         (out / "rd.json").write_text(json.dumps(rows, indent=2))  # partial results survive
@@ -92,7 +92,9 @@ def _grid(train_config: TrainConfig, sweep_config: SweepConfig) -> list[TrainCon
     ]
 
 
-def _score(model, dataset, sweep_config: SweepConfig, i3d) -> dict:
+def score_reconstruction(model, dataset, sweep_config: SweepConfig, i3d) -> dict:
+    """bits/pixel, PSNR, SSIM, the swapped-latent PSNR and (with an `i3d`) the rFVD of `model`
+    on the first `sweep_config.eval_videos` clips of `dataset`."""
     from ..evaluate.reconstruction import evaluate_reconstruction
 
     report = evaluate_reconstruction(
@@ -107,7 +109,8 @@ def _score(model, dataset, sweep_config: SweepConfig, i3d) -> dict:
     return {k: report[k] for k in keys if k in report}
 
 
-def _i3d():
+def optional_i3d():
+    """The I3D network, or None (with one line) when its weights are not installed."""
     from evaluation.i3d import load_i3d
 
     try:
@@ -142,7 +145,7 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def _load_recipe(path: str) -> type[TrainConfig]:
+def load_recipe(path: str) -> type[TrainConfig]:
     """The TrainConfig subclass a recipe script defines (its defaults become the sweep's)."""
     spec = importlib.util.spec_from_file_location("ulvideo_recipe", path)
     if spec is None or not Path(path).is_file():
@@ -163,20 +166,27 @@ def _load_recipe(path: str) -> type[TrainConfig]:
     return configs[0]
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
+def parse_driver(argv: list[str] | None, prog: str, description: str, options_cls):
+    """A driver's command line (`ulvideo rd`, `compare-latents`): `--recipe`, the fields of
+    `options_cls`, and the training flags. Returns (the recipe's TrainConfig subclass or None,
+    `options_cls(...)`, the training flags)."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--recipe", default=None)
     known, rest = pre.parse_known_args(argv)
-    recipe = _load_recipe(known.recipe) if known.recipe else TrainConfig
-    parser = argparse.ArgumentParser(
-        prog="ulvideo rd", description=__doc__.split("\n")[0], parents=[pre]
-    )
-    add_dataclass_arguments(parser, SweepConfig)
-    sweep_fields = {f.name for f in dataclasses.fields(SweepConfig)}
+    recipe = load_recipe(known.recipe) if known.recipe else None
+    parser = argparse.ArgumentParser(prog=prog, description=description, parents=[pre])
+    add_dataclass_arguments(parser, options_cls)
+    fields = {f.name for f in dataclasses.fields(options_cls)}
     args, train_argv = parser.parse_known_args(rest)
-    given = {k: v for k, v in vars(args).items() if k in sweep_fields and v is not None}
-    train_config = parse_config(recipe, train_argv)
-    return sweep(train_config, SweepConfig(**given))
+    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    return recipe, options_cls(**given), train_argv
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    recipe, sweep_config, train_argv = parse_driver(
+        argv, "ulvideo rd", __doc__.split("\n")[0], SweepConfig
+    )
+    return sweep(parse_config(recipe or TrainConfig, train_argv), sweep_config)
 
 
 if __name__ == "__main__":

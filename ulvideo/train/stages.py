@@ -17,6 +17,7 @@ from ..diffusion.noise import TrainingDraws
 from ..models import base_preset, build_base, check_video_shape, training_flops_per_example
 from ..pipeline import Pipeline, load_autoencoder, save_stage2_checkpoint
 from ..ul import UnifiedLatents
+from .latents import latent_logsnr_shift
 
 MIN_LATENT_GAP_DB = 1.0  # below this swapped-latent PSNR gap, stage 1 has collapsed
 # beyond this distance from 2 ln(1/std) of the latents, stage 2's training draws miss their signal
@@ -85,14 +86,27 @@ class Stage2(nn.Module):
     the final export copies the autoencoder in (UL §5: only the encoder is needed to train).
     """
 
-    def __init__(self, config, ul: UnifiedLatents, num_classes: int, keep_encoder: bool = True):
+    def __init__(
+        self,
+        config,
+        ul: UnifiedLatents,
+        num_classes: int,
+        keep_encoder: bool = True,
+        latent_scale: float | None = None,
+    ):
         super().__init__()
+        scale = {} if latent_scale is None else {"latent_scale": latent_scale}
         base_config = base_preset(
             config.base_preset,
-            **config.model,
+            **{**config.model, **scale},
             latent_channels=ul.config.latent_channels,
             num_classes=num_classes if config.class_conditional else 0,
         )
+        if ul.config.regularizer == "ul" and base_config.latent_scale != 1.0:
+            raise ValueError(
+                f"latent_scale {base_config.latent_scale} is for KL latents; UL's are noised at a "
+                "fixed lambda = 5: leave it at 1 and set schedule_shift and bias (UL_METHOD §5)"
+            )
         self.network = build_base(base_config)
         self.base_config = base_config
         # [ours] UL_METHOD §5: training draws of lambda centred on schedule_shift
@@ -134,7 +148,11 @@ class Stage2(nn.Module):
         drop = per_row.rand(device=z_clean.device) < self.label_dropout
         eps = per_row.randn_like(z_clean)
         ctx = self.context_frames if self.context_frames > 0 and use_context else 0
-        return self.loss(z_clean, labels, ctx, t=t, eps=eps, drop=drop)
+        return self.loss(self.scaled(z_clean), labels, ctx, t=t, eps=eps, drop=drop)
+
+    def scaled(self, z_clean):
+        """The latents as the base model models them: z_clean x latent_scale (LDM)."""
+        return z_clean * self.base_config.latent_scale
 
     def loss(self, z_clean, labels, ctx: int, t=None, eps=None, drop=None):
         """The sigmoid-weighted base loss with `ctx` clean context latent frames; t, eps and the
@@ -160,6 +178,7 @@ class Stage2(nn.Module):
 
     @torch.no_grad()
     def evaluate(self, ema_network, z_clean, labels, decode_steps: int) -> dict:
+        z_clean = self.scaled(z_clean)
         gen = torch.Generator(device=z_clean.device).manual_seed(0)
         t = torch.rand(z_clean.shape[0], generator=gen, device=z_clean.device)
         eps = torch.randn(z_clean.shape, generator=gen, device=z_clean.device)
@@ -181,7 +200,8 @@ class Stage2(nn.Module):
         return self.scale_warning(evaluation["eval_latent_logsnr_shift"])
 
     def scale_warning(self, shift: float) -> str | None:
-        """One line when `schedule_shift` is far from `shift`, where the latents' SNR is 1."""
+        """One line when `schedule_shift` is far from `shift`, where the SNR of the latents (as
+        the base model sees them, scaled) is 1."""
         centre = self.base_config.schedule_shift
         if abs(shift - centre) <= MAX_SCHEDULE_SHIFT_ERROR:
             return None
@@ -208,6 +228,18 @@ class Stage2(nn.Module):
             ).save_pretrained(directory)
         else:
             save_stage2_checkpoint(directory, ema_network, self.base_config, self.stage1_export)
+
+
+def measure_latent_scale(data, ul: UnifiedLatents, examples: int = 256) -> float:
+    """1 / the std of the training latents (LDM's scaling_factor): of the latent shards' first
+    shard, or of the first `examples` clips encoded by `ul`."""
+    if data.from_latents:
+        return math.exp(latent_logsnr_shift(data.dataset.directory, max_shards=1) / 2)
+    count = min(examples, len(data.dataset))
+    clips = torch.stack([data.dataset[i][0] for i in range(count)])
+    with torch.no_grad():
+        z = torch.cat([ul.encode(batch) for batch in clips.split(16)])
+    return 1.0 / float(z.double().std(unbiased=False))
 
 
 def load_stage1(path) -> UnifiedLatents:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState
+from accelerate.state import AcceleratorState, PartialState
 from accelerate.utils import DataLoaderConfiguration, broadcast_object_list, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -24,7 +24,7 @@ from .distributed import enable_cpu_fsdp, full_tensor
 from .ema import EMA
 from .latents import latent_logsnr_shift
 from .metrics import MetricsLog, Throughput
-from .stages import Stage1, Stage2, load_stage1
+from .stages import Stage1, Stage2, load_stage1, measure_latent_scale
 from .trackers import PROJECT, tracker_config, trackers_for
 
 
@@ -152,12 +152,30 @@ def effective_precision(config: TrainConfig, on_cpu: bool) -> str:
     return config.mixed_precision
 
 
-def build_stage(config: TrainConfig, data, stage1):
+def build_stage(config: TrainConfig, data, stage1, resume_from=None):
     if config.stage == 1:
         return Stage1(stage1_model_config(config))
     if data.from_latents:
         data.dataset.check_encoder(stage1)  # before the stage drops the encoder
-    return Stage2(config, stage1, data.num_classes, keep_encoder=not data.from_latents)
+    scale = None
+    if stage1.config.regularizer == "kl" and "latent_scale" not in config.model:
+        scale = stage2_latent_scale(data, stage1, resume_from)
+    return Stage2(
+        config, stage1, data.num_classes, keep_encoder=not data.from_latents, latent_scale=scale
+    )
+
+
+def stage2_latent_scale(data, stage1, resume_from) -> float:
+    """LDM's scaling_factor for stage 2 on KL latents: the resumed checkpoint's, or measured on
+    the training latents by the main process and sent to every rank."""
+    if resume_from is not None:
+        from ..models import BaseConfig
+        from ..pipeline import BASE
+        from ..serialization import read_config
+
+        return read_config(Path(resume_from) / "export" / BASE, BASE, BaseConfig).latent_scale
+    scale = measure_latent_scale(data, stage1) if PartialState().is_main_process else None
+    return broadcast_object_list([scale])[0]
 
 
 def train_main(cls: type[TrainConfig] = TrainConfig, argv: list[str] | None = None) -> int:
@@ -196,11 +214,12 @@ def train(config: TrainConfig) -> TrainResult:
     set_seed(config.seed)  # identical initialisation on every rank
     with accelerator.main_process_first():  # rank 0 builds and caches the dataset index first
         data = build_training_data(config)
-    stage = build_stage(config, data, stage1)
+    stage = build_stage(config, data, stage1, resume_from)
     del stage1  # stage 2 keeps the encoder at most
     # shards have no evaluation split: the main process checks their scale here, once
     if config.stage == 2 and data.from_latents and accelerator.is_main_process:
-        warning = stage.scale_warning(latent_logsnr_shift(config.latents_dir, max_shards=1))
+        shift = latent_logsnr_shift(config.latents_dir, max_shards=1)
+        warning = stage.scale_warning(shift - 2 * math.log(stage.base_config.latent_scale))
         if warning:
             print(warning)
     set_attention_backend(stage.network, config.attention_backend)
