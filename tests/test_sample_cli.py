@@ -247,7 +247,9 @@ def test_cli_sample_info_and_reconstruct_smoke(pipeline, tmp_path, capsys):
 
     torch.manual_seed(0)
     ul = Pipeline.from_pretrained(path).autoencoder
-    metrics = reconstruction_metrics(ul, _read_video(tmp_path / "in.mp4", 5, 16), 2, seed=0)
+    metrics = reconstruction_metrics(
+        ul, _read_video(tmp_path / "in.mp4", 5, 16), 2, seed=0, method="heun", grid="karras"
+    )
     assert report["psnr"] == pytest.approx(float(metrics["psnr"].mean()), rel=1e-6)
     assert report["bits_per_pixel"] == pytest.approx(metrics["bits_per_pixel"], rel=1e-6)
     assert frames_of(tmp_path / "r" / "reconstruction.mp4") == (5, 16, 16)
