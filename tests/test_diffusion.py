@@ -328,6 +328,7 @@ def test_bad_arguments_raise_clear_errors():
         decoder_loss(lambda x, z, l: x, torch.randn(2, 3), torch.randn(3, 1), schedule)
 
 
+@pytest.mark.slow
 def test_sampler_recovers_gaussian_statistics():
     # with the exact denoiser, sampling N(0, s^2) reproduces the variance as the steps grow
     scale = 0.5

@@ -1,5 +1,6 @@
 """The demo's digit classifier on real moving-digit clips whose digit images it never saw."""
 
+import pytest
 import torch
 
 from ulvideo.data.demo import MovingDigits
@@ -17,6 +18,7 @@ def test_digit_crops_find_the_digit_wherever_it_is():
     torch.testing.assert_close(crops[0, 1], expected)
 
 
+@pytest.mark.slow
 def test_classifier_names_the_digit_of_real_test_clips():
     test = MovingDigits("test", frames=9, resolution=32, size=100)
     videos = torch.stack([test[i][0] for i in range(len(test))])

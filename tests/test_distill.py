@@ -150,6 +150,7 @@ def test_choose_decoder_rules(export):
     assert grid[:-1].tolist() == student.config.grid[::2] and grid[-1] == float("inf")
 
 
+@pytest.mark.slow
 def test_few_steps_use_the_student_and_teacher_flag_the_teacher(export):
     pipeline = Pipeline.from_pretrained(export)
     ul, student, video = pipeline.autoencoder, pipeline.student, clips()

@@ -137,6 +137,7 @@ def test_resume_one_process_then_two(tmp_path, stage1_export, reference, monkeyp
     assert {r["world_size"] for r in read_metrics(tmp_path / "run") if "loss" in r} == {1, 2}
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_global_batch_that_splits_the_position(tmp_path, stage1_export):
     train(stage2(tmp_path, "run", stage1_export, processes=1, max_steps=1, checkpoint_every=1))
     with pytest.raises(ValueError, match="4 examples into epoch 0, not a whole number of global"):
@@ -235,6 +236,7 @@ def test_fsdp_configs_shard_transformer_blocks(monkeypatch, config_file, process
     assert wrapped == blocks and len(blocks) > 1  # each block its own shard unit
 
 
+@pytest.mark.slow
 def test_throughput_accounting_is_logged_every_step(tmp_path, monkeypatch):
     import time
 

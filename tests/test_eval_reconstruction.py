@@ -106,6 +106,7 @@ class PoolingAutoencoder(nn.Module):
         return math.log(2) * pixels * ((z + 1) / 4).mean(dim=(1, 2, 3, 4))
 
 
+@pytest.mark.slow
 def test_evaluate_reconstruction_reports_the_metrics_of_the_reconstructions():
     videos = astronaut_clips(6)
     dataset = [(video, label) for label, video in enumerate(videos)]
@@ -157,6 +158,7 @@ def test_evaluate_reconstruction_checks_its_inputs_first():
         evaluate_reconstruction(MustNotEncode(), short, num_videos=4)
 
 
+@pytest.mark.slow
 def test_cli_evaluates_a_stage1_checkpoint_on_a_dataset_smoke(tmp_path, capsys, monkeypatch):
     """A smoke test of the CLI on an untrained checkpoint (report, files, finite numbers); the
     metrics themselves are checked on the stand-in model above."""
@@ -185,6 +187,7 @@ def test_cli_evaluates_a_stage1_checkpoint_on_a_dataset_smoke(tmp_path, capsys, 
     assert scored["rfvd_protocol"]["name"] == "stylegan-v" and scored["rfvd"] > 0
 
 
+@pytest.mark.slow
 def test_reconstruction_is_the_models_own_and_keeps_each_videos_noise_across_batches():
     # a real (untrained) tiny model, whose decode depends on every noise draw
     from ulvideo import UnifiedLatents
@@ -208,6 +211,7 @@ def test_reconstruction_is_the_models_own_and_keeps_each_videos_noise_across_bat
         assert halves[key] == pytest.approx(whole[key], rel=1e-5), key
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("window", [None, 5])
 def test_bits_per_pixel_is_the_priors_nats_over_ln2_and_the_pixel_grid(window):
     # UL: bits/pixel = L_z / ln 2 / (T H W), the batch mean over the Monte-Carlo draws of the

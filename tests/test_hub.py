@@ -80,6 +80,7 @@ def assert_same_weights(a: Pipeline, b: Pipeline) -> None:
         assert torch.equal(wa[k], wb[k]), k
 
 
+@pytest.mark.slow
 def test_a_hub_id_loads_offline_from_the_cache_at_its_revision(
     runs, offline_cache, tmp_path, monkeypatch
 ):
@@ -146,6 +147,7 @@ def card_rows(card: str) -> dict[str, list[tuple[str, str]]]:
     return rows
 
 
+@pytest.mark.slow
 def test_push_local_dir_writes_a_self_contained_export_whose_card_holds_the_run_figures(
     runs, offline_cache, tmp_path
 ):

@@ -241,6 +241,7 @@ def test_clip_sampling_keeps_a_non_square_size():
         ClipSampling(resolution=(0, 128))
 
 
+@pytest.mark.slow
 def test_generate_and_cli_sample_non_square(tiny_ul, tmp_path, capsys):
     import av
 
@@ -288,6 +289,7 @@ def _z0(frames, height=16, width=16):
     return torch.randn(1, TINY.latent_channels, frames, height, width, generator=g)
 
 
+@pytest.mark.slow
 def test_one_window_covering_the_clip_is_the_plain_decoder(tiny_ul):
     # reference: the sampler over the decoder itself, with the same per-video noise drawn frame
     # by frame, whole-clip steps instead of streamed frames

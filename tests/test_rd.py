@@ -67,6 +67,7 @@ class IgnoresItsLatent(UnifiedLatents):
         return super().decode(torch.zeros_like(z0), **kwargs)
 
 
+@pytest.mark.slow
 def test_a_decoder_that_ignores_its_latent_is_flagged_as_collapsed():
     torch.manual_seed(0)
     video = torch.rand(4, 3, 5, 32, 32) * 2 - 1

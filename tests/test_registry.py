@@ -65,6 +65,7 @@ def test_custom_prior_trains_saves_and_loads(registered, tmp_path):
         assert torch.equal(v, loaded.state_dict()[k])
 
 
+@pytest.mark.slow
 def test_custom_base_samples_with_guidance(registered, tmp_path):
     torch.manual_seed(0)
     cfg = base_preset("tiny", num_classes=3, network=registered)

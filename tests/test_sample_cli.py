@@ -44,6 +44,7 @@ def frames_of(path: Path) -> tuple[int, int, int]:
     return len(frames), frames[0].shape[0], frames[0].shape[1]
 
 
+@pytest.mark.slow
 def test_sampler_is_deterministic_under_a_seed(pipeline):
     ul, base, _ = pipeline
     cfg = SamplingConfig(base_steps=3, decoder_steps=3, batch_size=2, seed=7)
@@ -57,6 +58,7 @@ def test_sampler_is_deterministic_under_a_seed(pipeline):
     assert a.min() >= -1 and a.max() <= 1
 
 
+@pytest.mark.slow
 def test_samples_do_not_depend_on_the_batch_size(pipeline):
     # per-sample seeds (EDM2): video k's noise depends only on (seed, k), for plain sampling and for
     # frame prediction, whose context latents are noised per sample too. Equal up to the float
@@ -97,6 +99,7 @@ class SimulatedRank:
         return features
 
 
+@pytest.mark.slow
 def test_k600_features_of_ulvideos_sampler_are_the_same_on_one_and_two_processes(pipeline):
     # the protocol with ulvideo's frame predictor: each clip's noise comes from its sample id, so
     # rank r of 2 generates exactly the clips one process generates for those ids
@@ -129,6 +132,7 @@ def test_labels_are_checked_once_where_they_enter(pipeline):
         generate(ul, base, 2, 5, 16, cfg, labels=torch.tensor([3, 11]))
 
 
+@pytest.mark.slow
 def test_labels_and_cfg_scale_change_the_samples_under_one_seed(pipeline):
     # A base with random (not zero-initialised) conditioning weights, so that labels matter
     ul, _, _ = pipeline
@@ -220,6 +224,7 @@ def test_export_writes_playable_mp4(tmp_path):
     assert frames_of(write_mp4(video[:, :, :17, :21], tmp_path / "odd2.mp4")) == (7, 18, 22)
 
 
+@pytest.mark.slow
 def test_cli_sample_info_and_reconstruct_smoke(pipeline, tmp_path, capsys):
     """A smoke test of the CLI plumbing (files, shapes, finite numbers) on an untrained pipeline;
     what sampling computes is checked by the sample_z0 / generate tests above."""

@@ -284,6 +284,7 @@ def tiny_ul():
     return UnifiedLatents(autoencoder_preset("tiny")).eval()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_a_windowed_decode_with_one_window_is_the_plain_sampler(tiny_ul, method):
     # reference: the sampler over the decoder itself, the per-video noise drawn frame by frame
@@ -309,6 +310,7 @@ def test_a_windowed_decode_with_one_window_is_the_plain_sampler(tiny_ul, method)
         assert torch.equal(video, reference), options
 
 
+@pytest.mark.slow
 def test_generate_and_reconstruct_use_the_configured_sampler_and_grid():
     from ulvideo.models import base_preset, build_base
     from ulvideo.pipeline import Pipeline
@@ -333,6 +335,7 @@ def test_generate_and_reconstruct_use_the_configured_sampler_and_grid():
 # ---------------------------------------------------------------- cost accounting
 
 
+@pytest.mark.slow
 def test_sampling_flops_are_what_the_samplers_run_and_info_prices_a_k600_fvd(tmp_path, capsys):
     from torch.utils.flop_counter import FlopCounterMode
 
