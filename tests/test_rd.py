@@ -24,8 +24,12 @@ TRAIN_FLAGS = [
 def test_sweep_trains_one_run_per_setting_and_scores_each_export(tmp_path, monkeypatch):
     import ulvideo.train.rd as rd
 
-    score = rd._score  # each scored from global seed 0: its bits/pixel draws reproducible
-    monkeypatch.setattr(rd, "_score", lambda *args: torch.manual_seed(0) and score(*args))
+    score = (
+        rd.score_reconstruction
+    )  # each scored from global seed 0: its bits/pixel draws reproducible
+    monkeypatch.setattr(
+        rd, "score_reconstruction", lambda *args: torch.manual_seed(0) and score(*args)
+    )
     out = tmp_path / "rd"
     argv = ["rd", "--loss_factors", "1.3,2", "--biases", "0,1", "--eval_videos", "4"]
     argv += ["--eval_batch_size", "2", "--eval_decode_steps", "2", "--rfvd", "false"]
