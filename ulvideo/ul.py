@@ -105,8 +105,7 @@ class UnifiedLatents(nn.Module):
         """The KL arm's q(z | video): its mean (= encode) and log-variance, clamped as LDM's."""
         if self.config.regularizer != "kl":
             raise ValueError("posterior is the KL arm's: this model's regularizer is 'ul'")
-        mean, logvar = self._moments(video, window).chunk(2, dim=1)
-        return mean, logvar.clamp(*LOGVAR_RANGE)
+        return _gaussian(self._moments(video, window))
 
     def _moments(self, video: Tensor, window: int | None) -> Tensor:
         self.validate_video(video)
@@ -189,11 +188,10 @@ class UnifiedLatents(nn.Module):
         moments = self._moments(video, None).to(video.dtype)
         kept = moments.detach() + (1.0 - warmup) * (moments - moments.detach())  # same value
         if self.config.regularizer == "kl":
-            mean, logvar = moments.chunk(2, dim=1)
-            z_clean = mean + (0.5 * logvar.clamp(*LOGVAR_RANGE)).exp() * torch.randn_like(mean)
-            rate_mean, rate_logvar = kept.chunk(2, dim=1)
+            mean, logvar = _gaussian(moments)
+            z_clean = mean + (0.5 * logvar).exp() * torch.randn_like(mean)
             # the closed-form KL of a diagonal Gaussian to N(0, I) (Kingma & Welling 2014, app. B)
-            prior_nats = gaussian_kl(rate_mean, rate_logvar.clamp(*LOGVAR_RANGE))
+            prior_nats = gaussian_kl(*_gaussian(kept))
             rate_term = self.config.kl_weight * prior_nats
         else:
             z_clean = moments
@@ -346,6 +344,12 @@ class UnifiedLatents(nn.Module):
         return self.decode(
             z0, steps, method, rng, window=window, tile=tile, student=student, grid=grid
         )
+
+
+def _gaussian(moments: Tensor) -> tuple[Tensor, Tensor]:
+    # the KL encoder's output as (mean, log-variance), the latter clamped as LDM's
+    mean, logvar = moments.chunk(2, dim=1)
+    return mean, logvar.clamp(*LOGVAR_RANGE)
 
 
 def _latent_span(name: str, value: int, step: int, offset: int, least: int = 1) -> int:
