@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from ulvideo.compare import bracket, main, stage1_defaults
+from ulvideo.compare import bracket, main, plot_title, stage1_defaults
 
 
 def power_law(scale: float, power: float):
@@ -41,6 +41,14 @@ def test_bracket_stops_at_a_probe_within_tolerance_and_reports_a_miss():
     probes, chosen, within = bracket(flat, 1.0, 0.1, 0.1, 3, 2.0, True, log=lines.append)
     assert not within and len(probes) == 3 and [p["knob"] for p in probes] == [1.0, 0.5, 0.25]
     assert lines[0] == "probe 1: knob 1 -> 0.5 bits/pixel (+400.0% of target)"
+
+
+def test_the_plot_says_equal_rate_only_when_every_arm_landed_within_tolerance():
+    report = {"target_bpp": 0.157, "arms": {"ul": {"within_tolerance": True},
+                                            "kl": {"within_tolerance": True}}}  # fmt: skip
+    assert plot_title(report) == "latents at equal rate (0.157 bits/pixel)"
+    report["arms"]["kl"]["within_tolerance"] = False
+    assert plot_title(report) == "latents at UNEQUAL rates (target 0.157 bits/pixel not bracketed)"
 
 
 def test_demo_defaults_are_the_demos_stage1_and_flags_override_single_fields():

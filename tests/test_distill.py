@@ -208,6 +208,28 @@ def test_cli_decoder_flags_and_info(export, tmp_path, capsys):
     assert "no distilled decoder" in capsys.readouterr().err
 
 
+def test_eval_reconstruction_scores_the_decoder_it_is_told(export, capsys):
+    from ulvideo.data import build_dataset
+    from ulvideo.evaluate.reconstruction import reconstruction_metrics
+
+    pipeline = Pipeline.from_pretrained(export)
+    video = torch.stack([build_dataset("demo", None, "test", 5, 16)[i][0] for i in range(2)])
+    flags = ["eval", "reconstruction", "--checkpoint", str(export), "--dataset", "demo",
+             "--frames", "5", "--num-videos", "2", "--batch-size", "2", "--decode-steps", "2"]  # fmt: skip
+    reports = {}
+    for decoder in ("auto", "teacher"):
+        capsys.readouterr()
+        assert main([*flags, "--decoder", decoder]) == 0
+        reports[decoder] = json.loads(capsys.readouterr().out)
+    student = pipeline.choose_decoder(2)
+    for decoder, expected in (("auto", student), ("teacher", None)):
+        direct = reconstruction_metrics(pipeline.autoencoder, video, 2, student=expected)
+        assert reports[decoder]["psnr"] == pytest.approx(float(direct["psnr"].mean()), abs=1e-5)
+    assert reports["auto"]["decoder"] == "student (4 steps)"
+    assert reports["teacher"]["decoder"] == "teacher"
+    assert reports["auto"]["psnr"] != reports["teacher"]["psnr"]
+
+
 # ---------------------------------------------------------------- learning
 
 

