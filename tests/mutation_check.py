@@ -64,7 +64,11 @@ def cfg_ignored_by_sample_z0():
 
 def eps_parameterisation():
     import ulvideo.models.transformer as transformer
-    from ulvideo.diffusion.vp import eps_to_x
+    from ulvideo.diffusion.vp import alpha_sigma, expand_to
+
+    def eps_to_x(z_t, eps, logsnr):  # x = (z_t - sigma * eps) / alpha: reads v as eps
+        alpha, sigma = alpha_sigma(expand_to(logsnr, z_t))
+        return (z_t - sigma * eps) / alpha
 
     transformer.v_to_x = eps_to_x
 
