@@ -20,7 +20,8 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 PEAK_TFLOPS = 0.5
-QUICK = ["train_step", "attention_modes", "attention_backends", "sampling"]
+QUICK = ["train_step", "attention_modes", "attention_backends", "sampling", "long_videos",
+         "checksum"]  # fmt: skip
 
 
 def positive(x) -> bool:
@@ -274,3 +275,13 @@ def test_distill_decoder_benchmark_scores_students_against_the_reference(tmp_pat
         assert entry["psnr_gap_db"] == pytest.approx(reference["psnr"] - entry["psnr"])
         assert entry["rfvd_ratio"] == pytest.approx(entry["rfvd"] / reference["rfvd"])
     assert results["student1_1"]["nfe"] == 1 and results["student1_1"]["method"] == "ddim"
+
+
+def test_run_all_runs_every_benchmark_or_says_why_not(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    run_all = importlib.import_module("run_all")
+    scripts = {p.name for p in (ROOT / "benchmarks").iterdir() if p.suffix in (".py", ".sh")}
+    scripts -= {"run_all.py", "common.py"}  # the runner and the helpers every script imports
+    ran, skipped = set(run_all.SCRIPTS.values()), set(run_all.NOT_RUN)
+    assert not ran & skipped and ran | skipped == scripts
+    assert all(reason for reason in run_all.NOT_RUN.values())
