@@ -93,7 +93,7 @@ class Decoder(nn.Module):
         cond = self.logsnr_embed(logsnr)
         # z0 at the input as well, as epsilon-VAE conditions its diffusion decoder (the latent
         # upsampled beside x_t): only the middle's z0 left the tiny decoder unable to draw shapes
-        # at 32 px (docs/STAGE1_DIAGNOSTICS.md, round 5)
+        # at 32 px (docs/STAGE1_DIAGNOSTICS.md, "Shapes")
         h = self.stem(patchify(x_t, 2)) + self.latent_stem(self.latent_on_stem_grid(z0))
         skips = []
         for i, blocks in enumerate(self.down_blocks):
