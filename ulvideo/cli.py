@@ -53,13 +53,14 @@ def _read_own_size(path, frames: int | None, resolution, config) -> torch.Tensor
     resized; one line says what was taken."""
     from .data.transforms import as_frames, center_crop, to_video
     from .data.video_io import read_clip, video_info
+    from .models import nearest_frame_counts
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"input video {path} does not exist")
     available, _, height, width = video_info(path)
     td, sd = config.temporal_downsample, config.spatial_downsample
     if frames is None:
-        frames = 1 + (available - 1) // td * td
+        frames = nearest_frame_counts(available, td)[0]
     if resolution is not None:
         return _read_video(path, frames, resolution)
     size = (height // sd * sd, width // sd * sd)

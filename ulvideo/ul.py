@@ -36,6 +36,7 @@ from .models import (
     Encoder,
     build_prior,
     check_video_shape,
+    latent_shape,
 )
 
 # LDM's clamp of the KL encoder's log-variance (Rombach et al. 2022, DiagonalGaussianDistribution)
@@ -74,13 +75,7 @@ class UnifiedLatents(nn.Module):
     def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
         """(C_z, T_z, H_z, W_z) of a frames x height x width clip."""
         check_video_shape((1, self.config.in_channels, frames, height, width), self.config, "clip")
-        cfg = self.config
-        return (
-            cfg.latent_channels,
-            1 + (frames - 1) // cfg.temporal_downsample,
-            height // cfg.spatial_downsample,
-            width // cfg.spatial_downsample,
-        )
+        return latent_shape(self.config, frames, height, width)
 
     def pixel_shape(self, latent_frames: int, latent_height: int, latent_width: int):
         """(C, T, H, W) of the clip whose latent grid is latent_frames x latent_height x latent_width."""

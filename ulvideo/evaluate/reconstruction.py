@@ -65,7 +65,7 @@ def reconstruction_metrics(
             tile=tile,
             grid=grid,
             student=student,
-        ).clamp(-1, 1)
+        )  # decode returns pixels clamped to [-1, 1]
 
     recon = reconstruct(z_clean)
     _, _, frames, height, width = video.shape

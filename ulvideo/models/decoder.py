@@ -25,7 +25,7 @@ from ..nn import (
     sincos_3d,
     unpatchify,
 )
-from .encoder import check_video_shape
+from .encoder import check_video_shape, latent_shape
 from .presets import AutoencoderConfig
 
 
@@ -137,13 +137,7 @@ class Decoder(nn.Module):
         cfg = self.config
         check_video_shape(x_t.shape, cfg, name="x_t")
         b, _, t, h, w = x_t.shape
-        expected = (
-            b,
-            cfg.latent_channels,
-            1 + (t - 1) // cfg.temporal_downsample,
-            h // cfg.spatial_downsample,
-            w // cfg.spatial_downsample,
-        )
+        expected = (b, *latent_shape(cfg, t, h, w))
         if tuple(z0.shape) != expected:
             raise ValueError(
                 f"z0 has shape {tuple(z0.shape)}, but x_t {tuple(x_t.shape)} needs latents {expected}"
