@@ -352,7 +352,7 @@ def test_corrupt_or_edited_export_is_one_line(pipeline, tmp_path, capsys):
 
 def test_runtime_switches_are_never_saved(tmp_path, monkeypatch):
     # a model trained with xformers and activation checkpointing loads and samples on a CPU
-    monkeypatch.setattr("ulvideo.nn.runtime.xformers_available", lambda: True)  # a GPU node
+    monkeypatch.setattr("ulvideo.nn.attention.xformers_available", lambda: True)  # a GPU node
     cfg = base_preset("tiny", num_classes=10)
     ul, base = UnifiedLatents(autoencoder_preset("tiny", resolution=16)), build_base(cfg)
     for network in (ul, base):
