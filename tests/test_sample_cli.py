@@ -5,6 +5,7 @@ import json
 import math
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import av
@@ -352,7 +353,8 @@ def test_corrupt_or_edited_export_is_one_line(pipeline, tmp_path, capsys):
 
 def test_runtime_switches_are_never_saved(tmp_path, monkeypatch):
     # a model trained with xformers and activation checkpointing loads and samples on a CPU
-    monkeypatch.setattr("ulvideo.nn.attention.xformers_available", lambda: True)  # a GPU node
+    # a GPU node (the module: `ulvideo.nn.attention` as an attribute is the function)
+    monkeypatch.setattr(sys.modules["ulvideo.nn.attention"], "xformers_available", lambda: True)
     cfg = base_preset("tiny", num_classes=10)
     ul, base = UnifiedLatents(autoencoder_preset("tiny", resolution=16)), build_base(cfg)
     for network in (ul, base):
