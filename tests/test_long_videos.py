@@ -1,4 +1,4 @@
-"""Long and large videos (issue 13): causal streaming encode, any aspect ratio, windowed decode,
+"""Long and large videos (docs/LONG_VIDEOS.md): causal streaming encode, any aspect ratio, windowed decode,
 long generation window by window."""
 
 from dataclasses import replace

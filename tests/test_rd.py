@@ -88,7 +88,7 @@ def test_a_decoder_that_ignores_its_latent_is_flagged_as_collapsed():
     assert Stage1.evaluation_warning(used, step=500) is None
 
 
-# Issue 11's acceptance at a CI budget: stage 1 of the tiny preset on the demo digits (5 frames at
+# The rate follows both knobs and the latent is used, at a CI budget: stage 1 of the tiny preset on the demo digits (5 frames at
 # 32 px) on the demo's 4x latent grid, 250 steps each with the default latent warm-up shortened to
 # 75 + 75 steps, every run from the same seed (same initialisation, data order and noise), so that
 # only the knob differs. c_lf 4 and b 2 ends the c_lf series (the demo trains at c_lf 6, b 2, with 4x

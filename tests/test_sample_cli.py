@@ -389,7 +389,7 @@ def test_pipeline_round_trip(pipeline):
 @pytest.mark.slow
 def test_demo_end_to_end_smoke(tmp_path, monkeypatch):
     """A smoke test: 8 steps per stage learn nothing; what a full demo learns is measured by its
-    swapped-latent gap and class accuracy (README, docs/STAGE1_DIAGNOSTICS.md). Its reported
+    swapped-latent gap and class accuracy (docs/RESULTS.md, docs/STAGE1_DIAGNOSTICS.md). Its reported
     PSNR and rFVD are those of its exported model's reconstructions, recomputed here (FVD with
     cheap pooled features in place of the I3D)."""
     from test_eval_fvd import pooled_features
