@@ -225,6 +225,11 @@ def reconstruction_noisy_latent(noisy_latent):
         def noisy_latent(self, z, rng=None):
             return noisy_latent(self.model, z, rng)
 
+        def reconstruct_from(self, z, *args, **kwargs):  # the real one, over the patched latent
+            from ulvideo.ul import UnifiedLatents
+
+            return UnifiedLatents.reconstruct_from(self, z, *args, **kwargs)
+
     reconstruction.reconstruction_metrics = lambda model, *a, **kw: metrics(
         Patched(model), *a, **kw
     )

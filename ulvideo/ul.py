@@ -335,7 +335,24 @@ class UnifiedLatents(nn.Module):
     ) -> Tensor:
         """encode -> noisy_latent -> decode, streamed / in windows of `window` frames when given
         (see encode, decode; `tile`, `student` and `grid` as decode's)."""
-        z0 = self.noisy_latent(self.encode(video, window), rng)
+        z_clean = self.encode(video, window)
+        return self.reconstruct_from(z_clean, steps, method, rng, window, tile, student, grid=grid)
+
+    def reconstruct_from(
+        self,
+        z_clean: Tensor,
+        steps: int = 32,
+        method: str = "ddpm",
+        rng: StackedRandomGenerator | None = None,
+        window: int | None = None,
+        tile: int | None = None,
+        student=None,
+        *,
+        grid: str = "t",
+    ) -> Tensor:
+        """reconstruct past the encoder: noisy_latent -> decode, the latent noise and then the
+        decoder's drawn from `rng`."""
+        z0 = self.noisy_latent(z_clean, rng)
         return self.decode(
             z0, steps, method, rng, window=window, tile=tile, student=student, grid=grid
         )
