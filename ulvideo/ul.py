@@ -336,7 +336,9 @@ class UnifiedLatents(nn.Module):
         """encode -> noisy_latent -> decode, streamed / in windows of `window` frames when given
         (see encode, decode; `tile`, `student` and `grid` as decode's)."""
         z_clean = self.encode(video, window)
-        return self.reconstruct_from(z_clean, steps, method, rng, window, tile, student, grid=grid)
+        return self.reconstruct_from(
+            z_clean, steps, method, rng, window=window, tile=tile, student=student, grid=grid
+        )
 
     def reconstruct_from(
         self,
@@ -344,18 +346,11 @@ class UnifiedLatents(nn.Module):
         steps: int = 32,
         method: str = "ddpm",
         rng: StackedRandomGenerator | None = None,
-        window: int | None = None,
-        tile: int | None = None,
-        student=None,
-        *,
-        grid: str = "t",
+        **decode_options,
     ) -> Tensor:
         """reconstruct past the encoder: noisy_latent -> decode, the latent noise and then the
-        decoder's drawn from `rng`."""
-        z0 = self.noisy_latent(z_clean, rng)
-        return self.decode(
-            z0, steps, method, rng, window=window, tile=tile, student=student, grid=grid
-        )
+        decoder's drawn from `rng`; `decode_options` (window, tile, student, grid) as decode's."""
+        return self.decode(self.noisy_latent(z_clean, rng), steps, method, rng, **decode_options)
 
 
 def _gaussian(moments: Tensor) -> tuple[Tensor, Tensor]:

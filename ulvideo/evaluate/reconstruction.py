@@ -56,7 +56,7 @@ def reconstruction_metrics(
     def reconstruct(z_clean: Tensor) -> Tensor:
         rng = StackedRandomGenerator(video.device, seed, ids)
         return model.reconstruct_from(
-            z_clean, decode_steps, method, rng, window, tile, student, grid=grid
+            z_clean, decode_steps, method, rng, window=window, tile=tile, student=student, grid=grid
         )
 
     recon = reconstruct(z_clean)
