@@ -64,7 +64,11 @@ def cfg_ignored_by_sample_z0():
 
 def eps_parameterisation():
     import ulvideo.models.transformer as transformer
-    from ulvideo.diffusion.vp import eps_to_x
+    from ulvideo.diffusion.vp import alpha_sigma, expand_to
+
+    def eps_to_x(z_t, eps, logsnr):  # x = (z_t - sigma * eps) / alpha: reads v as eps
+        alpha, sigma = alpha_sigma(expand_to(logsnr, z_t))
+        return (z_t - sigma * eps) / alpha
 
     transformer.v_to_x = eps_to_x
 
@@ -220,6 +224,11 @@ def reconstruction_noisy_latent(noisy_latent):
 
         def noisy_latent(self, z, rng=None):
             return noisy_latent(self.model, z, rng)
+
+        def reconstruct_from(self, z, *args, **kwargs):  # the real one, over the patched latent
+            from ulvideo.ul import UnifiedLatents
+
+            return UnifiedLatents.reconstruct_from(self, z, *args, **kwargs)
 
     reconstruction.reconstruction_metrics = lambda model, *a, **kw: metrics(
         Patched(model), *a, **kw

@@ -20,7 +20,8 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 PEAK_TFLOPS = 0.5
-QUICK = ["train_step", "attention_modes", "attention_backends", "sampling"]
+QUICK = ["train_step", "attention_modes", "attention_backends", "sampling", "long_videos",
+         "checksum"]  # fmt: skip
 
 
 def positive(x) -> bool:
@@ -325,3 +326,13 @@ def test_sampler_nfe_end_to_end_rows_count_the_flops_of_each_generation(tmp_path
         )
         assert positive(row["s_per_video"]) and 0 <= row["class_accuracy"] <= 1
     assert rows[2]["flops_per_video"] == rows[0]["flops_per_video"]
+
+
+def test_run_all_runs_every_benchmark_or_says_why_not(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    run_all = importlib.import_module("run_all")
+    scripts = {p.name for p in (ROOT / "benchmarks").iterdir() if p.suffix in (".py", ".sh")}
+    scripts -= {"run_all.py", "common.py"}  # the runner and the helpers every script imports
+    ran, skipped = set(run_all.SCRIPTS.values()), set(run_all.NOT_RUN)
+    assert not ran & skipped and ran | skipped == scripts
+    assert all(reason for reason in run_all.NOT_RUN.values())
