@@ -1,5 +1,5 @@
 """Quality against network evaluations (NFE) of every sampler and grid on a trained demo pipeline,
-with the 64-step ancestral sampler (ddpm, grid t) as the reference (issue 32). Prints JSON.
+with the 64-step ancestral sampler (ddpm, grid t) as the reference. Prints JSON.
 
     python benchmarks/bench_sampler_nfe.py --export DEMO_OUT/stage2/final \\
         --out benchmarks/results/sampler_nfe_cpu.json
