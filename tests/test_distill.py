@@ -15,7 +15,7 @@ from ulvideo.integrity import CorruptFileError
 from ulvideo.models import autoencoder_preset, base_preset, build_base
 from ulvideo.pipeline import Pipeline, autoencoder_fingerprint
 from ulvideo.sample import SamplingConfig
-from ulvideo.student import Student, StudentConfig, choose_decoder
+from ulvideo.student import TEACHER_STEPS, Student, StudentConfig, choose_decoder, decoder_steps
 from ulvideo.train.distill import DistillConfig, ddim_target, distill_loss
 from ulvideo.ul import UnifiedLatents
 
@@ -145,6 +145,10 @@ def test_choose_decoder_rules(export):
         choose_decoder(None, 2, "student")
     with pytest.raises(ValueError, match="--decoder must be one of"):
         choose_decoder(student, 2, "fast")
+    # no steps given: the student at its own 4 steps, else the teacher at TEACHER_STEPS
+    assert choose_decoder(student, None) is student and decoder_steps(student, None) == 4
+    assert choose_decoder(student, None, "teacher") is None
+    assert decoder_steps(None, None) == TEACHER_STEPS == 64 and decoder_steps(student, 2) == 2
     # 2 steps run on every other point of the student's own grid, then the data
     grid = student.sampling_grid(2)
     assert grid[:-1].tolist() == student.config.grid[::2] and grid[-1] == float("inf")
@@ -194,6 +198,13 @@ def test_cli_decoder_flags_and_info(export, tmp_path, capsys):
                      "--out", str(tmp_path / decoder)]) == 0  # fmt: skip
         reports[decoder] = json.loads(capsys.readouterr().out)["psnr"]
     assert reports["student"] != reports["teacher"]
+    # no --steps: the student at its own 4 steps
+    assert main(["reconstruct", "--checkpoint", str(export), "--input", str(tmp_path / "in.mp4"),
+                 "--frames", "5", "--out", str(tmp_path / "default")]) == 0  # fmt: skip
+    default = json.loads(capsys.readouterr().out)["psnr"]
+    assert main(["reconstruct", "--checkpoint", str(export), "--input", str(tmp_path / "in.mp4"),
+                 "--frames", "5", "--steps", "4", "--out", str(tmp_path / "four")]) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["psnr"] == default
     assert main(["sample", "--checkpoint", str(export), "--decoder_steps", "8", "--decoder",
                  "student", "--out", str(tmp_path / "s")]) == 2  # fmt: skip
     err = capsys.readouterr().err

@@ -12,6 +12,11 @@ import torch
 
 from evaluation.errors import run_main
 
+DECODER_STEPS_HELP = (
+    "decoder steps; default: the distilled student's own when the export has one, else the "
+    "teacher's 64"
+)
+
 
 def _load(checkpoint, revision=None):
     from .pipeline import Pipeline
@@ -126,13 +131,15 @@ def cmd_sample(args) -> None:
 def cmd_reconstruct(args) -> None:
     from .evaluate.reconstruction import reconstruction_metrics
     from .media import side_by_side, write_mp4
+    from .student import decoder_steps
 
     pipeline = _load(args.checkpoint, args.revision)
     ul, student = pipeline.autoencoder, pipeline.choose_decoder(args.steps, args.decoder)
+    steps = decoder_steps(student, args.steps)
     video = _read_own_size(args.input, args.frames, args.resolution, ul.config)
     ul.validate_video(video)
     metrics = reconstruction_metrics(
-        ul, video, args.steps, seed=args.seed, window=args.window, tile=args.tile,
+        ul, video, steps, seed=args.seed, window=args.window, tile=args.tile,
         method=args.method, grid=args.grid, student=student,
     )  # fmt: skip
     recon = metrics["recon"]
@@ -230,8 +237,11 @@ def cmd_info(args) -> None:
         info["flops_per_example"]["stage2"] = training_flops_per_example(
             cfg, "stage2", frames, height, width, base_config=pipeline.base_config
         )
+    from .student import decoder_steps
+
+    steps = decoder_steps(pipeline.choose_decoder(args.decoder_steps), args.decoder_steps)
     sampling = sampling_flops_per_video(
-        cfg, frames, height, width, args.base_steps, args.decoder_steps, args.method,
+        cfg, frames, height, width, args.base_steps, steps, args.method,
         args.cfg_scale, base_config=pipeline.base_config,
     )  # fmt: skip
     info["sampling_flops_per_video"] = sampling
@@ -411,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
         "last frames each new window continues",
     )
     s.add_argument("--base_steps", type=int, default=defaults.base_steps)
-    s.add_argument("--decoder_steps", type=int, default=defaults.decoder_steps)
+    s.add_argument("--decoder_steps", type=int, help=DECODER_STEPS_HELP)
     s.add_argument("--batch_size", type=int, default=16)
     s.add_argument("--fps", type=int, default=8)
     s.add_argument("--gif", action="store_true", help="also write GIFs")
@@ -429,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
     )
     r.add_argument("--input", required=True)
-    r.add_argument("--steps", type=int, default=defaults.decoder_steps)
+    r.add_argument("--steps", type=int, help=DECODER_STEPS_HELP)
     r.add_argument("--out", default="reconstruction")
     r.set_defaults(func=cmd_reconstruct)
 
@@ -490,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--frames", type=int, default=17)
     i.add_argument("--resolution", type=frame_size_arg, default=None, help="a side or HxW")
     i.add_argument("--base_steps", type=int, default=defaults.base_steps)
-    i.add_argument("--decoder_steps", type=int, default=defaults.decoder_steps)
+    i.add_argument("--decoder_steps", type=int, help=DECODER_STEPS_HELP)
     i.add_argument("--method", choices=METHODS, default=defaults.method)
     i.add_argument(
         "--cfg_scale", type=float, default=1.0, help="!= 1 doubles the base model's passes"

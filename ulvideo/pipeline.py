@@ -30,7 +30,7 @@ from .models import AutoencoderConfig, BaseConfig, build_base
 from .nn import enable_activation_checkpointing, set_attention_backend
 from .sample import SamplingConfig, frame_predictor, generate
 from .serialization import CONFIG_NAME, WEIGHTS_NAME, atomic_write, load_module, save_module
-from .student import Student, choose_decoder, load_student, save_student
+from .student import Student, choose_decoder, decoder_steps, load_student, save_student
 from .ul import UnifiedLatents
 
 AUTOENCODER, BASE, STAGE1_REFERENCE = "autoencoder", "base", "stage1.json"
@@ -187,7 +187,7 @@ class Pipeline:
         return push_to_hub(self, repo_id, local_dir, **kwargs)
 
     # what a trained model is for
-    def choose_decoder(self, steps: int, decoder: str = "auto") -> Student | None:
+    def choose_decoder(self, steps: int | None, decoder: str = "auto") -> Student | None:
         """The student that decodes `steps` steps, or None for the teacher (ulvideo.student)."""
         return choose_decoder(self.student, steps, decoder)
 
@@ -200,7 +200,7 @@ class Pipeline:
     def reconstruct(
         self,
         video: Tensor,
-        steps: int = 32,
+        steps: int | None = None,
         method: str = "ddpm",
         seed: int = 0,
         window: int | None = None,
@@ -212,9 +212,10 @@ class Pipeline:
         """encode -> noisy z0 -> decode with the sampler `method` on `grid`, streamed / in windows
         of `window` frames and tiles of `tile` pixels when given (UnifiedLatents.encode, decode);
         video k's noise depends only on (seed, k). `decoder` picks the teacher or the distilled
-        student (choose_decoder)."""
+        student (choose_decoder); `steps` None: the student's own, else the teacher's default."""
         self.autoencoder.validate_video(video)
         student = self.choose_decoder(steps, decoder)
+        steps = decoder_steps(student, steps)
         rng = StackedRandomGenerator(video.device, seed, range(len(video)))
         return self.autoencoder.reconstruct(
             video, steps, method, rng, window, tile, student, grid=grid

@@ -23,6 +23,7 @@ from .diffusion import (
     to_data,
 )
 from .models import frame_size
+from .student import decoder_steps
 
 
 @dataclass
@@ -30,7 +31,9 @@ class SamplingConfig:
     """Settings shared by the CLI, the demo and the evaluation protocol."""
 
     base_steps: int = 64
-    decoder_steps: int = 64
+    # None: the distilled student's own steps when the export has one, else the teacher's 64
+    # (ulvideo.student.decoder_steps)
+    decoder_steps: int | None = None
     # the sampler (ulvideo.diffusion.METHODS: ddpm = euler-ancestral, ddim, heun, dpmpp-2m) and
     # its grid spacing (GRIDS: uniform in t, in log-SNR, or EDM's rho = 7 "karras"), both models
     method: str = "ddpm"
@@ -209,7 +212,7 @@ def generate(
             rng=rng, latent_scale=latent_scale,
         )  # fmt: skip
         video = ul.decode(
-            z0, cfg.decoder_steps, cfg.method, rng, cfg.progress, window=cfg.window,
+            z0, decoder_steps(student, cfg.decoder_steps), cfg.method, rng, cfg.progress, window=cfg.window,
             tile=cfg.tile, grid=cfg.grid, student=student,
         )  # fmt: skip
         if context is not None:

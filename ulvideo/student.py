@@ -11,9 +11,11 @@ Which decoder a decode uses (`choose_decoder`):
 - `--decoder student`: the student, or a clear error when the export holds none or it cannot
   take `--decoder_steps` N.
 - `--decoder auto` (default): the student when N is at most its trained step count, else the
-  teacher. More steps than the student was distilled for ask for the teacher's quality, so the
-  default 64 steps keep the teacher. The student decodes N steps on every (S / N)-th point of its
-  own S-step grid, so N must divide S; another N is an error that names the valid ones.
+  teacher. More steps than the student was distilled for ask for the teacher's quality. The
+  student decodes N steps on every (S / N)-th point of its own S-step grid, so N must divide S;
+  another N is an error that names the valid ones.
+- No N given (`--decoder_steps` unset, SamplingConfig.decoder_steps None): the student at its own
+  S steps when the export has one (auto, student), else the teacher at TEACHER_STEPS.
 
 Students are deterministic DDIM samplers (progressive distillation trains them for DDIM steps,
 ulvideo.train.distill): `method` does not apply to them.
@@ -32,6 +34,7 @@ from .models.presets import JSONConfig
 from .serialization import CONFIG_NAME, WEIGHTS_NAME, load_module, save_module
 
 STUDENT, STUDENT_KIND = "student", "decoder_student"
+TEACHER_STEPS = 64  # the stage-1 decoder's steps when none are given and no student decodes
 DECODER_CHOICES = ("auto", "student", "teacher")
 
 
@@ -88,9 +91,11 @@ def check_decoder_choice(decoder: str) -> None:
         raise ValueError(f"--decoder must be one of {DECODER_CHOICES}, got {decoder!r}")
 
 
-def choose_decoder(student: Student | None, steps: int, decoder: str = "auto") -> Student | None:
-    """The student that decodes `steps` steps under `decoder` (auto | student | teacher), or
-    None for the teacher (see the module docstring for the rule)."""
+def choose_decoder(
+    student: Student | None, steps: int | None, decoder: str = "auto"
+) -> Student | None:
+    """The student that decodes `steps` steps (None: its own) under `decoder` (auto | student |
+    teacher), or None for the teacher (see the module docstring for the rule)."""
     check_decoder_choice(decoder)
     if decoder == "teacher":
         return None
@@ -101,10 +106,20 @@ def choose_decoder(student: Student | None, steps: int, decoder: str = "auto") -
                 "EXPORT --steps N` first, or use --decoder teacher"
             )
         return None
+    if steps is None:
+        return student
     if decoder == "auto" and steps > student.steps:
         return None  # more steps than distilled: the teacher's quality is asked for
     student.check_steps(steps)
     return student
+
+
+def decoder_steps(student: Student | None, steps: int | None) -> int:
+    """The steps a decode takes: `steps`, or when None the chosen student's own, else the
+    teacher's TEACHER_STEPS."""
+    if steps is not None:
+        return steps
+    return student.steps if student is not None else TEACHER_STEPS
 
 
 def save_student(student: Student, autoencoder_dir: str | os.PathLike) -> Path:
