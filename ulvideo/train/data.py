@@ -74,7 +74,14 @@ class BucketLoader:
 
         self.plan, self.device = plan, accelerator.device
         self.sampler = MixtureBatches(plan, accelerator.process_index)
-        self.loader = DataLoader(mixture, batch_sampler=self.sampler, num_workers=num_workers)
+        # its own generator: each epoch's iterator draws a worker seed, which must not come from
+        # the training RNG (a resumed run starts one more iterator than an uninterrupted one)
+        self.loader = DataLoader(
+            mixture,
+            batch_sampler=self.sampler,
+            num_workers=num_workers,
+            generator=torch.Generator().manual_seed(0),
+        )
 
     def epoch(self, epoch: int, start: int):
         """The batches of ``epoch`` from its step ``start`` on."""
