@@ -17,7 +17,7 @@ from .trackers import trackers_for
 CLIP_OPTIONS = ("frame_stride", "target_fps", "temporal_crop", "spatial_crop", "flip")
 DATASET_OPTIONS = {"kinetics600": CLIP_OPTIONS, "videos": (*CLIP_OPTIONS, "split_file")}
 
-# What `--data demo` changes, unless the option is given explicitly: the demo clips are 32x32 and
+# What `--data demo` (or a --data_mix of demo sources only) changes, unless given explicitly: the demo clips are 32x32 and
 # small enough that every recipe finishes on 2 CPU cores in a few minutes.
 DEMO_DEFAULTS = dict(
     resolution=32,
@@ -254,9 +254,19 @@ def parse_config(
     if "model" in flags:
         flags["model"] = {**defaults.get("model", _default(cls, "model")), **flags["model"]}
     given = {**defaults, **flags}
-    if given.get("data", _default(cls, "data")) == "demo":
+    mix = given.get("data_mix", _default(cls, "data_mix"))
+    if on_demo_data(given.get("data", _default(cls, "data")), mix):
         given = {**DEMO_DEFAULTS, **given}
     return cls(**given)
+
+
+def on_demo_data(data: str, data_mix: str | None) -> bool:
+    """Whether a run reads only the built-in demo data (DEMO_DEFAULTS apply)."""
+    if data_mix is None:
+        return data == "demo"
+    from ..data.mixture import parse_data_mix
+
+    return all(source.name in BUILT_IN for source in parse_data_mix(data_mix))
 
 
 def _default(cls, name):
