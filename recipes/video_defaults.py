@@ -60,9 +60,10 @@ class JointBuckets:
         )
 
     def validate(self) -> None:
-        if self.data_mix is None:
+        if self.data_mix is None and self.latents_dir is None:
             raise ValueError(
                 "the joint recipes train on a mixture: give --data_mix, e.g. "
-                "'videos:/data/UCF-101=0.7,imagenet:/data/imagenet=0.3' (or 'demo=0.7,demo_images=0.3')"
+                "'videos:/data/UCF-101=0.7,imagenet:/data/imagenet=0.3' (or 'demo=0.7,demo_images=0.3'), "
+                "or stage 2's --latents_dir of shards per bucket (ulvideo encode --data_mix)"
             )
         super().validate()

@@ -231,3 +231,45 @@ def test_data_wait_and_examples_per_s_are_logged_per_bucket(tmp_path, monkeypatc
 
     assert 4 * slow_images * 0.95 <= wait_per_step(images, 4) < 4 * slow_images + 0.1
     assert wait_per_step(clips, 2) < slow_images
+
+
+@pytest.mark.slow
+def test_latent_shards_per_bucket_train_stage2(tmp_path, monkeypatch):
+    from ulvideo.cli import main as cli_main
+    from ulvideo.pipeline import Pipeline
+    from ulvideo.train.config import TrainConfig as Config
+    from ulvideo.train.data import build_mixture
+    from ulvideo.train.latents import BucketedLatents, latent_logsnr_shift
+
+    monkeypatch.setattr(demo, "DEFAULT_SIZES", {"train": 6, "test": 4})
+    train(bucketed(tmp_path, "s1", max_steps=2, checkpoint_every=2))
+    export = tmp_path / "s1" / "final"
+    out = tmp_path / "latents"
+    flags = ["--data_mix", MIX, "--buckets", BUCKETS, "--frames", "5", "--resolution", "16"]
+    assert cli_main(["encode", "--checkpoint", str(export), *flags, "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["1x16x16", "5x16x16", "buckets.json"]
+    shards = BucketedLatents(out)
+    assert shards.weights == (0.7, 0.3) and shards.num_classes == 10
+    # each shard row is the encoding of the mixture's item in that bucket: 2 latent frames
+    # for the 5-frame clips, 1 for the images
+    mixture = build_mixture(Config(data_mix=MIX, buckets=BUCKETS, frames=5, resolution=16), "train")
+    ul = Pipeline.from_pretrained(export).autoencoder
+    for source, bucket, latent_frames in ((0, 0, 2), (1, 1, 1)):
+        assert len(shards.groups[source][bucket]) == 6
+        row = 4
+        z, label = shards[(source, bucket, row)]
+        video, label_ref = mixture[
+            (source, bucket, int(mixture.groups[source][bucket][row]), 0, 0, row)
+        ]
+        with torch.no_grad():
+            torch.testing.assert_close(z, ul.encode(video[None])[0])
+        assert z.shape[1] == latent_frames and label == label_ref
+    assert np.isfinite(latent_logsnr_shift(out))
+    run = bucketed(
+        tmp_path, "s2", stage=2, data_mix=None, buckets=None, latents_dir=str(out),
+        stage1_checkpoint=str(export), max_steps=4, class_conditional=True,
+    )  # fmt: skip
+    assert train(run).step == 4
+    keys = set().union(*read_metrics(tmp_path / "s2"))
+    assert {"bucket/5x16x16/base_nats", "bucket/1x16x16/base_nats"} <= keys
+    assert {"bucket/5x16x16/examples_per_s", "bucket/1x16x16/examples_per_s"} <= keys

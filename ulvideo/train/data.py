@@ -67,7 +67,8 @@ class TrainingData:
 
 
 class BucketLoader:
-    """This process's rows of each step of a BatchPlan, on its device; an epoch starts at a step."""
+    """This process's rows of each step of a BatchPlan (of a Mixture, or of BucketedLatents), on
+    its device; an epoch starts at a step."""
 
     def __init__(self, mixture, plan, accelerator, num_workers: int):
         from ..data.mixture import MixtureBatches
@@ -84,10 +85,12 @@ class BucketLoader:
         )
 
     def epoch(self, epoch: int, start: int):
-        """The batches of ``epoch`` from its step ``start`` on."""
+        """The batches of ``epoch`` from its step ``start`` on; ``shape`` is the (frames, height,
+        width) of the bucket of the batch last yielded (also for latents)."""
         self.sampler.set_position(epoch, start)
-        for videos, labels in self.loader:
-            yield videos.to(self.device), labels.to(self.device)
+        for step, (inputs, labels) in enumerate(self.loader, start):
+            self.shape = self.plan.buckets[self.plan.step(epoch, step).bucket].shape
+            yield inputs.to(self.device), labels.to(self.device)
 
 
 def build_training_data(config: TrainConfig) -> TrainingData:
@@ -95,8 +98,11 @@ def build_training_data(config: TrainConfig) -> TrainingData:
     from ..data import build_dataset
 
     if config.latents_dir is not None:
-        from .latents import LatentShards
+        from .latents import BucketedLatents, LatentShards, is_bucketed
 
+        if is_bucketed(config.latents_dir):
+            shards = BucketedLatents(config.latents_dir, config.seed)
+            return TrainingData(shards, None, shards.num_classes, True, shards.weights)
         shards = LatentShards(config.latents_dir)
         return TrainingData(shards, None, shards.num_classes, from_latents=True)
     if config.bucketed:
@@ -126,43 +132,42 @@ def dataset_options(config: TrainConfig, name: str, frames: int | None = None) -
     return kwargs
 
 
-def build_mixture_data(config: TrainConfig) -> TrainingData:
-    """The mixture of `config.sources()` in `config.bucket_table()` buckets, and its evaluation
-    split (the sources that have one). Video files are indexed at any length (the buckets decide
-    which are too short); the demo renders the longest bucket's frames."""
+def build_mixture(config: TrainConfig, split: str):
+    """The Mixture of `config.sources()` in `config.bucket_table()` buckets: their "train" split,
+    or ("eval") each source's held-out split where it has one (None if none has). Video files are
+    indexed at any length (the buckets decide which are too short); the demo renders the longest
+    bucket's frames."""
     from ..data import build_dataset
     from ..data.mixture import Mixture
     from ..data.registry import IMAGE_DATASETS
 
-    buckets, sources = config.bucket_table(), config.sources()
+    buckets = config.bucket_table()
     longest = max(b.frames for b in buckets)
-
-    def frames_of(name):
-        return 1 if name in IMAGE_DATASETS or name in DATASET_OPTIONS else longest
-
-    def mixture(split: str):
-        datasets, names = [], []
-        for source in sources:
-            kwargs = dataset_options(config, source.name, frames_of(source.name))
-            if split == "train":
-                datasets.append(build_dataset(source.name, source.root, split, **kwargs))
-                names.append(source.label)
+    datasets, names = [], []
+    for source in config.sources():
+        frames = 1 if source.name in IMAGE_DATASETS or source.name in DATASET_OPTIONS else longest
+        kwargs = dataset_options(config, source.name, frames)
+        if split == "train":
+            datasets.append(build_dataset(source.name, source.root, split, **kwargs))
+            names.append(source.label)
+            continue
+        for name in TRAINING_ONLY:  # evaluation clips stay centred and unflipped
+            kwargs.pop(name, None)
+        for eval_split in ("test",) if source.root is None else ("val", "test"):
+            try:
+                datasets.append(build_dataset(source.name, source.root, eval_split, **kwargs))
+            except (FileNotFoundError, ValueError):
                 continue
-            for name in TRAINING_ONLY:  # evaluation clips stay centred and unflipped
-                kwargs.pop(name, None)
-            for eval_split in ("test",) if source.root is None else ("val", "test"):
-                try:
-                    datasets.append(build_dataset(source.name, source.root, eval_split, **kwargs))
-                except (FileNotFoundError, ValueError):
-                    continue
-                names.append(source.label)
-                break
-        return Mixture(datasets, names, buckets, config.seed) if datasets else None
+            names.append(source.label)
+            break
+    return Mixture(datasets, names, buckets, config.seed) if datasets else None
 
-    splits = {"train": mixture("train"), "eval": mixture("eval")}
-    train = splits["train"]
-    weights = tuple(s.weight for s in sources)
-    return TrainingData(train, splits["eval"], train.num_classes, False, weights)
+
+def build_mixture_data(config: TrainConfig) -> TrainingData:
+    """A bucketed run's training mixture, its evaluation mixture and the sources' weights."""
+    train = build_mixture(config, "train")
+    weights = tuple(source.weight for source in config.sources())
+    return TrainingData(train, build_mixture(config, "eval"), train.num_classes, False, weights)
 
 
 def latent_tokens(stage, frames: int, height: int, width: int) -> int:

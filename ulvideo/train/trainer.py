@@ -240,7 +240,8 @@ def train(config: TrainConfig) -> TrainResult:
     # the EMA copies the full network before FSDP (in prepare) shards it
     ema = EMA(stage.network.to(accelerator.device), config.ema_decay)
     optimizer, scheduler = build_optimizer(stage.network.parameters(), config)
-    if config.bucketed:  # every process's batch of a step is the same bucket: not sharded
+    bucketed = data.weights is not None  # a mixture, or latent shards per bucket
+    if bucketed:  # every process's batch of a step is the same bucket: not sharded
         loader = data.bucket_loader(accelerator, config.num_workers)
         stage, optimizer = accelerator.prepare(stage, optimizer)
         batches_per_epoch = loader.plan.steps_per_epoch
@@ -289,16 +290,16 @@ def train(config: TrainConfig) -> TrainResult:
         lambda shape: latent_tokens(unwrapped, *shape),
         lambda shape: unwrapped.training_flops(*shape),
         config.peak_tflops,
-        per_bucket=config.bucketed,
+        per_bucket=bucketed,
     )
-    bucket_means = BucketMeans(accelerator) if config.bucketed else None
+    bucket_means = BucketMeans(accelerator) if bucketed else None
     clip_shape = (config.frames, config.resolution, config.resolution)
     bar = tqdm(
         total=config.max_steps, initial=step, disable=not accelerator.is_main_process, desc="train"
     )
     throughput.start(step)
     while step < config.max_steps:
-        if config.bucketed:
+        if bucketed:
             epoch_loader = loader.epoch(
                 position.epoch, position.plan_steps_to_skip(batches_per_epoch)
             )
@@ -311,7 +312,7 @@ def train(config: TrainConfig) -> TrainResult:
             if config.stage == 1:
                 unwrapped.warmup = latent_warmup(config, step)
             rows = len(batch[1])  # a bucket's batch size, else batch_size
-            shape = tuple(batch[0].shape[2:]) if config.bucketed else clip_shape
+            shape = loader.shape if bucketed else clip_shape
             draws = TrainingDraws(
                 config.seed,
                 position.examples_seen,
