@@ -174,6 +174,7 @@ def test_stream_is_the_same_on_one_and_two_processes_and_after_a_resume():
         sampler.set_position(epoch=2, start=0)
     stream = list(single)
     for step, (row0, row1, whole) in enumerate(zip(*ranks, stream)):
+        assert len(row0) == len(row1) == mixture.buckets[whole[0][1]].batch_size
         assert [k[:3] for k in row0 + row1] == [k[:3] for k in whole]
         if step < 3:  # the clips themselves: random windows keyed by (seed, epoch, step, row)
             got = torch.stack([mixture[k][0] for k in row0 + row1])
@@ -217,11 +218,16 @@ def test_real_videos_of_two_aspect_ratios_land_in_their_own_buckets(two_aspect_f
     wide = [i for i, p in enumerate(folder.paths) if "/wide/" in p and "short" not in p]
     tall = [i for i, p in enumerate(folder.paths) if "/tall/" in p]
     assert [g.tolist() for g in mixture.groups[0]] == [wide, tall]
-    plan = mixture.plan([1], world=1)
-    for keys in MixtureBatches(plan, 0):
-        videos = torch.stack([mixture[k][0] for k in keys])  # one shape, or stack fails
-        assert videos.shape[1:] == (3, *buckets[keys[0][1]].shape)
-        assert videos.min() >= -1 and videos.max() <= 1 and videos.std() > 0.05
+    sampler = MixtureBatches(mixture.plan([1], world=1), 0)
+    shapes = []
+    for epoch in range(4):
+        sampler.set_position(epoch, 0)
+        for keys in sampler:
+            videos = torch.stack([mixture[k][0] for k in keys])  # one shape, or stack fails
+            assert videos.shape[1:] == (3, *buckets[keys[0][1]].shape)
+            assert videos.min() >= -1 and videos.max() <= 1 and videos.std() > 0.05
+            shapes.append(videos.shape)
+    assert len(set(shapes)) == 2
 
 
 # ------------------------------------------------------------------ one loss for images and videos

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from launch import launch, launch_training, rank_info
+from test_train import tiny
 
 from ulvideo.data import demo, read_clip, write_video
 from ulvideo.data.mixture import MixtureBatches
@@ -26,30 +27,9 @@ BUCKETS = "5x16x16=1:2,1x16x16=1:4"
 
 
 def bucketed(tmp_path, name, **overrides) -> TrainConfig:
-    base = dict(
-        stage=1,
-        preset="tiny",
-        data_mix=MIX,
-        buckets=BUCKETS,
-        frames=5,
-        resolution=16,
-        batch_size=4,
-        num_workers=0,
-        lr=2e-3,
-        warmup_steps=2,
-        latent_hold_steps=2,
-        latent_ramp_steps=2,
-        max_steps=8,
-        log_every=1,
-        eval_every=4,
-        checkpoint_every=4,
-        eval_decode_steps=2,
-        output_dir=str(tmp_path / name),
-        cpu=True,
-    )
-    if overrides.get("stage") == 2:
-        base.update(base_preset="tiny", latent_hold_steps=0, latent_ramp_steps=0)
-    return TrainConfig(**{**base, **overrides})
+    """test_train's tiny run on the demo's clips and images in two buckets."""
+    mixture = dict(data_mix=MIX, buckets=BUCKETS, max_steps=8, eval_every=4, checkpoint_every=4)
+    return tiny(tmp_path, name, **{**mixture, "eval_decode_steps": 2, **overrides})
 
 
 def weights(module) -> dict:
@@ -237,7 +217,6 @@ def test_data_wait_and_examples_per_s_are_logged_per_bucket(tmp_path, monkeypatc
 def test_latent_shards_per_bucket_train_stage2(tmp_path, monkeypatch):
     from ulvideo.cli import main as cli_main
     from ulvideo.pipeline import Pipeline
-    from ulvideo.train.config import TrainConfig as Config
     from ulvideo.train.data import build_mixture
     from ulvideo.train.latents import BucketedLatents, latent_logsnr_shift
 
@@ -252,7 +231,9 @@ def test_latent_shards_per_bucket_train_stage2(tmp_path, monkeypatch):
     assert shards.weights == (0.7, 0.3) and shards.num_classes == 10
     # each shard row is the encoding of the mixture's item in that bucket: 2 latent frames
     # for the 5-frame clips, 1 for the images
-    mixture = build_mixture(Config(data_mix=MIX, buckets=BUCKETS, frames=5, resolution=16), "train")
+    mixture = build_mixture(
+        TrainConfig(data_mix=MIX, buckets=BUCKETS, frames=5, resolution=16), "train"
+    )
     ul = Pipeline.from_pretrained(export).autoencoder
     for source, bucket, latent_frames in ((0, 0, 2), (1, 1, 1)):
         assert len(shards.groups[source][bucket]) == 6
