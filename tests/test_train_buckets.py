@@ -129,23 +129,18 @@ def real_two_aspect_root(tmp_path):
 
 
 @pytest.mark.slow
-def test_real_videos_of_two_aspect_ratios_train_both_stages(tmp_path, real_two_aspect_root):
+def test_real_videos_of_two_aspect_ratios_train_resume_and_export(
+    tmp_path, monkeypatch, real_two_aspect_root
+):
     mix = f"videos:{real_two_aspect_root}=1"
     shapes = "5x16x32=1:2,5x32x16=1:2"
-    stage1 = train(bucketed(tmp_path, "s1", data_mix=mix, buckets=shapes, max_steps=4))
-    assert stage1.step == 4
-    records = read_metrics(tmp_path / "s1")
-    keys = set().union(*records)
+    flags = dict(data_mix=mix, buckets=shapes, max_steps=4, checkpoint_every=2)
+    straight_and_resumed(tmp_path, monkeypatch, lambda name: bucketed(tmp_path, name, **flags))
+    keys = set().union(*read_metrics(tmp_path / "straight"))
     assert {"bucket/5x16x32/bits_per_pixel", "bucket/5x32x16/bits_per_pixel"} <= keys
-    run = bucketed(
-        tmp_path,
-        "s2",
-        stage=2,
-        data_mix=mix,
-        buckets=shapes,
-        max_steps=4,
-        stage1_checkpoint=str(tmp_path / "s1" / "final"),
-    )
+    assert (tmp_path / "straight" / "final" / "autoencoder").is_dir()
+    stage1 = str(tmp_path / "straight" / "final")
+    run = bucketed(tmp_path, "s2", stage=2, stage1_checkpoint=stage1, **flags)
     assert train(run).step == 4
     assert (tmp_path / "s2" / "final" / "base").is_dir()
 

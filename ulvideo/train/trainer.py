@@ -285,15 +285,17 @@ def train(config: TrainConfig) -> TrainResult:
         )
 
     nonfinite_total = nonfinite_run = 0
+    clip_shape = (config.frames, config.resolution, config.resolution)
+    shapes = [b.shape for b in data.dataset.buckets] if bucketed else [clip_shape]
+    flops = {shape: unwrapped.training_flops(*shape) for shape in shapes}  # counted once: slow
     throughput = Throughput(
         accelerator,
-        lambda shape: latent_tokens(unwrapped, *shape),
-        lambda shape: unwrapped.training_flops(*shape),
+        {shape: latent_tokens(unwrapped, *shape) for shape in shapes}.__getitem__,
+        flops.__getitem__,
         config.peak_tflops,
         per_bucket=bucketed,
     )
     bucket_means = BucketMeans(accelerator) if bucketed else None
-    clip_shape = (config.frames, config.resolution, config.resolution)
     bar = tqdm(
         total=config.max_steps, initial=step, disable=not accelerator.is_main_process, desc="train"
     )
