@@ -22,7 +22,7 @@ import torch
 from common import emit, machine
 
 from ulvideo.integrity import CHUNK, sha256_file
-from ulvideo.models import autoencoder_preset
+from ulvideo.models import AutoencoderConfig, autoencoder_preset
 from ulvideo.serialization import WEIGHTS_NAME, load_module, save_module
 from ulvideo.ul import UnifiedLatents
 
@@ -61,7 +61,9 @@ def main() -> None:
             ),
             "read_only": seconds(lambda: read_with(weights, len)),
         }
-        load_s = seconds(lambda: load_module(export, UnifiedLatents, "autoencoder"))
+        load_s = seconds(
+            lambda: load_module(export, UnifiedLatents, "autoencoder", AutoencoderConfig)
+        )
     mb = size / 2**20
     result = {
         "machine": machine("cpu"),

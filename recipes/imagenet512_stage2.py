@@ -18,6 +18,7 @@ class ImageNet512Stage2(TrainConfig):
 
     stage: int = 2
     base_preset: str | None = "medium"
+    preset: str | None = None  # the autoencoder comes from --stage1_checkpoint: --preset is refused
     output_dir: str = "runs/in512_stage2"
     data: str = "imagenet"
     frames: int = 1

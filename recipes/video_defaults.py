@@ -32,6 +32,7 @@ class VideoStage2(TrainConfig):
 
     stage: int = 2
     base_preset: str | None = "medium"
+    preset: str | None = None  # the autoencoder comes from --stage1_checkpoint: --preset is refused
     frames: int = 17
     resolution: int = 128
     batch_size: int = 64

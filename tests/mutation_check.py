@@ -64,7 +64,11 @@ def cfg_ignored_by_sample_z0():
 
 def eps_parameterisation():
     import ulvideo.models.transformer as transformer
-    from ulvideo.diffusion.vp import eps_to_x
+    from ulvideo.diffusion.vp import alpha_sigma, expand_to
+
+    def eps_to_x(z_t, eps, logsnr):  # x = (z_t - sigma * eps) / alpha: reads v as eps
+        alpha, sigma = alpha_sigma(expand_to(logsnr, z_t))
+        return (z_t - sigma * eps) / alpha
 
     transformer.v_to_x = eps_to_x
 
@@ -275,6 +279,11 @@ def reconstruction_noisy_latent(noisy_latent):
 
         def noisy_latent(self, z, rng=None):
             return noisy_latent(self.model, z, rng)
+
+        def reconstruct_from(self, z, *args, **kwargs):  # the real one, over the patched latent
+            from ulvideo.ul import UnifiedLatents
+
+            return UnifiedLatents.reconstruct_from(self, z, *args, **kwargs)
 
     reconstruction.reconstruction_metrics = lambda model, *a, **kw: metrics(
         Patched(model), *a, **kw
@@ -586,8 +595,66 @@ CONDITIONING = [
     "tests/test_registry.py::test_custom_base_samples_with_guidance",
 ]
 
+
 # name: (what is broken, the breakage, the tests that must catch it, needs CUDA)
+def kl_term_dropped():
+    # the KL arm trains its decoder alone: the rate term of stage1_loss is zero (kl_rate, the
+    # measurement, is untouched)
+    import sys
+
+    import ulvideo.ul as ul
+
+    gaussian_kl = ul.gaussian_kl
+
+    def dropped(mean, logvar):
+        kl = gaussian_kl(mean, logvar)
+        return kl * 0 if sys._getframe(1).f_code.co_name == "stage1_loss" else kl
+
+    ul.gaussian_kl = dropped
+
+
+def latent_scale_ignored():
+    # sample_z0 returns the base model's scaled latents without dividing by latent_scale
+    import ulvideo.sample as sample
+
+    sample_z0 = sample.sample_z0
+    sample.sample_z0 = lambda *a, latent_scale=1.0, **kw: sample_z0(*a, **kw) * latent_scale
+
+
+def compare_arms_reseeded():
+    # compare-latents trains its second arm under another seed
+    import dataclasses
+
+    import ulvideo.compare as compare
+
+    probe_config = compare._probe_config
+    compare._probe_config = lambda config, arm, knob: probe_config(
+        dataclasses.replace(config, seed=config.seed + (arm == "kl")), arm, knob
+    )
+
+
 MUTATIONS = {
+    "kl_term_dropped": (
+        "the KL arm's loss omits its KL term (the decoder alone trains)",
+        kl_term_dropped,
+        [
+            "tests/test_kl.py::test_kl_weight_scales_the_rate_term_and_zero_leaves_the_decoder_loss_alone",
+            "tests/test_kl.py::test_a_larger_kl_weight_lowers_the_rate_after_the_same_training",
+        ],
+        False,
+    ),
+    "latent_scale_ignored": (
+        "KL sampling forgets to unscale the base model's latents by latent_scale",
+        latent_scale_ignored,
+        ["tests/test_kl.py::test_kl_sampling_runs_to_the_clean_latent_and_unscales_it"],
+        False,
+    ),
+    "compare_arms_reseeded": (
+        "compare-latents trains the KL arm under another seed than the UL arm",
+        compare_arms_reseeded,
+        ["tests/test_compare.py::test_compare_latents_end_to_end_at_a_tiny_budget"],
+        False,
+    ),
     "decoder_loss_detached": (
         "noisy_latent on z_clean.detach(): the decoder loss never reaches the encoder",
         detach_decoder_latent,

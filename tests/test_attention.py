@@ -58,7 +58,7 @@ def test_auto_is_sdpa_on_cpu_and_env_var_overrides_auto(monkeypatch):
 
 def test_bad_backend_and_shapes_raise_clear_errors():
     q, k, v = qkv(torch.float32)
-    with pytest.raises(ValueError, match="valid: auto, sdpa, xformers, naive"):
+    with pytest.raises(ValueError, match="valid: None, auto, sdpa, xformers, naive"):
         attention(q, k, v, backend="cudnn")
     with pytest.raises(ValueError, match=r"q \(B, L, H, D\)"):
         attention(q[0], k[0], v[0])
@@ -112,3 +112,21 @@ def test_sdpa_matches_reference_on_cuda(dtype, atol):
     q, k, v = qkv(dtype, device="cuda")
     out = attention(q, k, v, backend="sdpa").float().cpu()
     np.testing.assert_allclose(out.numpy(), numpy_reference(q, k, v), atol=atol, rtol=0)
+
+
+def test_one_backend_check_for_the_runtime_switch_and_the_call():
+    from ulvideo.nn import SelfAttention, set_attention_backend
+
+    layer = SelfAttention(16, 2)
+    errors = []
+    for call in (lambda: set_attention_backend(layer, "cudnn"),
+                 lambda: attention(*qkv(torch.float32), backend="cudnn")):  # fmt: skip
+        with pytest.raises(ValueError) as info:
+            call()
+        errors.append(str(info.value))
+    assert (
+        errors[0] == "unknown attention backend 'cudnn'; valid: None, auto, sdpa, xformers, naive"
+    )
+    # the call names where the name came from, in the same message
+    assert errors[1] == errors[0].replace(";", " (from the argument or $ULVIDEO_ATTENTION);")
+    assert layer.backend is None  # refused before any layer was switched

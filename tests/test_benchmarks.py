@@ -20,7 +20,8 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 PEAK_TFLOPS = 0.5
-QUICK = ["train_step", "attention_modes", "attention_backends", "sampling"]
+QUICK = ["train_step", "attention_modes", "attention_backends", "sampling", "long_videos",
+         "checksum"]  # fmt: skip
 
 
 def positive(x) -> bool:
@@ -274,3 +275,64 @@ def test_distill_decoder_benchmark_scores_students_against_the_reference(tmp_pat
         assert entry["psnr_gap_db"] == pytest.approx(reference["psnr"] - entry["psnr"])
         assert entry["rfvd_ratio"] == pytest.approx(entry["rfvd"] / reference["rfvd"])
     assert results["student1_1"]["nfe"] == 1 and results["student1_1"]["method"] == "ddim"
+
+
+@pytest.mark.slow
+def test_sampler_nfe_end_to_end_rows_count_the_flops_of_each_generation(tmp_path):
+    """A smoke test of the end-to-end section on a random tiny export with a 1-step student:
+    each generation's FLOPs are its base passes (two under CFG) plus its decoder passes, the
+    reductions are ratios to the first setting, and its second seed is recorded."""
+    import copy
+
+    from test_networks import randomise
+
+    from ulvideo.diffusion import logsnr_grid, to_data
+    from ulvideo.models import build_base, forward_flops
+    from ulvideo.pipeline import Pipeline, autoencoder_fingerprint
+    from ulvideo.student import Student, StudentConfig
+    from ulvideo.ul import UnifiedLatents
+
+    torch.manual_seed(0)
+    ul = randomise(UnifiedLatents(autoencoder_preset("tiny", resolution=32)))
+    base_cfg = base_preset("tiny", num_classes=10)
+    path = tmp_path / "export"
+    Pipeline(ul, randomise(build_base(base_cfg)), base_cfg).save_pretrained(path)
+    grid = to_data(logsnr_grid(ul.pixel_schedule, 1))[:-1].tolist()
+    student = Student(
+        copy.deepcopy(ul.decoder), StudentConfig(1, grid, 8, autoencoder_fingerprint(path))
+    )
+    Pipeline(ul, student=student).save_pretrained(path)
+    out = tmp_path / "nfe.json"
+    cmd = [sys.executable, "benchmarks/bench_sampler_nfe.py", "--export", str(path),
+           "--decoder_settings", "--base_settings", "--e2e_settings", "ddpm/t/3+teacher/3",
+           "ddim/t/2+student/1", "--e2e_videos", "2", "--threads", "1", "--out", str(out)]  # fmt: skip
+    proc = run_script(cmd, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["end_to_end"]
+    assert [(r["setting"], r["seed"]) for r in rows] == [
+        ("ddpm/t/3+teacher/3", 0), ("ddim/t/2+student/1", 0), ("ddpm/t/3+teacher/3", 1)
+    ]  # fmt: skip
+    base = forward_flops(ul.config, "base", 17, 32, 32, base_cfg)
+    decoder = forward_flops(ul.config, "decoder", 17, 32, 32)
+    # CFG 6: two base passes a step; ddpm to the data takes its 3 steps, the student 1
+    assert rows[0]["flops_per_video"] == pytest.approx(3 * 2 * base + 3 * decoder)
+    assert rows[1]["flops_per_video"] == pytest.approx(2 * 2 * base + 1 * decoder)
+    for row in rows:
+        assert row["flops_reduction"] == pytest.approx(
+            rows[0]["flops_per_video"] / row["flops_per_video"]
+        )
+        assert row["wall_time_reduction"] == pytest.approx(
+            rows[0]["s_per_video"] / row["s_per_video"]
+        )
+        assert positive(row["s_per_video"]) and 0 <= row["class_accuracy"] <= 1
+    assert rows[2]["flops_per_video"] == rows[0]["flops_per_video"]
+
+
+def test_run_all_runs_every_benchmark_or_says_why_not(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    run_all = importlib.import_module("run_all")
+    scripts = {p.name for p in (ROOT / "benchmarks").iterdir() if p.suffix in (".py", ".sh")}
+    scripts -= {"run_all.py", "common.py"}  # the runner and the helpers every script imports
+    ran, skipped = set(run_all.SCRIPTS.values()), set(run_all.NOT_RUN)
+    assert not ran & skipped and ran | skipped == scripts
+    assert all(reason for reason in run_all.NOT_RUN.values())

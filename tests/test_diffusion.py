@@ -16,9 +16,8 @@ from ulvideo.diffusion import (
     context_mask,
     ddim_step,
     ddpm_step,
-    decoder_loss,
+    decoder_terms,
     diffuse,
-    eps_to_x,
     expand_to,
     get_sampler,
     logsnr_grid,
@@ -29,7 +28,6 @@ from ulvideo.diffusion import (
     to_data,
     v_to_x,
     x_to_eps,
-    x_to_v,
 )
 from ulvideo.diffusion.schedules import Schedule
 
@@ -96,10 +94,9 @@ def test_vp_identities():
     z = alpha * x + sigma * eps
     torch.testing.assert_close(diffuse(x[:, None], lam, eps[:, None])[:, 0], z)
     lam_b = lam
-    torch.testing.assert_close(eps_to_x(z, eps, lam_b), x)
     torch.testing.assert_close(x_to_eps(z, x, lam_b), eps)
-    torch.testing.assert_close(v_to_x(z, x_to_v(z, x, lam_b), lam_b), x)
-    torch.testing.assert_close(x_to_v(z, x, lam_b), alpha * eps - sigma * x)
+    # v = alpha * eps - sigma * x (Salimans & Ho 2022), computed here from its definition
+    torch.testing.assert_close(v_to_x(z, alpha * eps - sigma * x, lam_b), x)
 
 
 def test_stratified_t_covers_every_stratum():
@@ -203,15 +200,15 @@ def test_decoder_loss_linear_in_loss_factor_and_matches_quadrature():
     z0 = torch.zeros(8192, 1, dtype=torch.float64)
     t = stratified_t(8192, generator=g).double()
     eps = torch.randn(x.shape, generator=g, dtype=torch.float64)
-    l1 = decoder_loss(denoiser, x, z0, schedule, loss_factor=1.0, bias=bias, t=t, eps=eps)
-    l17 = decoder_loss(denoiser, x, z0, schedule, loss_factor=1.7, bias=bias, t=t, eps=eps)
+    l1 = decoder_terms(denoiser, x, z0, schedule, loss_factor=1.0, bias=bias, t=t, eps=eps)[0]
+    l17 = decoder_terms(denoiser, x, z0, schedule, loss_factor=1.7, bias=bias, t=t, eps=eps)[0]
     torch.testing.assert_close(l17, 1.7 * l1)
 
     expected = sigmoid_weighted_gaussian_loss(scale, bias, -10, 10)
     measured = _mc_mean(
-        lambda xx, tt, ee: decoder_loss(
+        lambda xx, tt, ee: decoder_terms(
             denoiser, xx, z0, schedule, bias=bias, loss_factor=1.0, t=tt, eps=ee
-        ),
+        )[0],
         repeats=8,
         batch=8192,
         dim=dim,
@@ -303,7 +300,7 @@ def test_bad_arguments_raise_clear_errors():
     with pytest.raises(ValueError, match="must be batched"):
         prior_elbo(ok, torch.zeros(4), schedule)
     with pytest.raises(TypeError, match="must be a torch.Tensor"):
-        decoder_loss(lambda x, z, l: x, [[0.0]], torch.zeros(2, 1), schedule)
+        decoder_terms(lambda x, z, l: x, [[0.0]], torch.zeros(2, 1), schedule)
     with pytest.raises(ValueError, match="strictly decreasing"):
         LinearLogSNR(logsnr_max=-15, logsnr_min=5)
     with pytest.raises(ValueError, match="strictly decreasing"):
@@ -325,7 +322,7 @@ def test_bad_arguments_raise_clear_errors():
     with pytest.raises(ValueError, match="denoiser returned shape"):
         prior_elbo(lambda zt, l: zt[:, :2], torch.randn(2, 4), schedule)
     with pytest.raises(ValueError, match="batch sizes"):
-        decoder_loss(lambda x, z, l: x, torch.randn(2, 3), torch.randn(3, 1), schedule)
+        decoder_terms(lambda x, z, l: x, torch.randn(2, 3), torch.randn(3, 1), schedule)
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Past one process (issue 14): FSDP trains both stages on 2 CPU processes and exports full weights,
+"""Past one process: FSDP trains both stages on 2 CPU processes and exports full weights,
 stage 2 gives the 1-process loss curve at the same global batch, and a run resumes on another
 number of processes at the same example with the same learning rate."""
 
@@ -200,8 +200,8 @@ def plugin_env(config_file: str) -> tuple:
 
 
 def test_deepspeed_config_builds_its_accelerate_plugin(monkeypatch):
-    # DeepSpeed does not run through accelerate on CPU processes (README, "From one GPU to many
-    # nodes"): the shipped config is checked as far as accelerate's plugin
+    # DeepSpeed does not run through accelerate on CPU processes (docs/TRAINING.md, "From one GPU to
+    # many nodes"): the shipped config is checked as far as accelerate's plugin
     from accelerate.utils import DeepSpeedPlugin
 
     args, env = plugin_env("deepspeed_zero2.yaml")

@@ -15,6 +15,7 @@ from torch import nn
 
 from evaluation.reconstruction import psnr, ssim
 from ulvideo.evaluate.reconstruction import evaluate_reconstruction
+from ulvideo.ul import UnifiedLatents
 
 
 def astronaut_clips(count: int, frames: int = 16, size: int = 32) -> torch.Tensor:
@@ -98,8 +99,10 @@ class PoolingAutoencoder(nn.Module):
     def decode(
         self, z0, steps, method="ddpm", rng=None, window=None, tile=None, grid="t", student=None
     ):
-        self.decode_steps.append(steps)
-        return z0 if self.lossless else F.interpolate(z0, scale_factor=(1, 2, 2), mode="nearest")
+        self.decode_steps.append(steps)  # pixels clamped to [-1, 1], as UnifiedLatents.decode
+        return (z0 if self.lossless else F.interpolate(z0, scale_factor=(1, 2, 2))).clamp(-1, 1)
+
+    reconstruct_from = UnifiedLatents.reconstruct_from  # the real one, over the methods above
 
     def rate(self, z, window=None):  # nats per example: ln 2 x pixels x mean((z + 1) / 4)
         pixels = z[0, 0].numel() * (1 if self.lossless else 4)

@@ -1,4 +1,4 @@
-"""Long and large videos (issue 13): causal streaming encode, any aspect ratio, windowed decode,
+"""Long and large videos (docs/LONG_VIDEOS.md): causal streaming encode, any aspect ratio, windowed decode,
 long generation window by window."""
 
 from dataclasses import replace
@@ -114,7 +114,7 @@ def test_pipeline_and_cli_stream_the_encoder(tiny_ul, tmp_path):
     pipeline = Pipeline(tiny_ul)
     video = _video(13)
     torch.testing.assert_close(
-        pipeline.encode(video, window=5), tiny_ul.encode(video), rtol=0, atol=1e-5
+        pipeline.autoencoder.encode(video, window=5), tiny_ul.encode(video), rtol=0, atol=1e-5
     )
     torch.testing.assert_close(
         pipeline.reconstruct(video, steps=2, window=13), pipeline.reconstruct(video, steps=2),

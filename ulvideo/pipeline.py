@@ -197,12 +197,6 @@ class Pipeline:
         return self.base
 
     @torch.no_grad()
-    def encode(self, video: Tensor, window: int | None = None) -> Tensor:
-        """z_clean of `video`; with `window`, streamed over chunks of that many frames (the same
-        latents, memory bounded by the window)."""
-        return self.autoencoder.encode(video, window)
-
-    @torch.no_grad()
     def reconstruct(
         self,
         video: Tensor,

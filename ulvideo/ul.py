@@ -36,6 +36,7 @@ from .models import (
     Encoder,
     build_prior,
     check_video_shape,
+    latent_shape,
 )
 
 # LDM's clamp of the KL encoder's log-variance (Rombach et al. 2022, DiagonalGaussianDistribution)
@@ -74,13 +75,7 @@ class UnifiedLatents(nn.Module):
     def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
         """(C_z, T_z, H_z, W_z) of a frames x height x width clip."""
         check_video_shape((1, self.config.in_channels, frames, height, width), self.config, "clip")
-        cfg = self.config
-        return (
-            cfg.latent_channels,
-            1 + (frames - 1) // cfg.temporal_downsample,
-            height // cfg.spatial_downsample,
-            width // cfg.spatial_downsample,
-        )
+        return latent_shape(self.config, frames, height, width)
 
     def pixel_shape(self, latent_frames: int, latent_height: int, latent_width: int):
         """(C, T, H, W) of the clip whose latent grid is latent_frames x latent_height x latent_width."""
@@ -340,10 +335,22 @@ class UnifiedLatents(nn.Module):
     ) -> Tensor:
         """encode -> noisy_latent -> decode, streamed / in windows of `window` frames when given
         (see encode, decode; `tile`, `student` and `grid` as decode's)."""
-        z0 = self.noisy_latent(self.encode(video, window), rng)
-        return self.decode(
-            z0, steps, method, rng, window=window, tile=tile, student=student, grid=grid
+        z_clean = self.encode(video, window)
+        return self.reconstruct_from(
+            z_clean, steps, method, rng, window=window, tile=tile, student=student, grid=grid
         )
+
+    def reconstruct_from(
+        self,
+        z_clean: Tensor,
+        steps: int = 32,
+        method: str = "ddpm",
+        rng: StackedRandomGenerator | None = None,
+        **decode_options,
+    ) -> Tensor:
+        """reconstruct past the encoder: noisy_latent -> decode, the latent noise and then the
+        decoder's drawn from `rng`; `decode_options` (window, tile, student, grid) as decode's."""
+        return self.decode(self.noisy_latent(z_clean, rng), steps, method, rng, **decode_options)
 
 
 def _gaussian(moments: Tensor) -> tuple[Tensor, Tensor]:

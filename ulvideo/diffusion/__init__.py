@@ -4,7 +4,6 @@ from .bitrate import bits_per_latent_dim, bits_per_pixel, gaussian_kl
 from .losses import (
     base_loss,
     context_mask,
-    decoder_loss,
     decoder_terms,
     prior_elbo,
     sigmoid_weight,
@@ -37,7 +36,7 @@ from .samplers import (
     window_starts,
 )
 from .schedules import LinearLogSNR, Schedule, ShiftedCosine, stratified_t
-from .vp import alpha_sigma, diffuse, eps_to_x, expand_to, v_to_x, x_to_eps, x_to_v
+from .vp import alpha_sigma, diffuse, expand_to, v_to_x, x_to_eps
 
 __all__ = [
     "GRIDS",
@@ -69,10 +68,8 @@ __all__ = [
     "context_mask",
     "ddim_step",
     "ddpm_step",
-    "decoder_loss",
     "decoder_terms",
     "diffuse",
-    "eps_to_x",
     "expand_to",
     "gaussian_kl",
     "logsnr_grid",
@@ -86,5 +83,4 @@ __all__ = [
     "terminal_kl",
     "v_to_x",
     "x_to_eps",
-    "x_to_v",
 ]

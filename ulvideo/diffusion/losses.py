@@ -105,27 +105,6 @@ def sigmoid_weight(bias: float) -> Callable[[Tensor], Tensor]:
     return lambda logsnr: torch.sigmoid(bias - logsnr)
 
 
-def decoder_loss(
-    denoiser: Callable[[Tensor, Tensor, Tensor], Tensor],
-    x: Tensor,
-    z0: Tensor,
-    schedule: Schedule,
-    *,
-    loss_factor: float = 1.5,
-    bias: float = 0.0,
-    t: Tensor | None = None,
-    eps: Tensor | None = None,
-) -> Tensor:
-    """The decoder loss L_x in nats per example (UL eq. 4, with the sign of dlambda/dt fixed).
-
-    L_x = c_lf * E_t[-dlambda/dt * exp(lambda)/2 * sigmoid(b - lambda) * ||x - x_hat(x_t, z0, t)||^2].
-    `denoiser(x_t, z0, logsnr) -> x_hat` is conditioned on the noisy latent z0.
-    """
-    return decoder_terms(
-        denoiser, x, z0, schedule, loss_factor=loss_factor, bias=bias, t=t, eps=eps
-    )[0]
-
-
 def decoder_terms(
     denoiser: Callable[[Tensor, Tensor, Tensor], Tensor],
     x: Tensor,
@@ -139,7 +118,9 @@ def decoder_terms(
 ) -> tuple[Tensor, Tensor]:
     """(L_x, L_read) per example from one decoder evaluation at the same t and noise.
 
-    L_x is `decoder_loss`. L_read is the stage-1 warm-up's term [ours, docs/STAGE1_DIAGNOSTICS.md]:
+    L_x is the decoder loss in nats (UL eq. 4, with the sign of dlambda/dt fixed):
+    c_lf * E_t[-dlambda/dt * exp(lambda)/2 * sigmoid(b - lambda) * ||x - x_hat(x_t, z0, t)||^2],
+    `denoiser(x_t, z0, logsnr) -> x_hat` conditioned on the noisy latent z0. L_read is the stage-1 warm-up's term [ours, docs/STAGE1_DIAGNOSTICS.md]:
     c_lf * (lambda_max - lambda_min) / 2 * E_t[sigmoid(b - lambda) * ||x - x_hat||^2], a
     v-prediction-like weight that stays large at the noisy end, where only z0 can tell the decoder
     what x is. It teaches the decoder to read z0 in tens of steps. It is L_x's integrand without

@@ -20,12 +20,6 @@ def diffuse(x: Tensor, logsnr: Tensor, eps: Tensor) -> Tensor:
     return alpha * x + sigma * eps
 
 
-def eps_to_x(z_t: Tensor, eps: Tensor, logsnr: Tensor) -> Tensor:
-    # x = (z_t - sigma * eps) / alpha
-    alpha, sigma = alpha_sigma(expand_to(logsnr, z_t))
-    return (z_t - sigma * eps) / alpha
-
-
 def x_to_eps(z_t: Tensor, x: Tensor, logsnr: Tensor) -> Tensor:
     # eps = (z_t - alpha * x) / sigma
     alpha, sigma = alpha_sigma(expand_to(logsnr, z_t))
@@ -36,9 +30,3 @@ def v_to_x(z_t: Tensor, v: Tensor, logsnr: Tensor) -> Tensor:
     # v = alpha * eps - sigma * x  =>  x = alpha * z_t - sigma * v
     alpha, sigma = alpha_sigma(expand_to(logsnr, z_t))
     return alpha * z_t - sigma * v
-
-
-def x_to_v(z_t: Tensor, x: Tensor, logsnr: Tensor) -> Tensor:
-    # v = alpha * eps - sigma * x, with eps recovered from (z_t, x)
-    alpha, sigma = alpha_sigma(expand_to(logsnr, z_t))
-    return alpha * x_to_eps(z_t, x, logsnr) - sigma * x

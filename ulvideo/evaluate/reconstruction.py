@@ -53,19 +53,11 @@ def reconstruction_metrics(
     ids = range(first_index, first_index + len(video))
     z_clean = model.encode(video, window=window)
 
-    def reconstruct(z_clean: Tensor) -> Tensor:  # UnifiedLatents.reconstruct past the encoder
+    def reconstruct(z_clean: Tensor) -> Tensor:
         rng = StackedRandomGenerator(video.device, seed, ids)
-        z0 = model.noisy_latent(z_clean, rng)
-        return model.decode(
-            z0,
-            steps=decode_steps,
-            method=method,
-            rng=rng,
-            window=window,
-            tile=tile,
-            grid=grid,
-            student=student,
-        ).clamp(-1, 1)
+        return model.reconstruct_from(
+            z_clean, decode_steps, method, rng, window=window, tile=tile, student=student, grid=grid
+        )
 
     recon = reconstruct(z_clean)
     _, _, frames, height, width = video.shape

@@ -1,10 +1,11 @@
 """The networks: causal encoder, 3D UViT decoder, prior/base transformer, presets and FLOP counts."""
 
+from ..geometry import frame_size
 from .decoder import Decoder
 from .encoder import (
     Encoder,
     check_video_shape,
-    frame_size,
+    latent_shape,
     nearest_frame_counts,
     valid_frame_counts,
 )
@@ -53,5 +54,6 @@ __all__ = [
     "training_flops_per_example",
     "valid_frame_counts",
     "frame_size",
+    "latent_shape",
     "nearest_frame_counts",
 ]

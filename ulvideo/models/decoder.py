@@ -25,7 +25,7 @@ from ..nn import (
     sincos_3d,
     unpatchify,
 )
-from .encoder import check_video_shape
+from .encoder import check_video_shape, latent_shape
 from .presets import AutoencoderConfig
 
 
@@ -93,7 +93,7 @@ class Decoder(nn.Module):
         cond = self.logsnr_embed(logsnr)
         # z0 at the input as well, as epsilon-VAE conditions its diffusion decoder (the latent
         # upsampled beside x_t): only the middle's z0 left the tiny decoder unable to draw shapes
-        # at 32 px (docs/STAGE1_DIAGNOSTICS.md, round 5)
+        # at 32 px (docs/STAGE1_DIAGNOSTICS.md, "Shapes")
         h = self.stem(patchify(x_t, 2)) + self.latent_stem(self.latent_on_stem_grid(z0))
         skips = []
         for i, blocks in enumerate(self.down_blocks):
@@ -137,13 +137,7 @@ class Decoder(nn.Module):
         cfg = self.config
         check_video_shape(x_t.shape, cfg, name="x_t")
         b, _, t, h, w = x_t.shape
-        expected = (
-            b,
-            cfg.latent_channels,
-            1 + (t - 1) // cfg.temporal_downsample,
-            h // cfg.spatial_downsample,
-            w // cfg.spatial_downsample,
-        )
+        expected = (b, *latent_shape(cfg, t, h, w))
         if tuple(z0.shape) != expected:
             raise ValueError(
                 f"z0 has shape {tuple(z0.shape)}, but x_t {tuple(x_t.shape)} needs latents {expected}"

@@ -1,10 +1,13 @@
-"""The deterministic, causal spatiotemporal encoder E(x) -> z_clean (UL_METHOD §2, §7)."""
+"""The deterministic, causal spatiotemporal encoder E(x) -> z_clean (UL_METHOD §2, §7), and the
+shape checks of the clips it takes."""
 
 import math
 from collections.abc import Iterable, Iterator
 
 from torch import Tensor, nn
 
+from ..geometry import frame_size as frame_size  # data/ imports it from here
+from ..geometry import latent_grid
 from ..nn import Conv3d, Downsample3d, GroupNorm3d, ResBlock3d, StreamCache, patchify
 from .presets import AutoencoderConfig
 
@@ -18,14 +21,6 @@ def nearest_frame_counts(frames: int, temporal_downsample: int) -> list[int]:
     """The valid counts 1 + k * stride next to `frames`: the one below and the one above."""
     below = 1 + max(0, frames - 1) // temporal_downsample * temporal_downsample
     return [below] if below == frames else [below, below + temporal_downsample]
-
-
-def frame_size(size: int | tuple[int, int]) -> tuple[int, int]:
-    """(height, width) of a frame size given as a side length (square) or as (height, width)."""
-    height, width = (size, size) if isinstance(size, int) else size
-    if height < 1 or width < 1:
-        raise ValueError(f"a frame size needs height, width >= 1, got {size}")
-    return height, width
 
 
 def check_video_shape(
@@ -52,6 +47,14 @@ def check_video_shape(
             f"{name} is {h}x{w}; height and width must be divisible by spatial_downsample={sd} "
             f"(crop or resize, e.g. to {h // sd * sd or sd}x{w // sd * sd or sd})"
         )
+
+
+def latent_shape(
+    config: AutoencoderConfig, frames: int, height: int, width: int
+) -> tuple[int, int, int, int]:
+    """(C_z, T_z, H_z, W_z): the latent of a frames x height x width clip under `config`."""
+    grid = latent_grid(frames, height, width, config.temporal_downsample, config.spatial_downsample)
+    return (config.latent_channels, *grid)
 
 
 class Encoder(nn.Module):

@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..nn import set_attention_backend
-from .encoder import check_video_shape
+from .encoder import check_video_shape, latent_shape
 from .presets import AutoencoderConfig, BaseConfig
 from .registry import build_part
 
@@ -46,13 +46,7 @@ def example_forward(
     prior or base model: the latent; log-SNR 0), on the device of net's parameters and under any
     tensor mode in force (meta, fake): the shared forward of the FLOP and memory counts."""
     device = next(net.parameters()).device
-    latent = (
-        1,
-        config.latent_channels,
-        1 + (frames - 1) // config.temporal_downsample,
-        height // config.spatial_downsample,
-        width // config.spatial_downsample,
-    )
+    latent = (1, *latent_shape(config, frames, height, width))
     video = torch.zeros(1, config.in_channels, frames, height, width, device=device)
     z, logsnr = torch.zeros(latent, device=device), torch.zeros(1, device=device)
     if part == "encoder":

@@ -3,7 +3,14 @@
 Nothing here imports ulvideo.models.
 """
 
-from .attention import BACKENDS, attention, naive_attention, resolve_backend, xformers_available
+from .attention import (
+    BACKENDS,
+    attention,
+    check_backend,
+    naive_attention,
+    resolve_backend,
+    xformers_available,
+)
 from .conv import Conv3d, StreamCache, patchify, unpatchify
 from .embedding import LogSNREmbedding, fourier_features, sincos_1d, sincos_3d
 from .norm import GroupNorm3d, frame_group_norm, modulate, modulation_linear
@@ -14,6 +21,7 @@ from .transformer import ATTENTION_MODES, MLP, SelfAttention, TransformerBlock, 
 __all__ = [
     "ATTENTION_MODES",
     "BACKENDS",
+    "check_backend",
     "MLP",
     "Conv3d",
     "Downsample3d",

@@ -21,24 +21,29 @@ def xformers_available() -> bool:
     return _XFORMERS_FOUND
 
 
+def check_backend(backend: str | None, source: str = "") -> None:
+    """The one check of a backend name (None is auto): a known name, and xformers installed when
+    named. `source` says where an unknown name came from, for the message."""
+    if backend not in (None, *BACKENDS):
+        raise ValueError(
+            f"unknown attention backend {backend!r}{source}; valid: None, {', '.join(BACKENDS)}"
+        )
+    if backend == "xformers" and not xformers_available():
+        raise RuntimeError(
+            "attention backend 'xformers' requested but xformers is not installed; "
+            "`pip install ulvideo[xformers]` on a CUDA machine, or use backend='sdpa'"
+        )
+
+
 def resolve_backend(backend: str | None, device: torch.device) -> str:
     """The concrete backend for `backend` on `device`: the env var ULVIDEO_ATTENTION overrides auto."""
     choice = backend or "auto"
     if choice == "auto":
         choice = os.environ.get(ENV_VAR, "auto") or "auto"
-    if choice not in BACKENDS:
-        raise ValueError(
-            f"unknown attention backend {choice!r} (from the argument or ${ENV_VAR}); "
-            f"valid: {', '.join(BACKENDS)}"
-        )
+    check_backend(choice, f" (from the argument or ${ENV_VAR})")
     if choice == "auto":
         return "xformers" if device.type == "cuda" and xformers_available() else "sdpa"
     if choice == "xformers":
-        if not xformers_available():
-            raise RuntimeError(
-                "attention backend 'xformers' requested but xformers is not installed; "
-                "`pip install ulvideo[xformers]` on a CUDA machine, or use backend='sdpa'"
-            )
         if device.type != "cuda":
             raise ValueError(
                 f"attention backend 'xformers' needs CUDA tensors, got device {device}; "

@@ -7,22 +7,14 @@ laptop's CPU.
 import torch
 from torch import nn
 
-from .attention import BACKENDS, xformers_available
+from .attention import check_backend
 from .resblock import ResBlock3d
 from .transformer import SelfAttention, TransformerBlock
 
 
 def set_attention_backend(module: nn.Module, backend: str | None) -> nn.Module:
     """Every attention layer of `module` uses `backend` (None = auto); returns `module`."""
-    if backend not in (None, *BACKENDS):
-        raise ValueError(
-            f"unknown attention backend {backend!r}; valid: None, {', '.join(BACKENDS)}"
-        )
-    if backend == "xformers" and not xformers_available():
-        raise RuntimeError(
-            "attention backend 'xformers' requested but xformers is not installed; "
-            "`pip install ulvideo[xformers]` on a CUDA machine, or use backend='sdpa'"
-        )
+    check_backend(backend)
     for layer in module.modules():
         if isinstance(layer, SelfAttention):
             layer.backend = backend
