@@ -6,6 +6,7 @@ frozen latents. Each recipe subclasses one of these with its data and what it co
 
 from dataclasses import dataclass, field
 
+from ulvideo.data.buckets import Bucket
 from ulvideo.train import TrainConfig
 
 
@@ -39,3 +40,31 @@ class VideoStage2(TrainConfig):
     warmup_steps: int = 5000
     max_steps: int = 500_000
     mixed_precision: str = "bf16"
+
+
+class JointBuckets:
+    """Images and videos in one run (docs/JOINT_TRAINING.md): `--data_mix` names a video and an
+    image dataset; without `--buckets`, two buckets at the run's resolution: its clips at
+    `batch_size`, and images (1 frame, the causal encoder's first latent frame) at `batch_size`
+    times the clips' latent frames, so that both steps carry the same number of latent tokens."""
+
+    temporal_downsample = 4  # of the video recipes' 4x8x8 autoencoder
+
+    def bucket_table(self):
+        if self.buckets is not None:
+            return super().bucket_table()
+        latent_frames = 1 + (self.frames - 1) // self.temporal_downsample
+        side, batch = self.resolution, self.batch_size
+        return (
+            Bucket(self.frames, side, side, 1.0, batch),
+            Bucket(1, side, side, 1.0, batch * latent_frames),
+        )
+
+    def validate(self) -> None:
+        if self.data_mix is None and self.latents_dir is None:
+            raise ValueError(
+                "the joint recipes train on a mixture: give --data_mix, e.g. "
+                "'videos:/data/UCF-101=0.7,imagenet:/data/imagenet=0.3' (or 'demo=0.7,demo_images=0.3'), "
+                "or stage 2's --latents_dir of shards per bucket (ulvideo encode --data_mix)"
+            )
+        super().validate()

@@ -192,6 +192,61 @@ def data_wait_untimed():
     Throughput.batches = lambda self, loader: iter(loader)
 
 
+def mix_weights_ignored():
+    # every source of a --data_mix is drawn equally often
+    from ulvideo.data.buckets import BatchPlan
+
+    init = BatchPlan.__init__
+    BatchPlan.__init__ = lambda self, groups, weights, *a, **k: init(
+        self, groups, [1.0] * len(weights), *a, **k
+    )
+
+
+def bucket_batch_size_ignored():
+    # every bucket takes the first bucket's batch size
+    import dataclasses
+
+    from ulvideo.data.buckets import BatchPlan
+
+    init = BatchPlan.__init__
+
+    def same_size(self, groups, weights, buckets, *a, **k):
+        size = buckets[0].batch_size
+        init(
+            self,
+            groups,
+            weights,
+            [dataclasses.replace(b, batch_size=size) for b in buckets],
+            *a,
+            **k,
+        )
+
+    BatchPlan.__init__ = same_size
+
+
+def buckets_mixed_in_a_batch():
+    # each batch's last row comes from the next step (often another bucket)
+    from ulvideo.data.mixture import MixtureBatches
+
+    iterate = MixtureBatches.__iter__
+
+    def mixed(self):
+        batches = list(iterate(self))
+        for batch, following in zip(batches, batches[1:]):
+            batch[-1] = following[-1]
+        yield from batches
+
+    MixtureBatches.__iter__ = mixed
+
+
+def epoch_not_reaching_the_plan():
+    # the bucketed loader reads epoch 0 whatever the trainer's epoch
+    from ulvideo.train.data import BucketLoader
+
+    epoch = BucketLoader.epoch
+    BucketLoader.epoch = lambda self, number, start: epoch(self, 0, start)
+
+
 def fvd_means_only():
     import evaluation.fvd as fvd
     from evaluation.frechet import as_float64
@@ -770,6 +825,39 @@ MUTATIONS = {
         "the time spent waiting for the data loader is not measured",
         data_wait_untimed,
         ["tests/test_distributed.py::test_throughput_accounting_is_logged_every_step"],
+        False,
+    ),
+    "mix_weights_ignored": (
+        "the --data_mix weights are ignored",
+        mix_weights_ignored,
+        ["tests/test_data_buckets.py::test_source_and_bucket_shares_match_their_weights"],
+        False,
+    ),
+    "bucket_batch_size_ignored": (
+        "a bucket's batch size is ignored",
+        bucket_batch_size_ignored,
+        [
+            "tests/test_data_buckets.py::"
+            "test_every_step_is_one_bucket_at_its_batch_size_and_covers_the_epoch"
+        ],
+        False,
+    ),
+    "buckets_mixed_in_a_batch": (
+        "a batch mixes buckets",
+        buckets_mixed_in_a_batch,
+        [
+            "tests/test_data_buckets.py::"
+            "test_real_videos_of_two_aspect_ratios_land_in_their_own_buckets"
+        ],
+        False,
+    ),
+    "epoch_not_reaching_the_plan": (
+        "the epoch does not reach the bucketed loader",
+        epoch_not_reaching_the_plan,
+        [
+            "tests/test_train_buckets.py::"
+            "test_demo_mixture_stage1_and_stage2_train_resume_exactly_and_export"
+        ],
         False,
     ),
     "decode_windows_flat": (

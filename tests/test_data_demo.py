@@ -87,7 +87,7 @@ def test_bounce_matches_a_step_by_step_reflection():
 
 
 def test_registry_builds_each_dataset_and_rejects_bad_requests(tmp_path):
-    assert DATASETS == ("demo", "kinetics600", "imagenet", "videos")
+    assert DATASETS == ("demo", "demo_images", "kinetics600", "imagenet", "videos")
     from ulvideo.train import config
 
     assert config.DATASETS is DATASETS  # one list: training validates against the registry's
@@ -99,6 +99,10 @@ def test_registry_builds_each_dataset_and_rejects_bad_requests(tmp_path):
         build_dataset("ucf101", tmp_path, "train", 17, 128)
     with pytest.raises(ValueError, match="'kinetics600' needs root"):
         build_dataset("kinetics600", None, "train", 17, 128)
+    images = build_dataset("demo_images", None, "test", 1, 16, seed=2)  # the clips' first frames
+    torch.testing.assert_close(images[3][0], demo[3][0][:, :1], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="'demo_images' holds images, i.e. 1-frame videos"):
+        build_dataset("demo_images", None, "test", 5, 16)
     with pytest.raises(ValueError, match="unknown demo split 'val'"):
         MovingDigits(split="val")
     with pytest.raises(ValueError, match="resolution >= 16"):

@@ -252,8 +252,10 @@ def test_manifest_is_built_once_and_rebuilt_when_files_change(tree, monkeypatch)
     root, _ = tree
     first, _ = load(root)
     saved = json.loads((root / ".ulvideo" / "manifest-train.json").read_text())
-    assert saved["columns"] == ["path", "num_frames", "fps", "label"]
-    expected = [[LENGTH, 25.0, i % 3] for i in range(4)] + [[12, 25.0, 2]]  # + the short clip
+    assert saved["columns"] == ["path", "num_frames", "fps", "label", "height", "width"]
+    expected = [[LENGTH, 25.0, i % 3, 36, 64] for i in range(4)] + [
+        [12, 25.0, 2, 36, 64]
+    ]  # + short
     assert sorted(row[1:] for row in saved["entries"]) == sorted(expected)
     assert len(saved["bad"]) == 2  # corrupt and missing; too-short depends on the clip length
 

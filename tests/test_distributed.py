@@ -116,7 +116,7 @@ def test_resume_two_processes_then_one(tmp_path, stage1_export, reference):
     (checkpoint,) = complete_checkpoints(tmp_path / "run")
     meta = read_meta(checkpoint)
     assert meta["world_size"] == 2 and meta["step"] == 2
-    assert meta["data"] == {"epoch": 0, "epoch_examples": 8, "examples_seen": 8}
+    assert meta["data"] == {"epoch": 0, "epoch_examples": 8, "examples_seen": 8, "epoch_batches": 2}
     result = train(stage2(tmp_path, "run", stage1_export, processes=1))  # batch 2 x 2 -> 4 x 1
     assert result.accelerator.num_processes == 1 and result.step == STEPS
     assert_same_curve(tmp_path / "run", reference)

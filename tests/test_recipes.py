@@ -37,6 +37,12 @@ RECIPE_PAIRS = {
     "kinetics600": (CAUSAL_4X8X8, 0, []),
     "imagenet512": ({"spatial_downsample": 16, "latent_channels": 32}, 10, []),
     "ucf101": (CAUSAL_4X8X8, 10, ["--mixed_precision", "no"]),
+    # the demo's clips and their first frames share the 10 digit classes
+    "joint": (
+        CAUSAL_4X8X8,
+        10,
+        ["--mixed_precision", "no", "--data_mix", "demo=0.7,demo_images=0.3"],
+    ),
 }
 
 

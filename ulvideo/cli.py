@@ -160,6 +160,9 @@ def cmd_encode(args) -> None:
     ul = _load(args.checkpoint, args.revision).autoencoder
     if args.data and args.window:
         raise ValueError("--window streams --input videos; --data shards are encoded clip by clip")
+    if args.data_mix or args.buckets:
+        _encode_buckets(ul, args)
+        return
     if args.data:
         from .data import build_dataset
         from .train.latents import precompute_latents
@@ -192,6 +195,31 @@ def cmd_encode(args) -> None:
         metadata={"files": json.dumps([str(p) for p in paths])},
     )
     print(f"wrote latents {tuple(z.shape)} to {args.out}")
+
+
+def _encode_buckets(ul, args) -> None:
+    """`encode --data_mix/--buckets`: latent shards per bucket and source, for stage 2."""
+    from .train.config import TrainConfig
+    from .train.data import build_mixture
+    from .train.latents import precompute_bucketed_latents
+
+    if args.split != "train" or args.window:
+        raise ValueError("--data_mix/--buckets encode the train split whole: drop --split/--window")
+    config = TrainConfig(
+        data=args.data or "demo",
+        data_root=args.data_root,
+        data_mix=args.data_mix,
+        buckets=args.buckets,
+        frames=args.frames,
+        resolution=args.resolution or ul.config.resolution,
+    )
+    config.validate()
+    mixture = build_mixture(config, "train")
+    weights = [source.weight for source in config.sources()]
+    precompute_bucketed_latents(ul, mixture, weights, args.out, batch_size=args.batch_size)
+    counts = ", ".join(f"{b.name}: {sum(len(g[i]) for g in mixture.groups)}"
+                       for i, b in enumerate(mixture.buckets))  # fmt: skip
+    print(f"wrote latent shards per bucket ({counts} clips) to {args.out}")
 
 
 def cmd_info(args) -> None:
@@ -454,6 +482,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", default=None, help="a dataset name (demo, kinetics600, imagenet, videos): shards"
     )
     e.add_argument("--data_root", default=None)
+    e.add_argument(
+        "--data_mix", default=None, help="a mixture (docs/JOINT_TRAINING.md): shards per bucket"
+    )
+    e.add_argument("--buckets", default=None, help="shape buckets: shards per bucket")
     e.add_argument("--split", default="train")
     e.add_argument("--batch_size", type=int, default=32)
     e.add_argument("--out", required=True, help="latents.safetensors, or a folder for --data")

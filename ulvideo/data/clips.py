@@ -7,6 +7,7 @@ clip as its ClipSampling says, deterministically in (seed, epoch, index).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,8 +177,26 @@ class VideoClips(FileDataset):
         """Names this index's cached manifest among the root's others."""
         return self.split
 
-    def _load(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
+    def shapes(self) -> np.ndarray:
+        """``(N, 3)``: the longest clip (frames at its stride, height, width) of each video."""
+        rows = [
+            (1 + (e.num_frames - 1) // s, e.height, e.width)
+            for e, s in zip(self.entries, self.strides)
+        ]
+        return np.array(rows, dtype=np.int64).reshape(-1, 3)
+
+    def load_shaped(self, index: int, shape, rng: np.random.Generator):
+        """Item ``index`` cut at ``shape`` (frames, height, width) instead of the dataset's own;
+        raises ``read_errors`` for a bad file (no fallback)."""
+        frames, height, width = shape
+        sampling = dataclasses.replace(self.sampling, frames=frames, resolution=(height, width))
+        return self._load(index, rng, sampling)
+
+    def _load(
+        self, index: int, rng: np.random.Generator, sampling: ClipSampling | None = None
+    ) -> tuple[torch.Tensor, int]:
+        sampling = sampling or self.sampling
         entry, stride = self.entries[index], self.strides[index]
-        start = self.sampling.first_frame(entry.num_frames, stride, rng)
-        frames = read_clip(self.paths[index], start, self.sampling.frames, stride, self.backend)
-        return self.sampling.transform(frames, rng), entry.label
+        start = sampling.first_frame(entry.num_frames, stride, rng)
+        frames = read_clip(self.paths[index], start, sampling.frames, stride, self.backend)
+        return sampling.transform(frames, rng), entry.label

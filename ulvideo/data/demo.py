@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from torch.utils.data import Dataset
 
+from .transforms import random_crop, resize_short_side
+
 DEMO_SPLITS = {"train": 0, "test": 1}
 DEFAULT_SIZES = {"train": 2000, "test": 200}
 TEST_EVERY = 6  # digit images 0, 6, 12, ... form the test split; the others the train split
@@ -95,3 +97,17 @@ class MovingDigits(Dataset):
             canvas[time, rows, cols] = np.maximum(canvas[time, rows, cols], self.images[digit])
         video = torch.from_numpy(canvas * 2 - 1)[None].repeat(3, 1, 1, 1)
         return video, int(self.labels[chosen[0]])
+
+    def shapes(self) -> np.ndarray:
+        """``(N, 3)``: every clip is (frames, resolution, resolution)."""
+        return np.tile([self.frames, self.resolution, self.resolution], (self.size, 1))
+
+    def load_shaped(self, index: int, shape, rng: np.random.Generator):
+        """Clip ``index`` cut at ``shape`` (frames, height, width): a random run of frames, resized
+        to cover height x width keeping the aspect ratio, and a random window of it."""
+        frames, height, width = shape
+        video, label = self[index]
+        start = int(rng.integers(0, self.frames - frames + 1))
+        clip = video[:, start : start + frames].transpose(0, 1)  # T x 3 x H x W
+        window = random_crop(resize_short_side(clip, (height, width)), (height, width), rng)
+        return window.transpose(0, 1).contiguous(), label

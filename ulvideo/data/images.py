@@ -11,7 +11,7 @@ from PIL import Image
 
 from .bad_files import BadFiles, FileDataset
 from .folders import class_folder_files
-from .transforms import random_flip, to_video_tensor
+from .transforms import clip_transform, random_flip, to_video_tensor
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
 
@@ -64,3 +64,25 @@ class ImageFolder(FileDataset):
         with Image.open(self.paths[index]) as image:  # OSError: missing, unidentified, truncated
             video = to_video_tensor(adm_center_crop(image, self.resolution)[None])
         return (random_flip(video, rng) if self.train else video), self.labels[index]
+
+    def shapes(self) -> np.ndarray:
+        """``(N, 3)``: (1, height, width) of each image, from its header; (1, 0, 0) for an
+        unreadable one, which fills no bucket."""
+        rows = []
+        for path in self.paths:
+            try:
+                with Image.open(path) as image:
+                    rows.append((1, image.height, image.width))
+            except OSError as error:
+                self._bad.add(path, str(error))
+                rows.append((1, 0, 0))
+        return np.array(rows, dtype=np.int64).reshape(-1, 3)
+
+    def load_shaped(self, index: int, shape, rng: np.random.Generator):
+        """Image ``index`` resized to cover ``shape`` (1, height, width) keeping its aspect ratio,
+        centre-cropped (ADM) and flipped when training; raises OSError for a bad file."""
+        _, height, width = shape
+        with Image.open(self.paths[index]) as image:
+            frames = np.array(image.convert("RGB"))[None]
+        video = clip_transform(frames, (height, width), rng, crop="center", flip=self.train)
+        return video, self.labels[index]

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from .video_io import VideoReadError, video_info
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: frame height and width
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,8 @@ class VideoEntry:
     num_frames: int
     fps: float
     label: int
+    height: int = 0  # of the decoded frames; 0: unknown
+    width: int = 0
 
 
 @dataclass
@@ -70,12 +72,11 @@ def _fingerprint(candidates: list[tuple[str, int]], backend: str | None) -> str:
     return hashlib.sha1(content).hexdigest()
 
 
-def _probe(root: Path, relative: str, backend: str | None) -> tuple[int, float] | str:
+def _probe(root: Path, relative: str, backend: str | None) -> tuple[int, float, int, int] | str:
     try:
-        num_frames, fps, _, _ = video_info(root / relative, backend=backend)
+        return video_info(root / relative, backend=backend)
     except VideoReadError as error:
         return str(error)
-    return num_frames, fps
 
 
 def _build(root: Path, candidates: list[tuple[str, int]], backend: str | None) -> Manifest:
@@ -88,7 +89,8 @@ def _build(root: Path, candidates: list[tuple[str, int]], backend: str | None) -
         if isinstance(result, str):
             bad[relative] = result
         else:
-            entries.append(VideoEntry(relative, result[0], result[1], label))
+            num_frames, fps, height, width = result
+            entries.append(VideoEntry(relative, num_frames, fps, label, height, width))
     return Manifest(entries, bad)
 
 
@@ -106,8 +108,10 @@ def _write(path: Path, manifest: Manifest, fingerprint: str) -> bool:
     data = {
         "version": MANIFEST_VERSION,
         "fingerprint": fingerprint,
-        "columns": ["path", "num_frames", "fps", "label"],
-        "entries": [[e.path, e.num_frames, e.fps, e.label] for e in manifest.entries],
+        "columns": ["path", "num_frames", "fps", "label", "height", "width"],
+        "entries": [
+            [e.path, e.num_frames, e.fps, e.label, e.height, e.width] for e in manifest.entries
+        ],
         "bad": manifest.bad,
     }
     temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")

@@ -8,7 +8,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..data.registry import DATASETS
+from ..data.registry import BUILT_IN, DATASETS
 from ..hub import is_repo_id
 from ..nn.attention import BACKENDS
 from .trackers import trackers_for
@@ -17,7 +17,7 @@ from .trackers import trackers_for
 CLIP_OPTIONS = ("frame_stride", "target_fps", "temporal_crop", "spatial_crop", "flip")
 DATASET_OPTIONS = {"kinetics600": CLIP_OPTIONS, "videos": (*CLIP_OPTIONS, "split_file")}
 
-# What `--data demo` changes, unless the option is given explicitly: the demo clips are 32x32 and
+# What `--data demo` (or a --data_mix of demo sources only) changes, unless given explicitly: the demo clips are 32x32 and
 # small enough that every recipe finishes on 2 CPU cores in a few minutes.
 DEMO_DEFAULTS = dict(
     resolution=32,
@@ -61,6 +61,13 @@ class TrainConfig:
     temporal_crop: str | None = None  # "random" | "center" first frame; None: random if training
     spatial_crop: str | None = None  # "random" | "center" window; None: random if training
     flip: bool | None = None  # mirror training clips with probability 1/2; None: yes
+    # a mixture of datasets instead of --data/--data_root (ulvideo.data.mixture.MIX_FORMAT), e.g.
+    # 'videos:/data/ucf101=0.7,imagenet:/data/imagenet=0.3': each step draws a source by weight
+    data_mix: str | None = None
+    # shape buckets (ulvideo.data.buckets.BUCKET_FORMAT), e.g. '17x32x32=0.7:8,1x32x32=0.3:32':
+    # per frames x height x width a probability and a per-process batch size; each step is one
+    # bucket on every process. None: one bucket, frames x resolution x resolution at batch_size
+    buckets: str | None = None
 
     # optimisation
     batch_size: int = 8  # per process
@@ -113,16 +120,24 @@ class TrainConfig:
             raise ValueError(f"stage must be 1 or 2, got {self.stage}")
         if self.data not in DATASETS:
             raise ValueError(f"data must be one of {DATASETS}, got {self.data!r}")
-        if self.data != "demo" and self.latents_dir is None:
+        if self.data_mix is not None:
+            self._validate_mixture()
+        elif self.data not in BUILT_IN and self.latents_dir is None:
             if self.data_root is None:
                 raise ValueError(f"--data {self.data} needs --data_root (the dataset's folder)")
             if not Path(self.data_root).is_dir():
                 raise FileNotFoundError(f"data_root {self.data_root!r} does not exist")
+        if self.buckets is not None:
+            self.bucket_table()
+            if self.latents_dir is not None:
+                raise ValueError(
+                    "--buckets reads clips; latent shards (--latents_dir) hold one shape: drop one"
+                )
+        used = {name for source in self.sources() for name in DATASET_OPTIONS.get(source.name, ())}
         ignored = [
             f"--{name}"
             for name in DATASET_OPTIONS["videos"]
-            if name not in DATASET_OPTIONS.get(self.data, ())
-            and getattr(self, name) != _default(type(self), name)
+            if name not in used and getattr(self, name) != _default(type(self), name)
         ]
         if ignored:
             raise ValueError(
@@ -177,6 +192,40 @@ class TrainConfig:
             raise ValueError(f"label_dropout must be in [0, 1), got {self.label_dropout}")
         trackers_for(self.report_to)  # a known name, installed
 
+    @property
+    def bucketed(self) -> bool:
+        """Whether the run reads a mixture in shape buckets (--data_mix or --buckets)."""
+        return self.data_mix is not None or self.buckets is not None
+
+    def sources(self):
+        """The mixture's sources: --data_mix, else --data at weight 1."""
+        from ..data.mixture import Source, parse_data_mix
+
+        if self.data_mix is not None:
+            return parse_data_mix(self.data_mix)
+        return (Source(self.data, None if self.data in BUILT_IN else self.data_root, 1.0),)
+
+    def bucket_table(self):
+        """The shape buckets: --buckets, else frames x resolution x resolution at batch_size."""
+        from ..data.buckets import Bucket, parse_buckets
+
+        if self.buckets is not None:
+            return parse_buckets(self.buckets)
+        return (Bucket(self.frames, self.resolution, self.resolution, 1.0, self.batch_size),)
+
+    def _validate_mixture(self) -> None:
+        given = [f"--{n}" for n in ("data_root", "latents_dir") if getattr(self, n) is not None]
+        if self.data != _default(type(self), "data"):
+            given.append("--data")
+        if given:
+            raise ValueError(
+                f"--data_mix names the datasets and their roots: drop {', '.join(given)}"
+            )
+        for source in self.sources():
+            if source.root is not None and not Path(source.root).is_dir():
+                raise FileNotFoundError(f"data_mix root {source.root!r} does not exist")
+        self.bucket_table()
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -205,9 +254,19 @@ def parse_config(
     if "model" in flags:
         flags["model"] = {**defaults.get("model", _default(cls, "model")), **flags["model"]}
     given = {**defaults, **flags}
-    if given.get("data", _default(cls, "data")) == "demo":
+    mix = given.get("data_mix", _default(cls, "data_mix"))
+    if on_demo_data(given.get("data", _default(cls, "data")), mix):
         given = {**DEMO_DEFAULTS, **given}
     return cls(**given)
+
+
+def on_demo_data(data: str, data_mix: str | None) -> bool:
+    """Whether a run reads only the built-in demo data (DEMO_DEFAULTS apply)."""
+    if data_mix is None:
+        return data == "demo"
+    from ..data.mixture import parse_data_mix
+
+    return all(source.name in BUILT_IN for source in parse_data_mix(data_mix))
 
 
 def _default(cls, name):

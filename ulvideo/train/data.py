@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from .config import DATASET_OPTIONS, TrainConfig
 
@@ -18,6 +18,7 @@ class TrainingData:
     eval_dataset: Dataset | None
     num_classes: int
     from_latents: bool
+    weights: tuple[float, ...] | None = None  # a Mixture's (dataset) sources' weights
 
     def set_epoch(self, epoch: int) -> None:
         if hasattr(self.dataset, "set_epoch"):
@@ -36,9 +37,60 @@ class TrainingData:
         if self.eval_dataset is None or len(self.eval_dataset) == 0:
             return None
         items = [self.eval_dataset[i] for i in range(min(size, len(self.eval_dataset)))]
+        return self._prepare_items(items, stage, accelerator)
+
+    def eval_batches(self, stage, accelerator, size: int) -> dict:
+        """Per bucket name, a fixed batch of the evaluation split's first source that fills it
+        (centred clips); without buckets, ``{"": eval_batch}``. Empty where there is none."""
+        if self.weights is None:
+            batch = self.eval_batch(stage, accelerator, size)
+            return {} if batch is None else {"": batch}
+        mixture, batches = self.eval_dataset, {}
+        for b, bucket in enumerate(mixture.buckets if mixture is not None else ()):
+            source = next((s for s, groups in enumerate(mixture.groups) if len(groups[b])), None)
+            if source is None:
+                continue
+            group = mixture.groups[source][b][:size]
+            items = [mixture[(source, b, int(i), 0, 0, row)] for row, i in enumerate(group)]
+            batches[bucket.name] = self._prepare_items(items, stage, accelerator)
+        return batches
+
+    def _prepare_items(self, items, stage, accelerator):
         videos = torch.stack([torch.as_tensor(v) for v, _ in items]).to(accelerator.device)
         labels = torch.tensor([int(y) for _, y in items], device=accelerator.device)
         return self.prepare_batch((videos, labels), stage, accelerator)
+
+    def bucket_loader(self, accelerator, num_workers: int) -> "BucketLoader":
+        """This process's batches of a Mixture, one bucket per step on every process."""
+        plan = self.dataset.plan(self.weights, accelerator.num_processes)
+        return BucketLoader(self.dataset, plan, accelerator, num_workers)
+
+
+class BucketLoader:
+    """This process's rows of each step of a BatchPlan (of a Mixture, or of BucketedLatents), on
+    its device; an epoch starts at a step."""
+
+    def __init__(self, mixture, plan, accelerator, num_workers: int):
+        from ..data.mixture import MixtureBatches
+
+        self.plan, self.device = plan, accelerator.device
+        self.sampler = MixtureBatches(plan, accelerator.process_index)
+        # its own generator: each epoch's iterator draws a worker seed, which must not come from
+        # the training RNG (a resumed run starts one more iterator than an uninterrupted one)
+        self.loader = DataLoader(
+            mixture,
+            batch_sampler=self.sampler,
+            num_workers=num_workers,
+            generator=torch.Generator().manual_seed(0),
+        )
+
+    def epoch(self, epoch: int, start: int):
+        """The batches of ``epoch`` from its step ``start`` on; ``shape`` is the (frames, height,
+        width) of the bucket of the batch last yielded (also for latents)."""
+        self.sampler.set_position(epoch, start)
+        for step, (inputs, labels) in enumerate(self.loader, start):
+            self.shape = self.plan.buckets[self.plan.step(epoch, step).bucket].shape
+            yield inputs.to(self.device), labels.to(self.device)
 
 
 def build_training_data(config: TrainConfig) -> TrainingData:
@@ -46,15 +98,16 @@ def build_training_data(config: TrainConfig) -> TrainingData:
     from ..data import build_dataset
 
     if config.latents_dir is not None:
-        from .latents import LatentShards
+        from .latents import BucketedLatents, LatentShards, is_bucketed
 
+        if is_bucketed(config.latents_dir):
+            shards = BucketedLatents(config.latents_dir, config.seed)
+            return TrainingData(shards, None, shards.num_classes, True, shards.weights)
         shards = LatentShards(config.latents_dir)
         return TrainingData(shards, None, shards.num_classes, from_latents=True)
-    kwargs = dict(frames=config.frames, resolution=config.resolution)
-    kwargs.update(
-        (ARGUMENT_NAMES.get(name, name), getattr(config, name))
-        for name in DATASET_OPTIONS.get(config.data, ())
-    )
+    if config.bucketed:
+        return build_mixture_data(config)
+    kwargs = dataset_options(config, config.data)
     train_only = {name: kwargs.pop(name) for name in TRAINING_ONLY if name in kwargs}
     train_set = build_dataset(config.data, config.data_root, "train", **kwargs, **train_only)
     eval_set = None
@@ -69,8 +122,56 @@ def build_training_data(config: TrainConfig) -> TrainingData:
     )
 
 
-def latent_tokens(stage, config: TrainConfig) -> int:
+def dataset_options(config: TrainConfig, name: str, frames: int | None = None) -> dict:
+    """build_dataset's arguments for dataset ``name`` from ``config`` (its clip options)."""
+    kwargs = dict(frames=config.frames if frames is None else frames, resolution=config.resolution)
+    kwargs.update(
+        (ARGUMENT_NAMES.get(option, option), getattr(config, option))
+        for option in DATASET_OPTIONS.get(name, ())
+    )
+    return kwargs
+
+
+def build_mixture(config: TrainConfig, split: str):
+    """The Mixture of `config.sources()` in `config.bucket_table()` buckets: their "train" split,
+    or ("eval") each source's held-out split where it has one (None if none has). Video files are
+    indexed at any length (the buckets decide which are too short); the demo renders the longest
+    bucket's frames."""
+    from ..data import build_dataset
+    from ..data.mixture import Mixture
+    from ..data.registry import IMAGE_DATASETS
+
+    buckets = config.bucket_table()
+    longest = max(b.frames for b in buckets)
+    datasets, names = [], []
+    for source in config.sources():
+        frames = 1 if source.name in IMAGE_DATASETS or source.name in DATASET_OPTIONS else longest
+        kwargs = dataset_options(config, source.name, frames)
+        if split == "train":
+            datasets.append(build_dataset(source.name, source.root, split, **kwargs))
+            names.append(source.label)
+            continue
+        for name in TRAINING_ONLY:  # evaluation clips stay centred and unflipped
+            kwargs.pop(name, None)
+        for eval_split in ("test",) if source.root is None else ("val", "test"):
+            try:
+                datasets.append(build_dataset(source.name, source.root, eval_split, **kwargs))
+            except (FileNotFoundError, ValueError):
+                continue
+            names.append(source.label)
+            break
+    return Mixture(datasets, names, buckets, config.seed) if datasets else None
+
+
+def build_mixture_data(config: TrainConfig) -> TrainingData:
+    """A bucketed run's training mixture, its evaluation mixture and the sources' weights."""
+    train = build_mixture(config, "train")
+    weights = tuple(source.weight for source in config.sources())
+    return TrainingData(train, build_mixture(config, "eval"), train.num_classes, False, weights)
+
+
+def latent_tokens(stage, frames: int, height: int, width: int) -> int:
     """Latent tokens per example (T_z * H_z * W_z), for tokens/s."""
     cfg = stage.autoencoder_config
-    t = 1 + (config.frames - 1) // cfg.temporal_downsample
-    return t * (config.resolution // cfg.spatial_downsample) ** 2
+    t = 1 + (frames - 1) // cfg.temporal_downsample
+    return t * (height // cfg.spatial_downsample) * (width // cfg.spatial_downsample)

@@ -1,7 +1,9 @@
 """Stage-2 latent pre-computation: encode a dataset once into safetensors shards, then train on them.
 
 Each shard holds `z_clean` (N x C_z x T_z x H_z x W_z, float32) and `labels`; `manifest.json`
-records the encoder's fingerprint, so shards made by another encoder are refused.
+records the encoder's fingerprint, so shards made by another encoder are refused. A mixture in
+shape buckets (ulvideo.data.mixture) is written as one such folder per bucket and source,
+`<bucket>/source<k>/`, listed with the bucket table and the sources' weights in `buckets.json`.
 """
 
 import hashlib
@@ -10,12 +12,14 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 
 MANIFEST = "manifest.json"
+BUCKETS = "buckets.json"
 
 
 def encoder_fingerprint(ul) -> str:
@@ -116,12 +120,104 @@ class LatentShards(Dataset):
         return {**self.__dict__, "_open": {}}
 
 
+class BucketView(Dataset):
+    """The items of one source of a Mixture in one bucket, in order (epoch 0, step 0)."""
+
+    def __init__(self, mixture, source: int, bucket: int):
+        self.mixture, self.source, self.bucket = mixture, source, bucket
+        self.group = mixture.groups[source][bucket]
+        self.num_classes = mixture.num_classes
+
+    def __len__(self) -> int:
+        return len(self.group)
+
+    def __getitem__(self, row: int):
+        return self.mixture[(self.source, self.bucket, int(self.group[row]), 0, 0, row)]
+
+
+def precompute_bucketed_latents(ul, mixture, weights, out_dir, **options) -> Path:
+    """Encode a Mixture into latent shards per bucket and source (precompute_latents each, with
+    `options`), and `buckets.json`; stage 2 trains on them with `--latents_dir out_dir`."""
+    from ..data.buckets import format_buckets
+
+    out = Path(out_dir)
+    folders = []  # [bucket, source, folder relative to out]
+    for b, bucket in enumerate(mixture.buckets):
+        for s in range(len(mixture.names)):
+            if len(mixture.groups[s][b]):
+                folder = f"{bucket.name}/source{s}"
+                precompute_latents(ul, BucketView(mixture, s, b), out / folder, **options)
+                folders.append([b, s, folder])
+    index = {
+        "buckets": format_buckets(mixture.buckets),
+        "sources": mixture.names,
+        "weights": list(weights),
+        "num_classes": mixture.num_classes,
+        "folders": folders,
+    }
+    tmp = out / f".{BUCKETS}.tmp"
+    tmp.write_text(json.dumps(index, indent=2))
+    os.replace(tmp, out / BUCKETS)  # written last, as the shards' manifests are
+    return out
+
+
+def is_bucketed(directory) -> bool:
+    """Whether `directory` holds latents per bucket (precompute_bucketed_latents)."""
+    return (Path(directory) / BUCKETS).is_file()
+
+
+class BucketedLatents(Dataset):
+    """Latents per bucket and source as a Mixture-like dataset: `groups`, `buckets`, `plan`, and
+    items keyed `(source, bucket, index, ...)`, read from each folder's LatentShards."""
+
+    def __init__(self, directory, seed: int = 0):
+        from ..data.buckets import parse_buckets
+
+        self.directory, self.seed = Path(directory), seed
+        index = json.loads((self.directory / BUCKETS).read_text())
+        self.buckets, self.names = parse_buckets(index["buckets"]), index["sources"]
+        self.weights, self.num_classes = tuple(index["weights"]), index["num_classes"]
+        self.shards = {
+            (s, b): LatentShards(self.directory / folder) for b, s, folder in index["folders"]
+        }
+        self.groups = [
+            [np.arange(len(self.shards[(s, b)]) if (s, b) in self.shards else 0)
+             for b in range(len(self.buckets))]
+            for s in range(len(self.names))
+        ]  # fmt: skip
+
+    def plan(self, weights, world: int):
+        from ..data.buckets import BatchPlan
+
+        return BatchPlan(self.groups, weights, self.buckets, world, self.seed)
+
+    def check_encoder(self, ul) -> None:
+        for shards in self.shards.values():
+            shards.check_encoder(ul)
+
+    def __len__(self) -> int:
+        return sum(len(shards) for shards in self.shards.values())
+
+    def __getitem__(self, key):
+        source, bucket, index = key[:3]
+        return self.shards[(source, bucket)][index]
+
+
+def first_shards(directory) -> Path:
+    """The folder of latent shards in `directory`: itself, or its first bucket's first source."""
+    if is_bucketed(directory):
+        return (
+            Path(directory) / json.loads((Path(directory) / BUCKETS).read_text())["folders"][0][2]
+        )
+    return Path(directory)
+
+
 def latent_logsnr_shift(directory, max_shards: int | None = None) -> float:
     """2 ln(1/s) for the std s of the latents stored in `directory` (of its first `max_shards`
     shards, or all): latents of std s have SNR s^2 exp(lambda), so this is the lambda at which
     their SNR is 1 (where a base model's loss weight and training draws belong for unit-variance
-    data at lambda = 0)."""
-    shards = LatentShards(directory)
+    data at lambda = 0). Of latents per bucket: of the first bucket's first source."""
+    shards = LatentShards(first_shards(directory))
     total, square, count = 0.0, 0.0, 0
     for shard in shards.manifest["shards"][:max_shards]:
         with safe_open(str(shards.directory / shard["file"]), framework="pt") as f:

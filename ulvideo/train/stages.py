@@ -69,10 +69,10 @@ class Stage1(nn.Module):
             "decoder bias (ulvideo rd sweeps them) before spending a stage-2 run on these latents"
         )
 
-    def training_flops(self, frames: int, resolution: int) -> float:
+    def training_flops(self, frames: int, height: int, width: int) -> float:
         """Training FLOPs per example (ulvideo.models.flops): encoder, prior and decoder."""
         config = self.autoencoder_config
-        return training_flops_per_example(config, "stage1", frames, resolution, resolution)
+        return training_flops_per_example(config, "stage1", frames, height, width)
 
     def export(self, ema_network, directory, final: bool = False) -> None:
         Pipeline(ema_network).save_pretrained(directory)
@@ -174,6 +174,9 @@ class Stage2(nn.Module):
             return None
         if drop is None:
             drop = torch.rand(labels.shape, device=labels.device) < self.label_dropout
+        drop = drop | (
+            labels < 0
+        )  # unlabelled examples (a mixture's image sources) train unconditional
         return torch.where(drop, torch.full_like(labels, self.base_config.num_classes), labels)
 
     @torch.no_grad()
@@ -182,7 +185,7 @@ class Stage2(nn.Module):
         gen = torch.Generator(device=z_clean.device).manual_seed(0)
         t = torch.rand(z_clean.shape[0], generator=gen, device=z_clean.device)
         eps = torch.randn(z_clean.shape, generator=gen, device=z_clean.device)
-        labels = labels if self.base_config.num_classes else None
+        labels = self._drop_labels(labels, torch.zeros_like(labels, dtype=torch.bool))
         nats = base_loss(
             lambda z_t, logsnr: ema_network(z_t, logsnr, labels=labels),
             z_clean,
@@ -211,11 +214,11 @@ class Stage2(nn.Module):
             f'--model \'{{"schedule_shift": {shift:.1f}, "bias": {shift:.1f}}}\' (UL_METHOD §5)'
         )
 
-    def training_flops(self, frames: int, resolution: int) -> float:
+    def training_flops(self, frames: int, height: int, width: int) -> float:
         """Training FLOPs per example (ulvideo.models.flops) of the base model; the frozen
         encoder's forward pass (pixel data) is not counted."""
         return training_flops_per_example(
-            self.autoencoder_config, "stage2", frames, resolution, resolution, self.base_config
+            self.autoencoder_config, "stage2", frames, height, width, self.base_config
         )
 
     def export(self, ema_network, directory, final: bool = False) -> None:

@@ -23,7 +23,7 @@ from .data import build_training_data, latent_tokens
 from .distributed import enable_cpu_fsdp, full_tensor
 from .ema import EMA
 from .latents import latent_logsnr_shift
-from .metrics import MetricsLog, Throughput
+from .metrics import BucketMeans, MetricsLog, Throughput
 from .stages import Stage1, Stage2, load_stage1, measure_latent_scale
 from .trackers import PROJECT, tracker_config, trackers_for
 
@@ -87,13 +87,21 @@ class DataPosition:
     epoch: int = 0
     epoch_examples: int = 0
     examples_seen: int = 0
+    epoch_batches: int = 0  # global batches into the epoch (a bucketed run's batches vary in size)
 
     def advance(self, examples: int) -> None:
         self.epoch_examples += examples
         self.examples_seen += examples
+        self.epoch_batches += 1
 
     def next_epoch(self) -> None:
-        self.epoch, self.epoch_examples = self.epoch + 1, 0
+        self.epoch, self.epoch_examples, self.epoch_batches = self.epoch + 1, 0, 0
+
+    def plan_steps_to_skip(self, steps_per_epoch: int) -> int:
+        """A bucketed run's batches of the current epoch already seen (its BatchPlan's steps)."""
+        if self.epoch_batches >= steps_per_epoch:
+            self.next_epoch()
+        return self.epoch_batches
 
     def batches_to_skip(self, global_batch: int, batches_per_epoch: int) -> int:
         """Per-process batches of the current epoch already seen; an epoch already seen whole
@@ -136,9 +144,9 @@ def check_clip_shape(config: TrainConfig, stage1) -> None:
     from ..models import check_video_shape
 
     model_config = stage1_model_config(config) if config.stage == 1 else stage1.config
-    check_video_shape(
-        (1, 3, config.frames, config.resolution, config.resolution), model_config, "clip"
-    )
+    for bucket in config.bucket_table():
+        name = f"bucket {bucket.name}" if config.bucketed else "clip"
+        check_video_shape((1, 3, *bucket.shape), model_config, name)
 
 
 def effective_precision(config: TrainConfig, on_cpu: bool) -> str:
@@ -228,24 +236,29 @@ def train(config: TrainConfig) -> TrainResult:
         compile_blocks(stage.network)
     if config.stage == 2:
         stage.move_encoder(accelerator.device)
-    eval_batch = data.eval_batch(stage, accelerator, size=min(8, config.batch_size))
+    eval_batches = data.eval_batches(stage, accelerator, size=min(8, config.batch_size))
     # the EMA copies the full network before FSDP (in prepare) shards it
     ema = EMA(stage.network.to(accelerator.device), config.ema_decay)
-    flops_per_example = stage.training_flops(config.frames, config.resolution)
     optimizer, scheduler = build_optimizer(stage.network.parameters(), config)
-    loader = DataLoader(
-        data.dataset,
-        batch_size=config.batch_size,
-        shuffle=True,
-        drop_last=True,
-        num_workers=config.num_workers,
-        generator=torch.Generator().manual_seed(config.seed),
-    )
-    stage, optimizer, loader = accelerator.prepare(stage, optimizer, loader)
+    bucketed = data.weights is not None  # a mixture, or latent shards per bucket
+    if bucketed:  # every process's batch of a step is the same bucket: not sharded
+        loader = data.bucket_loader(accelerator, config.num_workers)
+        stage, optimizer = accelerator.prepare(stage, optimizer)
+        batches_per_epoch = loader.plan.steps_per_epoch
+    else:
+        loader = DataLoader(
+            data.dataset,
+            batch_size=config.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=config.num_workers,
+            generator=torch.Generator().manual_seed(config.seed),
+        )
+        stage, optimizer, loader = accelerator.prepare(stage, optimizer, loader)
+        batches_per_epoch = len(loader)
     unwrapped = accelerator.unwrap_model(stage)
     accelerator.register_for_checkpointing(scheduler, ema)
 
-    batches_per_epoch = len(loader)
     if batches_per_epoch == 0:
         raise ValueError(
             f"the dataset has fewer examples than batch_size x processes ({config.batch_size})"
@@ -272,39 +285,52 @@ def train(config: TrainConfig) -> TrainResult:
         )
 
     nonfinite_total = nonfinite_run = 0
+    clip_shape = (config.frames, config.resolution, config.resolution)
+    shapes = [b.shape for b in data.dataset.buckets] if bucketed else [clip_shape]
+    flops = {shape: unwrapped.training_flops(*shape) for shape in shapes}  # counted once: slow
     throughput = Throughput(
         accelerator,
-        global_batch * config.grad_accum,
-        latent_tokens(unwrapped, config),
-        flops_per_example,
+        {shape: latent_tokens(unwrapped, *shape) for shape in shapes}.__getitem__,
+        flops.__getitem__,
         config.peak_tflops,
+        per_bucket=bucketed,
     )
+    bucket_means = BucketMeans(accelerator) if bucketed else None
     bar = tqdm(
         total=config.max_steps, initial=step, disable=not accelerator.is_main_process, desc="train"
     )
     throughput.start(step)
     while step < config.max_steps:
-        skip = position.batches_to_skip(global_batch, batches_per_epoch)
-        loader.set_epoch(position.epoch)
-        data.set_epoch(position.epoch)
-        epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
+        if bucketed:
+            epoch_loader = loader.epoch(
+                position.epoch, position.plan_steps_to_skip(batches_per_epoch)
+            )
+        else:
+            skip = position.batches_to_skip(global_batch, batches_per_epoch)
+            loader.set_epoch(position.epoch)
+            data.set_epoch(position.epoch)
+            epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
         for batch in throughput.batches(epoch_loader):
             if config.stage == 1:
                 unwrapped.warmup = latent_warmup(config, step)
-            rows = config.batch_size
+            rows = len(batch[1])  # a bucket's batch size, else batch_size
+            shape = loader.shape if bucketed else clip_shape
             draws = TrainingDraws(
                 config.seed,
                 position.examples_seen,
-                global_batch,
+                rows * accelerator.num_processes,
                 accelerator.process_index * rows,
                 rows,
             )
-            position.advance(global_batch)
+            position.advance(rows * accelerator.num_processes)
             with accelerator.accumulate(stage):
                 inputs, labels = data.prepare_batch(batch, unwrapped, accelerator)
                 loss, logs = stage(inputs, labels, *((draws,) if config.stage == 2 else ()))
                 accelerator.backward(loss)
+                if bucket_means is not None:
+                    bucket_means.add(shape, {"loss": loss, **logs})
                 if not accelerator.sync_gradients:
+                    throughput.step_done(shape, rows * accelerator.num_processes)
                     continue
                 grad_norm = accelerator.clip_grad_norm_(stage.parameters(), config.clip_grad)
                 # one decision on every rank: the loss summed over ranks, and the global grad norm
@@ -329,6 +355,7 @@ def train(config: TrainConfig) -> TrainResult:
                 ema.update(unwrapped.network)
             step += 1
             bar.update(1)
+            throughput.step_done(shape, rows * accelerator.num_processes)
 
             if step % config.log_every == 0 or step == config.max_steps:
                 record = {
@@ -340,26 +367,32 @@ def train(config: TrainConfig) -> TrainResult:
                     "examples_seen": position.examples_seen,
                     "nonfinite_skipped": nonfinite_total,
                     "world_size": accelerator.num_processes,
+                    **(bucket_means.record() if bucket_means is not None else {}),
                 }
                 log.log(step, record)
                 bar.set_postfix(loss=f"{record['loss']:.4g}")
             if step % config.eval_every == 0 or step == config.max_steps:
-                if accelerator.is_main_process and eval_batch is not None:
-                    with torch.random.fork_rng(
-                        devices=_cuda_devices(accelerator)
-                    ):  # keep training RNG
+                evaluations = {}
+                for bucket, eval_batch in (
+                    eval_batches.items() if accelerator.is_main_process else ()
+                ):
+                    with torch.random.fork_rng(devices=_cuda_devices(accelerator)):  # keep RNG
                         evaluation = unwrapped.evaluate(
                             ema.model, *eval_batch, config.eval_decode_steps
                         )
                     log.log_clips(step, evaluation.pop("videos", {}))
-                    log.log(step, evaluation)
+                    prefix = f"bucket/{bucket}/" if bucket else ""
+                    evaluations.update({prefix + k: v for k, v in evaluation.items()})
                     warm = max(
                         config.warmup_steps, config.latent_hold_steps + config.latent_ramp_steps
                     )
-                    if step > warm:
-                        warning = unwrapped.evaluation_warning(evaluation, step)
-                        if warning:
-                            accelerator.print(warning)
+                    warning = (
+                        unwrapped.evaluation_warning(evaluation, step) if step > warm else None
+                    )
+                    if warning:
+                        accelerator.print(f"[bucket {bucket}] {warning}" if bucket else warning)
+                if evaluations:
+                    log.log(step, evaluations)
             if step % config.checkpoint_every == 0 or step == config.max_steps:
                 meta = {
                     "config": config.to_dict(),
