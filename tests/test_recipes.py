@@ -144,12 +144,33 @@ def test_stage2_recipes_refuse_preset_and_name_base_preset(tmp_path, name, monke
     assert issubclass(cls, TrainConfig) and cls.stage == 2
     stage1 = ["--stage1_checkpoint", str(tmp_path), "--data", "demo"]
     for preset in ("tiny", "medium"):
-        config = parse_config(cls, ["--preset", preset, *stage1])
         with pytest.raises(
             ValueError, match=f"--preset {preset} names a stage-1 autoencoder.*--base_preset"
         ):
-            config.validate()
+            parse_config(cls, ["--preset", preset, *stage1]).validate()
     parse_config(cls, ["--base_preset", "tiny", *stage1]).validate()  # the fix passes
+
+
+def test_the_library_config_refuses_preset_in_stage2_and_says_what_demo_data_changed(
+    tmp_path, capsys
+):
+    from ulvideo.train.config import DEMO_DEFAULTS, TrainConfig, parse_config
+
+    stage2 = ["--stage", "2", "--stage1_checkpoint", str(tmp_path), "--base_preset", "tiny"]
+    with pytest.raises(ValueError, match="--preset tiny names a stage-1 autoencoder"):
+        parse_config(TrainConfig, [*stage2, "--preset", "tiny"])  # tiny is also the default
+    capsys.readouterr()
+    config = parse_config(TrainConfig, ["--data", "demo", "--lr", "3e-4"])
+    line = capsys.readouterr().err
+    assert line.count("\n") == 1 and line.startswith("--data demo sets ")
+    # every default it changed is named with its value, and nothing the user gave
+    for name, value in DEMO_DEFAULTS.items():
+        if name == "lr":
+            assert config.lr == 3e-4 and "--lr" not in line
+        elif value != getattr(TrainConfig, name):
+            assert f"--{name} {value} " in line + " " and getattr(config, name) == value
+    parse_config(TrainConfig, ["--data", "videos", "--data_root", str(tmp_path)])
+    assert capsys.readouterr().err == ""
 
 
 def test_stage2_recipe_with_preset_is_one_line_before_building(tmp_path):

@@ -3,6 +3,7 @@
 import argparse
 import dataclasses
 import json
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -254,8 +255,22 @@ def parse_config(
     if "model" in flags:
         flags["model"] = {**defaults.get("model", _default(cls, "model")), **flags["model"]}
     given = {**defaults, **flags}
+    if "preset" in flags and given.get("stage", _default(cls, "stage")) == 2:
+        raise ValueError(  # even the default's name: a stage-2 run never reads it
+            f"--preset {flags['preset']} names a stage-1 autoencoder, which stage 2 loads from "
+            "--stage1_checkpoint: use --base_preset for the base model's sizes"
+        )
     mix = given.get("data_mix", _default(cls, "data_mix"))
     if on_demo_data(given.get("data", _default(cls, "data")), mix):
+        changed = {
+            k: v for k, v in DEMO_DEFAULTS.items() if k not in given and v != _default(cls, k)
+        }
+        if changed:  # say so: these are training defaults, not data settings
+            print(
+                "--data demo sets " + " ".join(f"--{k} {v}" for k, v in changed.items())
+                + " (give a flag to keep another value)",
+                file=sys.stderr,
+            )  # fmt: skip
         given = {**DEMO_DEFAULTS, **given}
     return cls(**given)
 
