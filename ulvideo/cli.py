@@ -226,7 +226,7 @@ def cmd_info(args) -> None:
     from evaluation.fvd import PROTOCOLS
     from evaluation.k600 import DEFAULT_PROTOCOL
 
-    from .models import frame_size
+    from .geometry import frame_size
     from .models.flops import (
         count_params,
         gpu_hours,
@@ -332,9 +332,9 @@ def cmd_eval(args) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from .demo import DemoConfig
     from .diffusion import GRIDS, METHODS
+    from .flags import add_dataclass_arguments
     from .sample import SamplingConfig
     from .student import DECODER_CHOICES
-    from .train.config import add_dataclass_arguments
     from .train.distill import DistillConfig
     from .train.distill import __doc__ as distill_doc
 

@@ -31,7 +31,8 @@ from torch.utils.data import Subset
 
 from evaluation.errors import run_main
 
-from .train.config import TrainConfig, add_dataclass_arguments, parse_config, short_run_warmup
+from .flags import add_dataclass_arguments
+from .train.config import TrainConfig, parse_config, short_run_warmup
 from .train.rd import optional_i3d, parse_driver, score_reconstruction
 
 # the demo's stage 1 is 1100 steps; at the demo's per-step times (0.54 s stage 1, 0.19 s stage 2

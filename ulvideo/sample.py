@@ -22,7 +22,7 @@ from .diffusion import (
     randn_like,
     to_data,
 )
-from .models import frame_size
+from .geometry import frame_size
 from .student import decoder_steps
 
 

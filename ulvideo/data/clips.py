@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..models.encoder import frame_size
+from ..geometry import frame_size
 from .bad_files import BadFiles, FileDataset
 from .manifest import VideoEntry, default_manifest_paths, load_or_build_manifest
 from .transforms import CROPS, clip_transform

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..models.encoder import frame_size
+from ..geometry import frame_size
 
 
 def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:

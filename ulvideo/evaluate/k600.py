@@ -25,8 +25,8 @@ def kinetics600_test_clips(root: str | Path, frames: int = 17, resolution: int =
 def main(argv: list[str] | None = None) -> dict:
     from accelerate import Accelerator
 
+    from ..flags import add_dataclass_arguments
     from ..pipeline import Pipeline
-    from ..train.config import add_dataclass_arguments
 
     parser = argparse.ArgumentParser(prog="ulvideo eval k600", description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", required=True, help="a stage-2 export (run/final)")

@@ -1,6 +1,5 @@
 """The networks: causal encoder, 3D UViT decoder, prior/base transformer, presets and FLOP counts."""
 
-from ..geometry import frame_size
 from .decoder import Decoder
 from .encoder import (
     Encoder,
@@ -53,7 +52,6 @@ __all__ = [
     "register_network",
     "training_flops_per_example",
     "valid_frame_counts",
-    "frame_size",
     "latent_shape",
     "nearest_frame_counts",
 ]

@@ -6,7 +6,6 @@ from collections.abc import Iterable, Iterator
 
 from torch import Tensor, nn
 
-from ..geometry import frame_size as frame_size  # data/ imports it from here
 from ..geometry import latent_grid
 from ..nn import Conv3d, Downsample3d, GroupNorm3d, ResBlock3d, StreamCache, patchify
 from .presets import AutoencoderConfig

@@ -2,14 +2,12 @@
 
 import argparse
 import dataclasses
-import json
 import sys
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data.registry import BUILT_IN, DATASETS
+from ..flags import add_dataclass_arguments
 from ..hub import is_repo_id
 from ..nn.attention import BACKENDS
 from .trackers import trackers_for
@@ -231,15 +229,6 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
-    """One `--name` flag per dataclass field, typed from its annotation, defaulting to None."""
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        parser.add_argument(
-            f"--{f.name}", type=_parser_for(hints[f.name]), default=None, help=_help(f)
-        )
-
-
 def parse_config(
     cls: type[TrainConfig] = TrainConfig,
     argv: list[str] | None = None,
@@ -287,28 +276,3 @@ def on_demo_data(data: str, data_mix: str | None) -> bool:
 def _default(cls, name):
     f = {f.name: f for f in dataclasses.fields(cls)}[name]
     return f.default_factory() if f.default is dataclasses.MISSING else f.default
-
-
-def _help(f) -> str:
-    return f"default: {f.default_factory() if f.default is dataclasses.MISSING else f.default}"
-
-
-def _parse_bool(text: str) -> bool:
-    if text.lower() not in ("1", "true", "yes", "0", "false", "no"):
-        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-    return text.lower() in ("1", "true", "yes")
-
-
-def _parse_json(text: str):
-    """A JSON object/list, or a comma-separated list of numbers (`0.9,0.99`)."""
-    return json.loads(text if text.strip().startswith(("{", "[")) else f"[{text}]")
-
-
-def _parser_for(hint):
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
-    if hint is bool:
-        return _parse_bool
-    if hint is dict or typing.get_origin(hint) in (dict, tuple):
-        return _parse_json
-    return hint

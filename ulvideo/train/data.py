@@ -1,10 +1,12 @@
 """Training data for each stage: pixel clips (stage 1 and 2) or pre-computed latent shards (stage 2)."""
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..geometry import latent_grid
 from .config import DATASET_OPTIONS, TrainConfig
 
 ARGUMENT_NAMES = {"frame_stride": "stride", "target_fps": "fps"}  # config field: dataset argument
@@ -173,5 +175,5 @@ def build_mixture_data(config: TrainConfig) -> TrainingData:
 def latent_tokens(stage, frames: int, height: int, width: int) -> int:
     """Latent tokens per example (T_z * H_z * W_z), for tokens/s."""
     cfg = stage.autoencoder_config
-    t = 1 + (frames - 1) // cfg.temporal_downsample
-    return t * (height // cfg.spatial_downsample) * (width // cfg.spatial_downsample)
+    grid = latent_grid(frames, height, width, cfg.temporal_downsample, cfg.spatial_downsample)
+    return math.prod(grid)

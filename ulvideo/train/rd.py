@@ -19,7 +19,8 @@ from pathlib import Path
 
 from evaluation.errors import run_main
 
-from .config import TrainConfig, add_dataclass_arguments, parse_config
+from ..flags import add_dataclass_arguments
+from .config import TrainConfig, parse_config
 
 
 @dataclasses.dataclass
