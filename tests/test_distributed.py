@@ -274,3 +274,27 @@ def test_throughput_accounting_is_logged_every_step(tmp_path, monkeypatch):
     assert len([v for v in tracked if "loss" in v]) == 3
     with pytest.raises(ValueError, match="peak_tflops must be > 0"):
         train(tiny(tmp_path, "bad", peak_tflops=0.0))
+
+
+@pytest.mark.slow
+def test_fsdp_trains_the_kl_arm_and_exports_its_full_weights(tmp_path):
+    """The KL arm under FSDP on 2 processes: one full EMA on both ranks, and an export whose KL
+    encoder holds its full doubled head (mean and log-variance) and measures its rate."""
+    model = {"regularizer": "kl", "kl_weight": 1.0}
+    config = tiny(tmp_path, "kl", max_steps=2, checkpoint_every=2, batch_size=2, model=model)
+    launch_training(tmp_path, [{"config": config}], config="fsdp_cpu.yaml")
+    ranks = rank_info(tmp_path / "kl")
+    assert [r["distributed_type"] for r in ranks] == ["DistributedType.FSDP"] * 2
+    assert ranks[0]["ema_sha256"] == ranks[1]["ema_sha256"]
+    ul = Pipeline.from_pretrained(tmp_path / "kl" / "final").autoencoder
+    assert ul.config.regularizer == "kl" and ul.prior is None
+    fresh = type(ul)(ul.config)  # the same architecture: every full shape, no shard
+    got = tensors(tmp_path / "kl" / "final" / "autoencoder" / "model.safetensors")
+    assert {k: v.shape for k, v in got.items()} == {
+        k: v.shape for k, v in fresh.state_dict().items()
+    }
+    video = torch.rand(2, 3, 5, 16, 16) * 2 - 1
+    with torch.no_grad():
+        mean, logvar = ul.posterior(video)
+        assert mean.shape == logvar.shape and torch.isfinite(ul.kl_rate(video)).all()
+        assert ul.reconstruct(video, steps=2).shape == video.shape
