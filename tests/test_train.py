@@ -425,6 +425,12 @@ def test_latent_warm_up_holds_then_ramps_to_plain_ul(tmp_path):
     assert logged == [1, 1, 0.5, 0, 0]
     with pytest.raises(ValueError, match="latent_hold_steps"):
         tiny(tmp_path, latent_hold_steps=-1).validate()
+    # unset, each lasts the learning-rate warm-up: plain UL from 2 x warmup_steps
+    tied = tiny(tmp_path, warmup_steps=3)
+    assert tied.latent_warmup_steps() == (3, 3)
+    warmups = [trainer_module.latent_warmup(tied, s) for s in range(7)]
+    assert warmups == pytest.approx([1, 1, 1, 2 / 3, 1 / 3, 0, 0])
+    assert tiny(tmp_path, warmup_steps=3, latent_ramp_steps=1).latent_warmup_steps() == (3, 1)
 
 
 def test_bf16_falls_back_to_fp32_on_a_cpu_with_one_warning(tmp_path, capsys):

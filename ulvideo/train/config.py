@@ -80,9 +80,11 @@ class TrainConfig:
     # stage-1 latent warm-up (UnifiedLatents.stage1_loss, docs/STAGE1_DIAGNOSTICS.md): for
     # latent_hold_steps the rate's gradient is kept out of the encoder and the decoder is also
     # trained to read z0 (L_read); both then ramp linearly to plain UL over latent_ramp_steps.
-    # Without it the rate removes the latent before the decoder reads it (issue 11)
-    latent_hold_steps: int = 1000
-    latent_ramp_steps: int = 1000
+    # Without it the rate removes the latent before the decoder reads it. Unset (None), each
+    # lasts as long as the learning-rate warm-up: the rate reaches the encoder only once the
+    # decoder trains at its peak learning rate, and plain UL starts at 2 x warmup_steps
+    latent_hold_steps: int | None = None
+    latent_ramp_steps: int | None = None
     ema_decay: float = 0.999
     max_steps: int = 100_000
     mixed_precision: str = "no"  # "no" | "bf16" | "fp16"
@@ -112,6 +114,13 @@ class TrainConfig:
     max_nonfinite: int = 20  # consecutive non-finite steps before the run stops
     # trackers beside metrics.jsonl (ulvideo.train.trackers): none | tensorboard | wandb | all
     report_to: str = "none"
+
+    def latent_warmup_steps(self) -> tuple[int, int]:
+        """(hold, ramp) of stage 1's latent warm-up: the fields, or the learning-rate warm-up's
+        length for each one left unset."""
+        hold, ramp = self.latent_hold_steps, self.latent_ramp_steps
+        return (self.warmup_steps if hold is None else hold,
+                self.warmup_steps if ramp is None else ramp)  # fmt: skip
 
     def validate(self) -> None:
         """Raise a clear error for a configuration that cannot run, before anything is built."""
@@ -167,7 +176,7 @@ class TrainConfig:
                      "eval_every", "keep_last"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.latent_hold_steps < 0 or self.latent_ramp_steps < 0:
+        if min(self.latent_warmup_steps()) < 0:
             raise ValueError(
                 "latent_hold_steps and latent_ramp_steps must be >= 0 (0 and 0 is plain UL), got "
                 f"{self.latent_hold_steps} and {self.latent_ramp_steps}"

@@ -72,10 +72,10 @@ def build_optimizer(parameters, config: TrainConfig):
 def latent_warmup(config: TrainConfig, step: int) -> float:
     """The stage-1 latent warm-up after `step` optimizer steps: 1 while holding, then a linear ramp
     down to 0 (plain UL)."""
-    ramp_step = step - config.latent_hold_steps
-    if ramp_step < 0:
+    hold, ramp = config.latent_warmup_steps()
+    if step < hold:
         return 1.0
-    return max(0.0, 1.0 - (ramp_step + 1) / max(1, config.latent_ramp_steps))
+    return max(0.0, 1.0 - (step - hold + 1) / max(1, ramp))
 
 
 @dataclass
@@ -383,9 +383,7 @@ def train(config: TrainConfig) -> TrainResult:
                     log.log_clips(step, evaluation.pop("videos", {}))
                     prefix = f"bucket/{bucket}/" if bucket else ""
                     evaluations.update({prefix + k: v for k, v in evaluation.items()})
-                    warm = max(
-                        config.warmup_steps, config.latent_hold_steps + config.latent_ramp_steps
-                    )
+                    warm = max(config.warmup_steps, sum(config.latent_warmup_steps()))
                     warning = (
                         unwrapped.evaluation_warning(evaluation, step) if step > warm else None
                     )
