@@ -38,6 +38,7 @@ NOT_RUN = {
     "bench_distill_decoder.py": "trains a demo stage 1 and distils its decoder (~40 min on a CPU)",
     "bench_sampler_nfe.py": "trains a demo pipeline, then sweeps every sampler and grid (hours)",
     "bench_peer_latte.py": "needs Latte's source (LATTE_DIR), which is not shipped",
+    "bench_bucket_loader.py": "also trains two bucketed stage-1 runs with a loader worker (~5 min)",
     "fault_injection.py": "a robustness check (kill, truncate, flip, resume), not a measurement",
     "gpu_check.sh": "the one-GPU check: it calls this runner, with the CUDA tests",
 }

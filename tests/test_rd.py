@@ -67,8 +67,8 @@ def test_sweep_checks_every_setting_before_training(tmp_path):
 
 
 class IgnoresItsLatent(UnifiedLatents):
-    def decode(self, z0, **kwargs):
-        return super().decode(torch.zeros_like(z0), **kwargs)
+    def decode(self, z0, *args, **kwargs):
+        return super().decode(torch.zeros_like(z0), *args, **kwargs)
 
 
 @pytest.mark.slow
