@@ -37,7 +37,7 @@ from ulvideo.data import build_dataset
 from ulvideo.demo import FRAMES, RESOLUTION
 from ulvideo.diffusion import StackedRandomGenerator, nfe
 from ulvideo.evaluate.digits import class_accuracy, classify_videos
-from ulvideo.models import forward_flops, sampling_flops_per_video
+from ulvideo.models import sampling_flops_per_video
 from ulvideo.pipeline import Pipeline
 from ulvideo.sample import SamplingConfig, sample_z0
 
@@ -262,8 +262,10 @@ def end_to_end(pipeline, args, labels, fvd, clip) -> list[dict]:
             ul.config, frames, height, width, base_steps, 1, method, args.cfg_scale,
             pipeline.base_config,
         )["base_flops"]  # fmt: skip
-        decoder_nfe = steps if which == "student" else nfe(method, steps, to_the_data=True)
-        decoder_flops = decoder_nfe * forward_flops(ul.config, "decoder", frames, height, width)
+        decoder_method = method if which == "teacher" else "ddim"  # students step as DDIM
+        decoder_flops = sampling_flops_per_video(
+            ul.config, frames, height, width, 0, steps, decoder_method
+        )["decoder_flops"]
         row = {
             "setting": setting,
             "seed": seed,

@@ -196,6 +196,7 @@ def generate(
             )
     device = next(base.parameters()).device
     indices = torch.arange(num_videos) if indices is None else indices
+    steps = decoder_steps(student, cfg.decoder_steps)
     if len(indices) != num_videos:
         raise ValueError(f"give one sample index per video: {len(indices)} for {num_videos}")
     out = []
@@ -214,7 +215,7 @@ def generate(
             rng=rng, latent_scale=latent_scale,
         )  # fmt: skip
         video = ul.decode(
-            z0, decoder_steps(student, cfg.decoder_steps), cfg.method, rng, cfg.progress, window=cfg.window,
+            z0, steps, cfg.method, rng, cfg.progress, window=cfg.window,
             tile=cfg.tile, grid=cfg.grid, student=student,
         )  # fmt: skip
         if context is not None:

@@ -20,6 +20,7 @@ from evaluation.i3d import load_i3d
 from evaluation.reconstruction import psnr, ssim
 
 from ..diffusion import GRIDS, METHODS, StackedRandomGenerator, bits_per_pixel
+from ..student import DECODER_CHOICES
 
 
 @torch.no_grad()
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--method", default="ddpm", choices=METHODS, help="the decoder's sampler")
     parser.add_argument("--grid", default="t", choices=GRIDS)
     parser.add_argument(
-        "--decoder", default="auto", choices=("auto", "student", "teacher"),
+        "--decoder", default="auto", choices=DECODER_CHOICES,
         help="auto: the distilled student when the export has one for --decode-steps",
     )  # fmt: skip
     parser.add_argument("--rfvd", action="store_true", help="also the reconstruction FVD (I3D)")
