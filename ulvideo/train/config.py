@@ -161,10 +161,7 @@ class TrainConfig:
                     "the autoencoder's come with --stage1_checkpoint)"
                 )
             if self.preset != _default(type(self), "preset"):
-                raise ValueError(
-                    f"--preset {self.preset} names a stage-1 autoencoder, which stage 2 loads from "
-                    "--stage1_checkpoint: use --base_preset for the base model's sizes"
-                )
+                raise stage2_preset_error(self.preset)
             if self.stage1_checkpoint is None:
                 raise ValueError("stage 2 needs --stage1_checkpoint (an export of a stage-1 run)")
             if not (Path(self.stage1_checkpoint).exists() or is_repo_id(self.stage1_checkpoint)):
@@ -254,10 +251,7 @@ def parse_config(
         flags["model"] = {**defaults.get("model", _default(cls, "model")), **flags["model"]}
     given = {**defaults, **flags}
     if "preset" in flags and given.get("stage", _default(cls, "stage")) == 2:
-        raise ValueError(  # even the default's name: a stage-2 run never reads it
-            f"--preset {flags['preset']} names a stage-1 autoencoder, which stage 2 loads from "
-            "--stage1_checkpoint: use --base_preset for the base model's sizes"
-        )
+        raise stage2_preset_error(flags["preset"])  # even the default's: stage 2 never reads it
     mix = given.get("data_mix", _default(cls, "data_mix"))
     if on_demo_data(given.get("data", _default(cls, "data")), mix):
         changed = {
@@ -271,6 +265,14 @@ def parse_config(
             )  # fmt: skip
         given = {**DEMO_DEFAULTS, **given}
     return cls(**given)
+
+
+def stage2_preset_error(preset: str) -> ValueError:
+    """The one error for --preset in a stage-2 run, whichever check finds it."""
+    return ValueError(
+        f"--preset {preset} names a stage-1 autoencoder, which stage 2 loads from "
+        "--stage1_checkpoint: use --base_preset for the base model's sizes"
+    )
 
 
 def on_demo_data(data: str, data_mix: str | None) -> bool:
