@@ -33,7 +33,7 @@ from ulvideo.train.config import parse_config  # noqa: E402
 from ulvideo.train.data import build_training_data  # noqa: E402
 from ulvideo.train.metrics import read_metrics  # noqa: E402
 from ulvideo.train.stages import Stage1  # noqa: E402
-from ulvideo.train.trainer import build_optimizer, stage1_model_config  # noqa: E402
+from ulvideo.train.trainer import build_optimizer  # noqa: E402
 
 
 def footage(root: Path) -> Path:
@@ -50,7 +50,7 @@ def per_bucket(config, repeats: int) -> dict:
     """Median seconds to load a batch and to train a step on it, per bucket."""
     data = build_training_data(config)
     plan = data.dataset.plan(data.weights, world=1)
-    stage = Stage1(stage1_model_config(config))
+    stage = Stage1(Stage1.autoencoder_config_of(config))
     optimizer, _ = build_optimizer(stage.network.parameters(), config)
     keys = {}  # bucket: [(epoch, step, planned)], over as many epochs as fill every bucket
     for epoch in range(100):
@@ -105,7 +105,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         common_flags = ["--preset", "tiny", "--cpu", "true", "--mixed_precision", "no",
-                        "--warmup_steps", "2", "--eval_every", "100000", "--checkpoint_every",
+                        "--lr_warmup_steps", "2", "--eval_every", "100000", "--checkpoint_every",
                         "100000", "--log_every", str(args.steps), "--max_steps", str(args.steps),
                         "--num_workers", "1"]  # fmt: skip
         settings = {

@@ -40,7 +40,8 @@ from ulvideo.models import autoencoder_preset
 from ulvideo.train import TrainConfig
 from ulvideo.train.config import short_run_warmup
 from ulvideo.train.ema import EMA
-from ulvideo.train.trainer import build_optimizer, latent_warmup
+from ulvideo.train.stages import latent_warmup
+from ulvideo.train.trainer import build_optimizer
 from ulvideo.ul import UnifiedLatents
 
 VIDEOS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")
@@ -112,7 +113,7 @@ def main() -> None:
     schedule = TrainConfig(
         lr=args.lr,
         max_steps=args.steps,
-        warmup_steps=short_run_warmup(args.steps),
+        lr_warmup_steps=short_run_warmup(args.steps),
         latent_hold_steps=args.hold,
         latent_ramp_steps=args.ramp,
     )
@@ -121,7 +122,8 @@ def main() -> None:
     history, began = [], time.perf_counter()
     for step in range(args.steps):
         losses = model.stage1_loss(
-            train_clips(videos, args.frames, args.batch_size, rng), latent_warmup(schedule, step)
+            train_clips(videos, args.frames, args.batch_size, rng),
+            latent_warmup(*schedule.latent_warmup_steps(), step),
         )
         optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()

@@ -30,7 +30,7 @@ class ImageNet512Stage1(TrainConfig):
     resolution: int = 512
     batch_size: int = 32
     lr: float = 1e-4
-    warmup_steps: int = 5000
+    lr_warmup_steps: int = 5000
     max_steps: int = 300_000
     mixed_precision: str = "bf16"
 

@@ -27,7 +27,7 @@ class ImageNet512Stage2(TrainConfig):
     label_dropout: float = 0.1
     batch_size: int = 256
     lr: float = 1e-4
-    warmup_steps: int = 5000
+    lr_warmup_steps: int = 5000
     max_steps: int = 500_000
     mixed_precision: str = "bf16"
 

@@ -20,7 +20,7 @@ class Kinetics600Stage2(VideoStage2):
 
     output_dir: str = "runs/k600_stage2"
     data: str = "kinetics600"
-    context_frames: int = 2
+    context_frames: int = 5  # pixel frames: the K600 protocol conditions on 5
     context_prob: float = 1.0
 
 

@@ -21,7 +21,7 @@ class VideoStage1(TrainConfig):
     resolution: int = 128
     batch_size: int = 32
     lr: float = 1e-4
-    warmup_steps: int = 5000
+    lr_warmup_steps: int = 5000
     max_steps: int = 300_000
     mixed_precision: str = "bf16"
 
@@ -37,7 +37,7 @@ class VideoStage2(TrainConfig):
     resolution: int = 128
     batch_size: int = 64
     lr: float = 1e-4
-    warmup_steps: int = 5000
+    lr_warmup_steps: int = 5000
     max_steps: int = 500_000
     mixed_precision: str = "bf16"
 

@@ -929,7 +929,9 @@ MUTATIONS = {
     "stage2_bias_dropped": (
         "Stage2's bias never reaches the base loss (weight sigmoid(-lambda))",
         stage2_bias_dropped,
-        ["tests/test_train.py::test_stage2_bias_weights_the_loss_by_the_sigmoid"],
+        [
+            "tests/test_train.py::test_stage2_latent_scale_sets_the_multiplier_the_draws_and_the_loss_bias"
+        ],
         False,
     ),
     "context_noised_at_5_5": (

@@ -73,9 +73,10 @@ def test_config_refuses_a_mixture_beside_data_flags(tmp_path):
     with pytest.raises(ValueError, match="is not"):
         TrainConfig(buckets="17x32=1:4").validate()
     with pytest.raises(ValueError, match="bucket 2x32x32.*1 \\+ 4k frames"):
-        from ulvideo.train.trainer import check_clip_shape
+        from ulvideo.train.stages import Stage1
 
-        check_clip_shape(TrainConfig(buckets="2x32x32=1:4", resolution=32), None)
+        config = TrainConfig(buckets="2x32x32=1:4", resolution=32)
+        Stage1.check(config, Stage1.autoencoder_config_of(config))
 
 
 # ------------------------------------------------------------------ assignment

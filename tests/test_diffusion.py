@@ -31,7 +31,12 @@ from ulvideo.diffusion import (
 )
 from ulvideo.diffusion.schedules import Schedule
 
-SCHEDULES = [LinearLogSNR(), LinearLogSNR(5.0, -10.0), ShiftedCosine(32), ShiftedCosine(256)]
+SCHEDULES = [
+    LinearLogSNR(),
+    LinearLogSNR(5.0, -10.0),
+    ShiftedCosine.for_resolution(32),
+    ShiftedCosine.for_resolution(256),
+]
 
 
 def gaussian_denoiser(scale: float):
@@ -60,28 +65,30 @@ def test_schedule_endpoints():
     lat = LinearLogSNR()
     assert lat(torch.tensor(0.0)).item() == 5.0
     assert lat(torch.tensor(1.0)).item() == -15.0
-    cos = ShiftedCosine(resolution=128, logsnr_max=15, logsnr_min=-15)
+    cos = ShiftedCosine.for_resolution(128, logsnr_max=15, logsnr_min=-15)
     ends = cos(torch.tensor([0.0, 1.0], dtype=torch.float64))
     torch.testing.assert_close(ends, torch.tensor([15.0, -15.0], dtype=torch.float64))
     # the shift moves the middle of the schedule by 2 log(64 / 128)
-    mid = ShiftedCosine(64, logsnr_max=30, logsnr_min=-30)(torch.tensor(0.5, dtype=torch.float64))
-    mid_128 = ShiftedCosine(128, logsnr_max=30, logsnr_min=-30)
+    mid = ShiftedCosine.for_resolution(64, logsnr_max=30, logsnr_min=-30)(
+        torch.tensor(0.5, dtype=torch.float64)
+    )
+    mid_128 = ShiftedCosine.for_resolution(128, logsnr_max=30, logsnr_min=-30)
     t = mid_128.inverse(torch.tensor(0.0, dtype=torch.float64) + 2 * math.log(0.5))
     assert abs(t.item() - 0.5) < 1e-6 and abs(mid.item()) < 1e-9
 
 
-def test_shifted_cosine_with_shift_centres_its_draws_on_the_shift():
+def test_shifted_cosine_centres_its_draws_on_the_shift():
     # lambda = -2 log tan(u) + shift is densest (-dlambda/dt = 4 (u_max - u_min) / sin 2u least) at
-    # u = pi/4, where lambda = shift; with_shift(2 log 2) is the resolution shift of 32 px against 64
-    cos = ShiftedCosine.with_shift(2.7, logsnr_max=5, logsnr_min=-15)
+    # u = pi/4, where lambda = shift; shift 2 log 2 is the resolution shift of 32 px against 64
+    cos = ShiftedCosine(2.7, logsnr_max=5, logsnr_min=-15)
     t = torch.linspace(0, 1, 100_001, dtype=torch.float64)
     densest = t[cos.neg_dlogsnr_dt(t).argmin()]
     assert abs(cos(densest).item() - 2.7) < 1e-3
     ends = cos(torch.tensor([0.0, 1.0], dtype=torch.float64))
     torch.testing.assert_close(ends, torch.tensor([5.0, -15.0], dtype=torch.float64))
-    by_resolution = ShiftedCosine(32, 64, logsnr_max=5, logsnr_min=-15)
+    by_resolution = ShiftedCosine.for_resolution(32, 64, logsnr_max=5, logsnr_min=-15)
     torch.testing.assert_close(
-        ShiftedCosine.with_shift(2 * math.log(2), 5, -15)(t), by_resolution(t), rtol=0, atol=1e-12
+        ShiftedCosine(2 * math.log(2), 5, -15)(t), by_resolution(t), rtol=0, atol=1e-12
     )
 
 
@@ -116,7 +123,7 @@ def _mc_mean(loss_fn, repeats, batch, dim, scale, seed=0):
 
 
 @pytest.mark.parametrize(
-    "schedule", [LinearLogSNR(), ShiftedCosine(64, logsnr_max=5, logsnr_min=-15)]
+    "schedule", [LinearLogSNR(), ShiftedCosine(0.0, logsnr_max=5, logsnr_min=-15)]
 )
 def test_prior_elbo_equals_gaussian_mutual_information(schedule):
     # E[L_z] for z ~ N(0, I) with the exact denoiser = I(z; z0) = 0.5 log(1 + e^5) nats/dim = 2.5034
@@ -190,7 +197,7 @@ def test_decoder_weighting_down_weights_low_noise():
 
 def test_decoder_loss_linear_in_loss_factor_and_matches_quadrature():
     scale, bias, dim = 0.5, 1.0, 8
-    schedule = ShiftedCosine(64, logsnr_max=10, logsnr_min=-10)
+    schedule = ShiftedCosine(0.0, logsnr_max=10, logsnr_min=-10)
 
     def denoiser(x_t, z0, logsnr):
         return gaussian_denoiser(scale)(x_t, logsnr)
@@ -253,7 +260,7 @@ def test_base_loss_schedule_changes_only_the_variance():
 
     expected = sigmoid_weighted_gaussian_loss(scale, bias, -15, 5)
     spreads = []
-    for schedule in (LinearLogSNR(), ShiftedCosine.with_shift(centre, 5, -15)):
+    for schedule in (LinearLogSNR(), ShiftedCosine(centre, 5, -15)):
 
         def loss(z, t, e, schedule=schedule):
             return base_loss(gaussian_denoiser(scale), z, schedule, bias=bias, t=t, eps=e)
@@ -304,7 +311,7 @@ def test_bad_arguments_raise_clear_errors():
     with pytest.raises(ValueError, match="strictly decreasing"):
         LinearLogSNR(logsnr_max=-15, logsnr_min=5)
     with pytest.raises(ValueError, match="strictly decreasing"):
-        ShiftedCosine(64, logsnr_max=-5, logsnr_min=5)
+        ShiftedCosine(0.0, logsnr_max=-5, logsnr_min=5)
 
     class Increasing(Schedule):
         logsnr_max, logsnr_min = 5.0, -15.0
@@ -329,7 +336,7 @@ def test_bad_arguments_raise_clear_errors():
 def test_sampler_recovers_gaussian_statistics():
     # with the exact denoiser, sampling N(0, s^2) reproduces the variance as the steps grow
     scale = 0.5
-    schedule = ShiftedCosine(64, logsnr_max=12, logsnr_min=-12)
+    schedule = ShiftedCosine(0.0, logsnr_max=12, logsnr_min=-12)
     noise = torch.randn(20000, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
 
     def seeded(seed):

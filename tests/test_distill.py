@@ -263,7 +263,7 @@ def test_student_learns_the_teachers_many_step_decode_in_one_step(tmp_path):
     from ulvideo.train.distill import distill
 
     steps = 150
-    train(tiny(tmp_path, "s1", max_steps=steps, checkpoint_every=steps, warmup_steps=5,
+    train(tiny(tmp_path, "s1", max_steps=steps, checkpoint_every=steps, lr_warmup_steps=5,
                log_every=25, latent_hold_steps=steps // 4, latent_ramp_steps=steps // 4,
                batch_size=8))  # fmt: skip
     export = tmp_path / "s1" / "final"

@@ -15,7 +15,7 @@ from ulvideo.ul import UnifiedLatents
 
 TRAIN_FLAGS = [
     "--preset", "tiny", "--data", "demo", "--frames", "5", "--resolution", "16",
-    "--batch_size", "2", "--max_steps", "2", "--warmup_steps", "1", "--log_every", "1",
+    "--batch_size", "2", "--max_steps", "2", "--lr_warmup_steps", "1", "--log_every", "1",
     "--checkpoint_every", "2", "--eval_every", "100", "--eval_decode_steps", "2",
 ]  # fmt: skip
 
@@ -78,14 +78,18 @@ def test_a_decoder_that_ignores_its_latent_is_flagged_as_collapsed():
     collapsed = IgnoresItsLatent(autoencoder_preset("tiny"))
     usage = reconstruction_metrics(collapsed, video, decode_steps=3)
     torch.testing.assert_close(usage["psnr"].mean(1), usage["psnr_swapped"], rtol=0, atol=0)
-    evaluation = Stage1.evaluate(None, collapsed, video, None, decode_steps=3)
+    stage = Stage1(autoencoder_preset("tiny"))
+    stage.decode_steps = 3
+    evaluation = stage.evaluate(collapsed, video, None)
     assert evaluation["eval_latent_gap_db"] == 0.0
-    warning = Stage1.evaluation_warning(evaluation, step=500)
+    warning = stage.evaluation_warning(evaluation, step=500)
     assert (
         warning.startswith("warning: the latent is not used: at step 500") and "\n" not in warning
     )
     used = {**evaluation, "eval_latent_gap_db": MIN_LATENT_GAP_DB + 0.5}
-    assert Stage1.evaluation_warning(used, step=500) is None
+    assert stage.evaluation_warning(used, step=500) is None
+    stage.warm_until = 500  # no warning during the warm-ups
+    assert stage.evaluation_warning(evaluation, step=500) is None
 
 
 # The rate follows both knobs and the latent is used, at a CI budget: stage 1 of the tiny preset on the demo digits (5 frames at
@@ -96,7 +100,7 @@ def test_a_decoder_that_ignores_its_latent_is_flagged_as_collapsed():
 SWEEP_FLAGS = [
     "--preset", "tiny", "--data", "demo", "--frames", "5", "--resolution", "32",
     "--model", '{"spatial_downsample": 4}',
-    "--batch_size", "16", "--lr", "1e-3", "--warmup_steps", "20", "--max_steps", "250",
+    "--batch_size", "16", "--lr", "1e-3", "--lr_warmup_steps", "20", "--max_steps", "250",
     "--latent_hold_steps", "75", "--latent_ramp_steps", "75", "--log_every", "50",
     "--eval_every", "100000", "--checkpoint_every", "100000", "--eval_videos", "16",
     "--eval_batch_size", "16", "--eval_decode_steps", "16", "--rfvd", "false",

@@ -166,7 +166,7 @@ def test_the_library_config_refuses_preset_in_stage2_and_says_what_demo_data_cha
     # every default it changed is named with its value, and nothing the user gave
     for name, value in DEMO_DEFAULTS.items():
         if name == "lr":
-            assert config.lr == 3e-4 and "--lr" not in line
+            assert config.lr == 3e-4 and "--lr " not in line
         elif value != getattr(TrainConfig, name):
             assert f"--{name} {value} " in line + " " and getattr(config, name) == value
     parse_config(TrainConfig, ["--data", "videos", "--data_root", str(tmp_path)])

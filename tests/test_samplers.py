@@ -30,7 +30,7 @@ from ulvideo.sample import SamplingConfig
 
 F64 = torch.float64
 MEAN, STD = 0.6, 0.4  # the data: N(MEAN, STD^2)
-DECODER = ShiftedCosine(32)  # the demo decoder's schedule (32 px), ends at the data
+DECODER = ShiftedCosine.for_resolution(32)  # the demo decoder's schedule (32 px), ends at the data
 BASE = LinearLogSNR()  # the latent schedule, ends at lambda = 5
 ORDER = {"ddpm": 1, "euler-ancestral": 1, "ddim": 1, "heun": 2, "dpmpp-2m": 2}
 

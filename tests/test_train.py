@@ -20,7 +20,7 @@ from ulvideo.train import checkpoint as ckpt_module
 from ulvideo.train import trainer as trainer_module
 from ulvideo.train.checkpoint import complete_checkpoints
 from ulvideo.train.metrics import read_metrics
-from ulvideo.train.stages import Stage1
+from ulvideo.train.stages import Stage1, latent_warmup
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,18 +35,19 @@ def tiny(tmp_path, name="run", **overrides) -> TrainConfig:
         batch_size=4,
         num_workers=0,
         lr=2e-3,
-        warmup_steps=2,
+        lr_warmup_steps=2,
         max_steps=6,
         log_every=1,
         eval_every=1000,
         checkpoint_every=3,
-        eval_decode_steps=4,
         keep_last=5,
         output_dir=str(tmp_path / name),
         cpu=True,
     )
     if overrides.get("stage") == 2:
         base["base_preset"] = "tiny"
+    else:
+        base["eval_decode_steps"] = 4
     return TrainConfig(**{**base, **overrides})
 
 
@@ -179,9 +180,9 @@ def test_nonfinite_guard_skips_counts_and_stops(tmp_path, monkeypatch):
     forward = Stage1.forward
     calls = {"n": 0}
 
-    def sometimes_nan(self, video, labels):
+    def sometimes_nan(self, video, labels, draws):
         calls["n"] += 1
-        loss, logs = forward(self, video, labels)
+        loss, logs = forward(self, video, labels, draws)
         return (loss * float("nan") if calls["n"] in (2, 3) else loss), logs
 
     monkeypatch.setattr(Stage1, "forward", sometimes_nan)
@@ -192,7 +193,7 @@ def test_nonfinite_guard_skips_counts_and_stops(tmp_path, monkeypatch):
     assert all(torch.isfinite(p).all() for p in result.network.parameters())
 
     monkeypatch.setattr(
-        Stage1, "forward", lambda self, v, y: (forward(self, v, y)[0] * float("nan"), {})
+        Stage1, "forward", lambda self, v, y, d: (forward(self, v, y, d)[0] * float("nan"), {})
     )
     with pytest.raises(NonFiniteLossError, match="max_nonfinite=2"):
         train(tiny(tmp_path, "diverged", max_steps=10, max_nonfinite=2, checkpoint_every=100))
@@ -210,7 +211,7 @@ def test_stage1_learns_then_stage2_learns(tmp_path):
             max_steps=steps,
             log_every=5,
             checkpoint_every=steps,
-            warmup_steps=5,
+            lr_warmup_steps=5,
             latent_hold_steps=0,  # plain UL: the loss is one objective throughout
             latent_ramp_steps=0,
         )
@@ -233,7 +234,7 @@ def test_stage1_learns_then_stage2_learns(tmp_path):
         max_steps=steps,
         log_every=1,
         checkpoint_every=steps,
-        warmup_steps=5,
+        lr_warmup_steps=5,
     )
     s2 = train(s2_config)
     # single batches of 4 range over 1-52 nats (t and the context draw), and the mean of 10 of them
@@ -254,21 +255,24 @@ def test_stage1_learns_then_stage2_learns(tmp_path):
         z = ul.encode(videos)
     torch.manual_seed(0)
     stage = Stage2(s2_config, ul, num_classes=10)
-    fresh = stage.evaluate(stage.network, z, labels, decode_steps=0)["eval_base_nats"]
-    evaluation = stage.evaluate(s2.ema, z, labels, decode_steps=0)
+    fresh = stage.evaluate(stage.network, z, labels)["eval_base_nats"]
+    evaluation = stage.evaluate(s2.ema, z, labels)
     trained = evaluation["eval_base_nats"]
     assert trained < 0.8 * fresh, (fresh, trained)
     assert (tmp_path / "s2" / "final" / "base").is_dir()
-    # where these latents' SNR is 1, and the warning when the training draws centre elsewhere
+    # where these latents' SNR is 1: the draws centre there by default, on the latent scale that
+    # stage 1 measured on its 32 reference clips and exported; a scale of 1 warns when it is far
     shift = evaluation["eval_latent_logsnr_shift"]
     assert abs(shift - 2 * math.log(1 / z.double().std(unbiased=False).item())) < 1e-9
-    warning = stage.evaluation_warning({"eval_latent_logsnr_shift": shift}, step=9)
-    centred = Stage2(replace(s2_config, model={"schedule_shift": shift}), ul, num_classes=10)
+    assert abs(stage.scaling.logsnr_shift - shift) < 0.3, (stage.scaling, shift)
+    assert stage.evaluation_warning({"eval_latent_logsnr_shift": shift}, step=9) is None
+    unscaled = Stage2(replace(s2_config, model={"latent_scale": 1.0}), ul, num_classes=10)
+    warning = unscaled.evaluation_warning({"eval_latent_logsnr_shift": shift}, step=9)
     assert (abs(shift) > 1.5) == (warning is not None), (shift, warning)
-    assert centred.evaluation_warning({"eval_latent_logsnr_shift": shift}, step=9) is None
-    far = stage.evaluation_warning({"eval_latent_logsnr_shift": 2.74}, step=9)
-    assert far.startswith("warning: the latents have std 0.254, so their SNR is 1 at lambda 2.74")
-    assert '"schedule_shift": 2.7' in far and "\n" not in far
+    far = unscaled.evaluation_warning({"eval_latent_logsnr_shift": 2.74}, step=9)
+    assert far.startswith("warning: stage 2's latents have std 0.254, but it uses latent_scale 1")
+    assert "centre on 0.00, not 2.74" in far and '"latent_scale": 3.94' in far
+    assert "\n" not in far
     assert s2.network.num_classes == 10
 
 
@@ -279,8 +283,12 @@ def test_config_errors_come_before_any_model(tmp_path):
         train(tiny(tmp_path, stage=2, base_preset=None))
     with pytest.raises(ValueError, match="--preset small names a stage-1 autoencoder"):
         train(tiny(tmp_path, stage=2, preset="small"))
-    with pytest.raises(ValueError, match="--base_preset names the stage-2 base model"):
+    with pytest.raises(
+        ValueError, match="--base_preset: option\\(s\\) of stage 2, not of this stage-1"
+    ):
         train(tiny(tmp_path, base_preset="tiny"))
+    with pytest.raises(ValueError, match="--latent_hold_steps: option\\(s\\) of stage 1"):
+        train(tiny(tmp_path, stage=2, base_preset="tiny", latent_hold_steps=5))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         train(tiny(tmp_path, stage=2, stage1_checkpoint=str(tmp_path / "missing")))
     with pytest.raises(FileNotFoundError, match="data_root"):
@@ -368,14 +376,14 @@ def test_stage2_from_precomputed_latents(tmp_path, monkeypatch, capsys):
         "ulvideo.pipeline.load_module", lambda *a, **k: loads.append(a[0]) or load_module(*a, **k)
     )
     # the shards have no evaluation split: the trainer checks the first shard's scale before
-    # training, here against a schedule_shift 3 away from it
+    # training, here against a latent scale whose draws centre 3 away from it
     first = latent_logsnr_shift(tmp_path / "latents", max_shards=1)
     assert abs(first - 2 * math.log(1 / every[:4].std(unbiased=False).item())) < 1e-9
-    s2["model"] = {"schedule_shift": first + 3}
+    s2["model"] = {"latent_scale": math.exp((first + 3) / 2)}
     capsys.readouterr()
     result = train(tiny(tmp_path, "s2", latents_dir=str(tmp_path / "latents"), **s2))
     assert result.step == 2
-    assert f"so their SNR is 1 at lambda {first:.2f}" in capsys.readouterr().out
+    assert f"centre on {first + 3:.2f}, not {first:.2f}" in capsys.readouterr().out
     # the stage-1 export is read once to start (its encoder checks the shards) and once for the
     # self-contained final export; from latents the stage holds no stage-1 network at all
     assert [p.name for p in loads] == ["autoencoder", "autoencoder"]
@@ -419,18 +427,18 @@ def test_bf16_on_cpu_trains_with_finite_gradients(tmp_path):
 
 def test_latent_warm_up_holds_then_ramps_to_plain_ul(tmp_path):
     config = tiny(tmp_path, latent_hold_steps=2, latent_ramp_steps=2, max_steps=5)
-    assert [trainer_module.latent_warmup(config, s) for s in range(6)] == [1, 1, 0.5, 0, 0, 0]
+    assert [latent_warmup(2, 2, s) for s in range(6)] == [1, 1, 0.5, 0, 0, 0]
     train(config)
     logged = [r["latent_warmup"] for r in read_metrics(tmp_path / "run") if "loss" in r]
     assert logged == [1, 1, 0.5, 0, 0]
     with pytest.raises(ValueError, match="latent_hold_steps"):
         tiny(tmp_path, latent_hold_steps=-1).validate()
-    # unset, each lasts the learning-rate warm-up: plain UL from 2 x warmup_steps
-    tied = tiny(tmp_path, warmup_steps=3)
+    # unset, each lasts the learning-rate warm-up: plain UL from 2 x lr_warmup_steps
+    tied = tiny(tmp_path, lr_warmup_steps=3)
     assert tied.latent_warmup_steps() == (3, 3)
-    warmups = [trainer_module.latent_warmup(tied, s) for s in range(7)]
+    warmups = [latent_warmup(*tied.latent_warmup_steps(), s) for s in range(7)]
     assert warmups == pytest.approx([1, 1, 1, 2 / 3, 1 / 3, 0, 0])
-    assert tiny(tmp_path, warmup_steps=3, latent_ramp_steps=1).latent_warmup_steps() == (3, 1)
+    assert tiny(tmp_path, lr_warmup_steps=3, latent_ramp_steps=1).latent_warmup_steps() == (3, 1)
 
 
 def test_bf16_falls_back_to_fp32_on_a_cpu_with_one_warning(tmp_path, capsys):
@@ -476,32 +484,42 @@ def test_stage2_accepts_base_size_overrides(tmp_path):
     from ulvideo.train.stages import Stage2
     from ulvideo.ul import UnifiedLatents
 
-    ul = UnifiedLatents(autoencoder_preset("tiny", resolution=16))
+    ul = UnifiedLatents(autoencoder_preset("tiny", resolution=16, latent_scale=1.0))
     cfg = tiny(tmp_path, stage=2, model={"widths": [32, 64], "depths": [2, 1]})
     stage = Stage2(cfg, ul, num_classes=0)
     assert stage.base_config.widths == (32, 64) and stage.base_config.depths == (2, 1)
     assert stage.base_config.latent_channels == ul.config.latent_channels
 
 
-def test_stage2_bias_weights_the_loss_by_the_sigmoid(tmp_path):
-    # UL eq. 4's weight sigmoid(b - lambda): the same network, t and noise under bias 3 and 0
-    # give losses in the ratio sigmoid(3 - lambda) / sigmoid(-lambda) (1 if b never arrives)
+@pytest.mark.parametrize("regularizer", ["ul", "kl"])
+def test_stage2_latent_scale_sets_the_multiplier_the_draws_and_the_loss_bias(tmp_path, regularizer):
+    # ulvideo.latent_scale: UL latents of scale k keep their values, their draws of lambda centre
+    # on 2 ln k and the weight is sigmoid(2 ln k - lambda) (UL eq. 4, b = 2 ln k); KL latents are
+    # multiplied by k, with centre and bias 0. Against base_loss with those settings written out,
+    # and (UL) the bias's own share: sigmoid(3 - lambda) / sigmoid(-lambda) of the unbiased loss
+    from ulvideo.diffusion import ShiftedCosine, base_loss
     from ulvideo.models import autoencoder_preset
     from ulvideo.train.stages import Stage2
     from ulvideo.ul import UnifiedLatents
 
     torch.manual_seed(0)
-    ul = UnifiedLatents(autoencoder_preset("tiny", resolution=16))
-    stages = [Stage2(tiny(tmp_path, stage=2, model={"bias": b}), ul, 0) for b in (3.0, 0.0)]
-    stages[1].network.load_state_dict(stages[0].network.state_dict())
+    ul = UnifiedLatents(autoencoder_preset("tiny", resolution=16, regularizer=regularizer))
+    scale = math.exp(1.5)
+    stage = Stage2(tiny(tmp_path, stage=2, model={"latent_scale": scale}), ul, 0)
+    multiplier, shift = (1.0, 3.0) if regularizer == "ul" else (scale, 0.0)
+    schedule = ShiftedCosine(shift, ul.config.logsnr_latent, ul.config.logsnr_min_latent)
     z_clean, eps = torch.randn(2, 1, 8, 2, 2, 2)
+    network = lambda z_t, logsnr: stage.network(z_t, logsnr, labels=None, context_frames=0)  # noqa: E731
     for t in (0.2, 0.5, 0.8):
         t = torch.tensor([t])
         with torch.no_grad():
-            biased, plain = (s.loss(z_clean, None, 0, t=t, eps=eps)[0] for s in stages)
-        logsnr = stages[0].schedule(t)
-        expected = torch.sigmoid(3 - logsnr) / torch.sigmoid(-logsnr)
-        assert float(biased / plain) == pytest.approx(float(expected), rel=1e-5)
+            loss = stage.loss(stage.scaled(z_clean), None, 0, t, eps, None)[0]
+            expected = base_loss(network, z_clean * multiplier, schedule, bias=shift, t=t, eps=eps)
+            unbiased = base_loss(network, z_clean * multiplier, schedule, bias=0.0, t=t, eps=eps)
+        assert float(loss) == pytest.approx(float(expected.mean()), rel=1e-6)
+        logsnr = schedule(t)
+        share = torch.sigmoid(shift - logsnr) / torch.sigmoid(-logsnr)
+        assert float(loss / unbiased.mean()) == pytest.approx(float(share), rel=1e-5)
 
 
 def test_stage2_context_coin_and_label_dropout_are_independent_draws(tmp_path):
@@ -513,7 +531,7 @@ def test_stage2_context_coin_and_label_dropout_are_independent_draws(tmp_path):
     from ulvideo.ul import UnifiedLatents
 
     torch.manual_seed(0)
-    ul = UnifiedLatents(autoencoder_preset("tiny", resolution=16))
+    ul = UnifiedLatents(autoencoder_preset("tiny", resolution=16, latent_scale=1.0))
     cfg = tiny(tmp_path, stage=2, context_frames=1, context_prob=0.5, label_dropout=0.5,
                class_conditional=True, model={"widths": [32], "depths": [1]})  # fmt: skip
     stage = Stage2(cfg, ul, num_classes=4)
@@ -537,7 +555,7 @@ def test_training_losses_have_no_host_syncs_or_graph_breaks(tmp_path):
     from ulvideo.train.stages import Stage2
 
     torch.manual_seed(0)
-    stage1 = Stage1(autoencoder_preset("tiny", resolution=16))
+    stage1 = Stage1(autoencoder_preset("tiny", resolution=16, latent_scale=1.0))
     video = torch.rand(2, 3, 5, 16, 16) * 2 - 1
     explained = torch._dynamo.explain(stage1.forward)(video, None)
     assert explained.graph_break_count == 0, explained.break_reasons
@@ -545,8 +563,9 @@ def test_training_losses_have_no_host_syncs_or_graph_breaks(tmp_path):
 
     cfg = tiny(tmp_path, stage=2, context_frames=1, context_prob=1.0, class_conditional=True)
     stage2 = Stage2(cfg, stage1.network, num_classes=10)
-    z_clean = torch.randn(2, 8, 2, 2, 2)
-    explained = torch._dynamo.explain(stage2.loss)(z_clean, torch.tensor([3, 9]), 1)
+    z_clean, eps, t = torch.randn(2, 8, 2, 2, 2), torch.randn(2, 8, 2, 2, 2), torch.rand(2)
+    labels, drop = torch.tensor([3, 9]), torch.tensor([False, True])
+    explained = torch._dynamo.explain(stage2.loss)(z_clean, labels, 1, t, eps, drop)
     assert explained.graph_break_count == 0, explained.break_reasons
     assert explained.graph_count == 1
     torch._dynamo.reset()
@@ -590,7 +609,7 @@ def test_compiled_step_equals_eager_step(tmp_path, stage_number, backend, device
     from ulvideo.train.stages import Stage2
 
     torch.manual_seed(0)
-    stage = Stage1(autoencoder_preset("tiny", resolution=16))
+    stage = Stage1(autoencoder_preset("tiny", resolution=16, latent_scale=1.0))
     inputs = torch.rand(2, 3, 5, 16, 16) * 2 - 1
     if stage_number == 2:
         cfg = tiny(tmp_path, stage=2, context_frames=1, class_conditional=True)

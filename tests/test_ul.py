@@ -171,7 +171,7 @@ def test_warmup_scales_the_priors_pull_on_the_encoder_and_adds_the_read_term():
 def test_read_term_is_the_decoder_integrand_without_exp_lambda_at_the_mean_rate():
     from ulvideo.diffusion import ShiftedCosine, decoder_terms
 
-    schedule = ShiftedCosine(32)
+    schedule = ShiftedCosine.for_resolution(32)
     x, z0 = torch.randn(4, 3, 1, 8, 8), torch.randn(4, 8, 1, 1, 1)
     t, eps = torch.tensor([0.05, 0.3, 0.6, 0.95]), torch.randn(4, 3, 1, 8, 8)
     x_hat = torch.randn(4, 3, 1, 8, 8)

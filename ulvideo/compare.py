@@ -32,7 +32,7 @@ from torch.utils.data import Subset
 from evaluation.errors import run_main
 
 from .flags import add_dataclass_arguments
-from .train.config import TrainConfig, parse_config, short_run_warmup
+from .train.config import TrainConfig, parse_config, short_run_warmup, switch_stage
 from .train.rd import optional_i3d, parse_driver, score_reconstruction
 
 # the demo's stage 1 is 1100 steps; at the demo's per-step times (0.54 s stage 1, 0.19 s stage 2
@@ -269,7 +269,7 @@ def _stage2(train_config: TrainConfig, arm: str, stage1: dict, cmp: CompareConfi
     from .data import build_dataset
     from .demo import base_patch_size
     from .pipeline import load_autoencoder
-    from .train.latents import LatentShards, latent_logsnr_shift, precompute_latents
+    from .train.latents import LatentShards, precompute_latents
     from .train.trainer import train
 
     out = Path(train_config.output_dir) / arm
@@ -284,17 +284,12 @@ def _stage2(train_config: TrainConfig, arm: str, stage1: dict, cmp: CompareConfi
     if PartialState().is_main_process:
         precompute_latents(ul, train_clips, latents, batch_size=16)
     PartialState().wait_for_everyone()
-    shift = latent_logsnr_shift(latents)
+    # the latents' scale comes with the stage-1 export (ulvideo.latent_scale)
     model = {"patch_size": base_patch_size(ul.config.spatial_downsample)}
-    if ul.config.regularizer == "kl":  # LDM: unit variance, so the draws centre at 0
-        model["latent_scale"] = math.exp(shift / 2)
-        shift = 0.0
-    model.update(bias=shift, schedule_shift=shift)
     every = cmp.stage2_steps // cmp.eval_points
-    config = dataclasses.replace(
+    config = switch_stage(
         train_config,
-        stage=2,
-        preset=TrainConfig.preset,
+        2,
         base_preset=cmp.base_preset,
         model=model,
         output_dir=str(out / "stage2"),
@@ -304,7 +299,7 @@ def _stage2(train_config: TrainConfig, arm: str, stage1: dict, cmp: CompareConfi
         batch_size=cmp.stage2_batch_size,
         lr=cmp.stage2_lr,
         max_steps=cmp.stage2_steps,
-        warmup_steps=short_run_warmup(cmp.stage2_steps),
+        lr_warmup_steps=short_run_warmup(cmp.stage2_steps),
         class_conditional=LatentShards(latents).num_classes > 0,
         checkpoint_every=every,
         eval_every=cmp.stage2_steps,

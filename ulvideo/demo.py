@@ -66,7 +66,6 @@ def common_settings(config: DemoConfig) -> dict:
         seed=config.seed,
         log_every=25,
         keep_last=1,
-        eval_decode_steps=config.decoder_steps,
         resume=None,
     )
 
@@ -86,12 +85,13 @@ def stage1_config(config: DemoConfig, output_dir) -> TrainConfig:
         lr=1e-3,
         frames=config.stage1_frames,
         max_steps=config.stage1_steps,
-        warmup_steps=short_run_warmup(config.stage1_steps),
+        lr_warmup_steps=short_run_warmup(config.stage1_steps),
         # the latent warm-up: 1/4 of stage 1 held, 1/4 ramped to plain UL, the last half plain UL
         latent_hold_steps=config.stage1_steps // 4,
         latent_ramp_steps=config.stage1_steps // 4,
         checkpoint_every=config.stage1_steps,
         eval_every=max(1, config.stage1_steps // 2),  # after the warm-up, and at the end
+        eval_decode_steps=config.decoder_steps,
         **common_settings(config),
     )
 
@@ -138,7 +138,7 @@ def run_demo(config: DemoConfig) -> dict:
     # each is encoded once rather than at every step (2000 encodes against 16000)
     from .data import build_dataset
     from .pipeline import load_autoencoder
-    from .train.latents import latent_logsnr_shift, precompute_latents
+    from .train.latents import precompute_latents
 
     train_clips = build_dataset("demo", None, "train", frames=FRAMES, resolution=RESOLUTION)
     precompute_latents(
@@ -147,18 +147,11 @@ def run_demo(config: DemoConfig) -> dict:
         out / "stage2_latents",
         batch_size=config.batch_size,
     )
-    # latents of std s have SNR s^2 exp(lambda): the loss weight's bias and the centre of the
-    # training draws both move by 2 ln(1/s), so that stage 2 spends its draws where the latents
-    # are visible (docs/STAGE1_DIAGNOSTICS.md, "Stage 2")
-    shift = latent_logsnr_shift(out / "stage2_latents")
+    # the latents' scale comes with the stage-1 export (ulvideo.latent_scale)
     s2 = TrainConfig(
         stage=2,
         base_preset="tiny",
-        model={
-            "patch_size": base_patch_size(config.spatial_downsample),
-            "bias": shift,
-            "schedule_shift": shift,
-        },
+        model={"patch_size": base_patch_size(config.spatial_downsample)},
         output_dir=str(out / "stage2"),
         batch_size=config.stage2_batch_size,
         lr=config.stage2_lr,
@@ -167,10 +160,10 @@ def run_demo(config: DemoConfig) -> dict:
         frames=FRAMES,
         class_conditional=True,
         label_dropout=0.1,
-        context_frames=2,
+        context_frames=5,
         context_prob=0.5,
         max_steps=config.stage2_steps,
-        warmup_steps=short_run_warmup(config.stage2_steps),
+        lr_warmup_steps=short_run_warmup(config.stage2_steps),
         checkpoint_every=config.stage2_steps,
         eval_every=config.stage2_steps,
         **common_settings(config),

@@ -255,7 +255,7 @@ def _training_section(stage: int, run: dict) -> list[str]:
         f"- steps: {run['step']} (of max_steps {config['max_steps']}), batch {config['batch_size']}"
         f" per process x {last.get('world_size', '?')} processes x grad_accum "
         f"{config['grad_accum']}, {last.get('examples_seen', MISSING)} examples seen",
-        f"- optimiser: AdamW, lr {config['lr']}, warm-up {config['warmup_steps']} steps, EMA "
+        f"- optimiser: AdamW, lr {config['lr']}, warm-up {config['lr_warmup_steps']} steps, EMA "
         f"{config['ema_decay']}, precision {config['mixed_precision']}",
     ]
     name = config.get("base_preset") if stage == 2 else config.get("preset")

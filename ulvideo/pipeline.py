@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from .diffusion import StackedRandomGenerator
+from .latent_scale import LatentScaling
 from .models import AutoencoderConfig, BaseConfig, build_base
 from .nn import enable_activation_checkpointing, set_attention_backend
 from .sample import SamplingConfig, frame_predictor, generate
@@ -238,12 +239,18 @@ class Pipeline:
             self.autoencoder, self.require_base(), num_videos, frames, resolution, cfg,
             labels=labels, context=context, indices=indices,
             student=self.choose_decoder(cfg.decoder_steps, cfg.decoder),
-            latent_scale=self.base_config.latent_scale,
+            latent_scale=self.latent_multiplier,
         )  # fmt: skip
 
     def frame_predictor(self, cfg: SamplingConfig):
         """`generate(context, num_frames, labels, sample_ids)` for the K600 protocol."""
         student = self.choose_decoder(cfg.decoder_steps, cfg.decoder)
         return frame_predictor(
-            self.autoencoder, self.require_base(), cfg, student, self.base_config.latent_scale
+            self.autoencoder, self.require_base(), cfg, student, self.latent_multiplier
         )
+
+    @property
+    def latent_multiplier(self) -> float:
+        """What the base model's latents are the stage-1 latents times (LatentScaling)."""
+        regularizer = self.autoencoder.config.regularizer
+        return LatentScaling.of(self.base_config.latent_scale, regularizer).multiplier

@@ -62,7 +62,7 @@ class UnifiedLatents(nn.Module):
         self.prior = build_prior(config) if config.regularizer == "ul" else None
         self.decoder = Decoder(config)
         self.latent_schedule = LinearLogSNR(config.logsnr_latent, config.logsnr_min_latent)
-        self.pixel_schedule = ShiftedCosine(config.resolution)
+        self.pixel_schedule = ShiftedCosine.for_resolution(config.resolution)
 
     def validate_video(self, video: Tensor) -> None:
         """Raise a clear error for a wrong type, rank, channel count, frame count or size."""

@@ -65,34 +65,34 @@ class LinearLogSNR(Schedule):
 
 
 class ShiftedCosine(Schedule):
-    """Truncated, resolution-shifted cosine schedule of simple diffusion / SiD2 (UL_METHOD §4).
+    """Truncated, shifted cosine schedule of simple diffusion / SiD2 (UL_METHOD §4, §5).
 
-    lambda(t) = -2 log tan(u) + shift, u = u_min + t (u_max - u_min),
-    shift = 2 log(reference_resolution / resolution), and [u_min, u_max] chosen so that
-    lambda spans exactly [logsnr_min, logsnr_max].
+    lambda(t) = -2 log tan(u) + shift, u = u_min + t (u_max - u_min), with [u_min, u_max] chosen
+    so that lambda spans exactly [logsnr_min, logsnr_max]; the draws of lambda centre on `shift`
+    (the density of lambda peaks there). `for_resolution` gives simple diffusion's shift.
     """
 
-    def __init__(
-        self,
-        resolution: float = 64,
-        reference_resolution: float = 64,
-        logsnr_max: float = 15.0,
-        logsnr_min: float = -15.0,
-    ):
-        if resolution <= 0 or reference_resolution <= 0:
-            raise ValueError(
-                f"resolutions must be positive, got {resolution}, {reference_resolution}"
-            )
-        self.shift = 2.0 * math.log(reference_resolution / resolution)
+    def __init__(self, shift: float = 0.0, logsnr_max: float = 15.0, logsnr_min: float = -15.0):
+        self.shift = float(shift)
         self.logsnr_max, self.logsnr_min = float(logsnr_max), float(logsnr_min)
         self.u_min = math.atan(math.exp(-(self.logsnr_max - self.shift) / 2))
         self.u_max = math.atan(math.exp(-(self.logsnr_min - self.shift) / 2))
         self.validate()
 
     @classmethod
-    def with_shift(cls, shift: float, logsnr_max: float, logsnr_min: float) -> "ShiftedCosine":
-        """The cosine whose draws centre on lambda = shift (its density peaks there)."""
-        return cls(1, math.exp(shift / 2), logsnr_max, logsnr_min)
+    def for_resolution(
+        cls,
+        resolution: float,
+        reference_resolution: float = 64,
+        logsnr_max: float = 15.0,
+        logsnr_min: float = -15.0,
+    ) -> "ShiftedCosine":
+        """simple diffusion's schedule for `resolution` px: shift = 2 log(reference / resolution)."""
+        if resolution <= 0 or reference_resolution <= 0:
+            raise ValueError(
+                f"resolutions must be positive, got {resolution}, {reference_resolution}"
+            )
+        return cls(2.0 * math.log(reference_resolution / resolution), logsnr_max, logsnr_min)
 
     def _u(self, t: Tensor) -> Tensor:
         return self.u_min + t * (self.u_max - self.u_min)

@@ -1,7 +1,7 @@
 """Model configs and presets, one owner per part (UL_METHOD §7).
 
 `AutoencoderConfig` is stage 1 (encoder, decoder, prior, the UL loss settings and the latent
-schedule); `BaseConfig` is the stage-2 base model (network, sizes, classes, sigmoid bias, context).
+schedule); `BaseConfig` is the stage-2 base model (network, sizes, classes, context, latent scale).
 Each is saved beside its own weights. Presets are plain data, as EDM2's: `tiny` trains on a CPU in
 minutes on 32x32 or 64x64 video; `small` and `medium` follow the paper's stated sizes for the K600
 setting (4x8x8 compression).
@@ -101,6 +101,9 @@ class AutoencoderConfig(JSONConfig):
     # predicts a log-variance and the rate is kl_weight x KL(q(z|x) || N(0, I)); no prior)
     regularizer: str = "ul"
     kl_weight: float = 1.0  # beta of the KL arm, in nats of KL per nat of decoder loss
+    # 1 / the std of the clean latents, measured by stage 1 when it exports (diffusers'
+    # scaling_factor; ulvideo.latent_scale); None until then
+    latent_scale: float | None = None
 
     def validate(self) -> None:
         """Raise a ValueError naming the field and the fix for any inconsistent size."""
@@ -143,6 +146,8 @@ class AutoencoderConfig(JSONConfig):
             raise ValueError(
                 f"kl_weight must be >= 0 (0: a plain autoencoder), got {self.kl_weight}"
             )
+        if self.latent_scale is not None and not self.latent_scale > 0:
+            raise ValueError(f"latent_scale must be > 0 (or None), got {self.latent_scale}")
 
 
 @dataclass
@@ -159,14 +164,10 @@ class BaseConfig(JSONConfig):
     head_dim: int = 64
     mlp_ratio: float = 4.0
     num_classes: int = 0  # 0 = unconditional; else labels in [0, num_classes), num_classes = null
-    bias: float = 0.0  # b of the sigmoid(b - lambda) loss weight
-    # [ours] where the training draws of lambda centre: a cosine shifted by this over [-15, 5];
-    # the loss's expectation does not depend on it, only its variance (UL_METHOD §5)
-    schedule_shift: float = 0.0
     context: bool = True  # learns a "given" embedding for clean context frames (frame prediction)
-    # LDM's scaling_factor: the base model models latents x latent_scale. Stage 2 on a KL stage 1
-    # measures it on its training latents (1 / their std); UL's latents keep 1 (their noise level
-    # is fixed at lambda = 5, and schedule_shift adapts the loss to their scale instead)
+    # 1 / the std of the latents it models: stage 2 copies the stage-1 export's; it sets the loss
+    # weight's bias and the centre of the training draws of lambda (UL latents) or multiplies
+    # the latents (KL), as ulvideo.latent_scale.LatentScaling decides
     latent_scale: float = 1.0
 
     def validate(self) -> None:

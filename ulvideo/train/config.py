@@ -8,8 +8,8 @@ from pathlib import Path
 
 from ..data.registry import BUILT_IN, DATASETS
 from ..flags import add_dataclass_arguments
-from ..hub import is_repo_id
 from ..nn.attention import BACKENDS
+from .stages import STAGES, Stage1Options, Stage2Options
 from .trackers import trackers_for
 
 # How clips are cut from video files (ulvideo.data.ClipSampling), and the datasets taking them.
@@ -22,7 +22,7 @@ DEMO_DEFAULTS = dict(
     resolution=32,
     batch_size=8,
     max_steps=300,
-    warmup_steps=20,
+    lr_warmup_steps=20,
     checkpoint_every=100,
     eval_every=100,
     log_every=10,
@@ -38,12 +38,12 @@ def short_run_warmup(max_steps: int) -> int:
 
 
 @dataclass
-class TrainConfig:
-    """Everything a training run needs. Recipes subclass it to change defaults."""
+class TrainConfig(Stage1Options, Stage2Options):
+    """Everything a training run needs: the options of every run below, and those of its stage
+    (ulvideo.train.stages: Stage1Options, Stage2Options; a run refuses the other stage's).
+    Recipes subclass it to change defaults."""
 
     stage: int = 1  # 1: encoder + prior + decoder jointly; 2: the base model on frozen latents
-    preset: str = "tiny"  # stage 1: a name in ulvideo.models.AUTOENCODER_PRESETS
-    base_preset: str | None = None  # stage 2: a name in ulvideo.models.BASE_PRESETS
     model: dict = field(default_factory=dict)  # overrides of the stage's config (preset) fields
     output_dir: str = "runs/ul"
 
@@ -53,7 +53,6 @@ class TrainConfig:
     frames: int = 17
     resolution: int = 128
     num_workers: int = 4
-    latents_dir: str | None = None  # stage 2: train from pre-computed latent shards
     split_file: str | None = None  # videos: a `path [label]` list, e.g. UCF-101's trainlist01.txt
     frame_stride: int = 1  # video files: every n-th frame
     target_fps: float | None = None  # instead of frame_stride: stride nearest to video fps / this
@@ -73,18 +72,10 @@ class TrainConfig:
     grad_accum: int = 1
     lr: float = 1e-4
     min_lr_ratio: float = 0.1  # cosine decay to lr * min_lr_ratio at max_steps
-    warmup_steps: int = 1000
+    lr_warmup_steps: int = 1000  # linear learning-rate warm-up, then cosine decay
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.99)
     clip_grad: float = 1.0
-    # stage-1 latent warm-up (UnifiedLatents.stage1_loss, docs/STAGE1_DIAGNOSTICS.md): for
-    # latent_hold_steps the rate's gradient is kept out of the encoder and the decoder is also
-    # trained to read z0 (L_read); both then ramp linearly to plain UL over latent_ramp_steps.
-    # Without it the rate removes the latent before the decoder reads it. Unset (None), each
-    # lasts as long as the learning-rate warm-up: the rate reaches the encoder only once the
-    # decoder trains at its peak learning rate, and plain UL starts at 2 x warmup_steps
-    latent_hold_steps: int | None = None
-    latent_ramp_steps: int | None = None
     ema_decay: float = 0.999
     max_steps: int = 100_000
     mixed_precision: str = "no"  # "no" | "bf16" | "fp16"
@@ -96,31 +87,16 @@ class TrainConfig:
     activation_checkpointing: bool = False  # recompute transformer blocks in the backward pass
     compile: bool = False  # torch.compile each transformer / residual block in place
 
-    # stage 2
-    stage1_checkpoint: str | None = None  # an export or checkpoint directory of a stage-1 run
-    context_frames: int = 0  # latent frames given clean (frame prediction); 2 = 5 pixel frames
-    context_prob: float = 1.0  # fraction of batches trained with context (the rest unconditional)
-    class_conditional: bool = False  # condition the base model on the dataset's labels
-    label_dropout: float = 0.1  # classifier-free guidance: labels replaced by the null class
-
     # bookkeeping
     peak_tflops: float | None = None  # per process (GPU): model FLOPs utilisation (mfu) is logged
     log_every: int = 50
     eval_every: int = 5000
-    eval_decode_steps: int = 32
     checkpoint_every: int = 5000
     keep_last: int = 3
     resume: str | None = "auto"  # "auto" (latest complete checkpoint), a path, or None
     max_nonfinite: int = 20  # consecutive non-finite steps before the run stops
     # trackers beside metrics.jsonl (ulvideo.train.trackers): none | tensorboard | wandb | all
     report_to: str = "none"
-
-    def latent_warmup_steps(self) -> tuple[int, int]:
-        """(hold, ramp) of stage 1's latent warm-up: the fields, or the learning-rate warm-up's
-        length for each one left unset."""
-        hold, ramp = self.latent_hold_steps, self.latent_ramp_steps
-        return (self.warmup_steps if hold is None else hold,
-                self.warmup_steps if ramp is None else ramp)  # fmt: skip
 
     def validate(self) -> None:
         """Raise a clear error for a configuration that cannot run, before anything is built."""
@@ -152,32 +128,12 @@ class TrainConfig:
                 f"--data {self.data} does not use {', '.join(ignored)}: drop them, or use "
                 "--data videos (kinetics600 takes all but --split_file)"
             )
-        if self.stage == 1 and self.base_preset is not None:
-            raise ValueError("--base_preset names the stage-2 base model: drop it in stage 1")
-        if self.stage == 2:
-            if self.base_preset is None:
-                raise ValueError(
-                    "stage 2 needs --base_preset: the base model's sizes (tiny, small, medium; "
-                    "the autoencoder's come with --stage1_checkpoint)"
-                )
-            if self.preset != _default(type(self), "preset"):
-                raise stage2_preset_error(self.preset)
-            if self.stage1_checkpoint is None:
-                raise ValueError("stage 2 needs --stage1_checkpoint (an export of a stage-1 run)")
-            if not (Path(self.stage1_checkpoint).exists() or is_repo_id(self.stage1_checkpoint)):
-                raise FileNotFoundError(
-                    f"stage1_checkpoint {self.stage1_checkpoint!r} does not exist (give an export "
-                    "folder or a hub repo id org/name)"
-                )
+        other_stage_options(self, self.stage)
+        STAGES[self.stage].options.check(self)
         for name in ("batch_size", "grad_accum", "max_steps", "log_every", "checkpoint_every",
                      "eval_every", "keep_last"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if min(self.latent_warmup_steps()) < 0:
-            raise ValueError(
-                "latent_hold_steps and latent_ramp_steps must be >= 0 (0 and 0 is plain UL), got "
-                f"{self.latent_hold_steps} and {self.latent_ramp_steps}"
-            )
         if self.attention_backend not in (None, *BACKENDS):
             raise ValueError(
                 f"attention_backend must be one of {BACKENDS} (or unset), got {self.attention_backend!r}"
@@ -191,10 +147,6 @@ class TrainConfig:
                 f"peak_tflops must be > 0 (the accelerator's dense peak, e.g. 989 for an H100 in "
                 f"bf16), got {self.peak_tflops}"
             )
-        if not 0 <= self.context_prob <= 1:
-            raise ValueError(f"context_prob must be in [0, 1], got {self.context_prob}")
-        if not 0 <= self.label_dropout < 1:
-            raise ValueError(f"label_dropout must be in [0, 1), got {self.label_dropout}")
         trackers_for(self.report_to)  # a known name, installed
 
     @property
@@ -250,8 +202,7 @@ def parse_config(
     if "model" in flags:
         flags["model"] = {**defaults.get("model", _default(cls, "model")), **flags["model"]}
     given = {**defaults, **flags}
-    if "preset" in flags and given.get("stage", _default(cls, "stage")) == 2:
-        raise stage2_preset_error(flags["preset"])  # even the default's: stage 2 never reads it
+    other_stage_options(flags, given.get("stage", _default(cls, "stage")))  # even at default
     mix = given.get("data_mix", _default(cls, "data_mix"))
     if on_demo_data(given.get("data", _default(cls, "data")), mix):
         changed = {
@@ -267,12 +218,39 @@ def parse_config(
     return cls(**given)
 
 
-def stage2_preset_error(preset: str) -> ValueError:
-    """The one error for --preset in a stage-2 run, whichever check finds it."""
-    return ValueError(
-        f"--preset {preset} names a stage-1 autoencoder, which stage 2 loads from "
-        "--stage1_checkpoint: use --base_preset for the base model's sizes"
-    )
+def other_stage_options(given, stage: int) -> None:
+    """Refuse the options of the stage a run is not: `given` is a TrainConfig (its fields that
+    differ from its class's defaults count) or a dict of command-line flags (all count)."""
+    if isinstance(given, TrainConfig):
+        cls = type(given)
+        given = {
+            f.name: getattr(given, f.name)
+            for f in dataclasses.fields(given)
+            if getattr(given, f.name) != _default(cls, f.name)
+        }
+    if stage == 2 and "preset" in given:
+        raise ValueError(
+            f"--preset {given['preset']} names a stage-1 autoencoder, which stage 2 loads from "
+            "--stage1_checkpoint: use --base_preset for the base model's sizes"
+        )
+    for other, stage_type in STAGES.items():
+        names = [f"--{f.name}" for f in dataclasses.fields(stage_type.options) if f.name in given]
+        if other != stage and names:
+            raise ValueError(
+                f"{', '.join(names)}: option(s) of stage {other}, not of this stage-{stage} run; "
+                "drop them"
+            )
+
+
+def switch_stage(config: TrainConfig, stage: int, **changes) -> TrainConfig:
+    """`config` for a run of `stage`, with the other stage's options back at their defaults."""
+    reset = {
+        f.name: _default(type(config), f.name)
+        for other, stage_type in STAGES.items()
+        if other != stage
+        for f in dataclasses.fields(stage_type.options)
+    }
+    return dataclasses.replace(config, **{**reset, "stage": stage, **changes})
 
 
 def on_demo_data(data: str, data_mix: str | None) -> bool:

@@ -47,15 +47,25 @@ class TrainingData:
         if self.weights is None:
             batch = self.eval_batch(stage, accelerator, size)
             return {} if batch is None else {"": batch}
-        mixture, batches = self.eval_dataset, {}
-        for b, bucket in enumerate(mixture.buckets if mixture is not None else ()):
-            source = next((s for s, groups in enumerate(mixture.groups) if len(groups[b])), None)
-            if source is None:
-                continue
-            group = mixture.groups[source][b][:size]
-            items = [mixture[(source, b, int(i), 0, 0, row)] for row, i in enumerate(group)]
-            batches[bucket.name] = self._prepare_items(items, stage, accelerator)
-        return batches
+        return {
+            name: self._prepare_items(items, stage, accelerator)
+            for name, items in bucket_items(self.eval_dataset, size).items()
+        }
+
+    def reference_videos(self, count: int):
+        """Fixed clips to measure the latents on (stage 1's latent scale), on the CPU: the
+        evaluation split's first `count` (of a mixture: its first bucket's), else the training
+        split's."""
+        for dataset in (self.eval_dataset, self.dataset):
+            if self.weights is not None:
+                items = next(iter(bucket_items(dataset, count).values()), None)
+            elif dataset is not None and len(dataset):
+                items = [dataset[i] for i in range(min(count, len(dataset)))]
+            else:
+                items = None
+            if items:
+                return torch.stack([torch.as_tensor(video) for video, _ in items])
+        return None
 
     def _prepare_items(self, items, stage, accelerator):
         videos = torch.stack([torch.as_tensor(v) for v, _ in items]).to(accelerator.device)
@@ -93,6 +103,20 @@ class BucketLoader:
         for step, (inputs, labels) in enumerate(self.loader, start):
             self.shape = self.plan.buckets[self.plan.step(epoch, step).bucket].shape
             yield inputs.to(self.device), labels.to(self.device)
+
+
+def bucket_items(mixture, size: int) -> dict:
+    """Per bucket name, up to `size` items of a Mixture's first source that has that bucket's
+    shape (none for None)."""
+    items = {}
+    for b, bucket in enumerate(mixture.buckets if mixture is not None else ()):
+        source = next((s for s, groups in enumerate(mixture.groups) if len(groups[b])), None)
+        if source is not None:
+            group = mixture.groups[source][b][:size]
+            items[bucket.name] = [
+                mixture[(source, b, int(i), 0, 0, r)] for r, i in enumerate(group)
+            ]
+    return items
 
 
 def build_training_data(config: TrainConfig) -> TrainingData:

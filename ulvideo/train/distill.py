@@ -70,7 +70,7 @@ class DistillConfig:
     resolution: int | None = None  # default: the model's
     batch_size: int = 8
     lr: float = 5e-4
-    warmup_steps: int = 10
+    lr_warmup_steps: int = 10
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.99)

@@ -1,51 +1,178 @@
-"""What each stage trains: the module handed to accelerate, its loss, its evaluation and export.
+"""What each stage trains, with its own options: the trainer knows stages, not networks.
 
-The trainer knows stages, not networks: a stage exposes `network` (what the EMA tracks and the
-export writes), `forward(batch) -> (loss, logs)` as an nn.Module so DDP/FSDP wrap it, `evaluate`,
-`evaluation_warning` (one line the trainer prints when an evaluation shows a wasted run) and
-`export`. Stage 2's forward also takes the batch's `TrainingDraws` (per-example randomness);
-stage 1's noise is drawn inside `UnifiedLatents.stage1_loss`, from each process's RNG.
+A stage (the `STAGES` table) is an nn.Module, so that DDP/FSDP wrap it, with one interface:
+- `Stage.autoencoder_config_of(config)`: the autoencoder the run's clips must fit, before any data;
+- `Stage.for_run(config, data)`: the stage of a run, built from its options and its data;
+- `network`: what the EMA tracks and the export writes;
+- `set_step(step)`: what the stage changes at an optimizer step (stage 1's latent warm-up);
+- `forward(inputs, labels, draws) -> (loss, logs)`; `draws` (TrainingDraws) key stage 2's
+  per-example randomness; stage 1's noise is drawn inside `UnifiedLatents.stage1_loss`;
+- `evaluate(ema_network, inputs, labels) -> dict`, `evaluation_warning(evaluation, step)` (one
+  line when an evaluation shows a wasted run) and `training_flops(frames, height, width)`;
+- `export(ema_network, directory, final)`.
+Each stage's options are a dataclass here; `TrainConfig` (ulvideo.train.config) joins them with
+the options every run has, so that the command line stays flat.
 """
 
+import dataclasses
 import math
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from accelerate.state import PartialState
 from torch import nn
 
 from ..diffusion import ShiftedCosine, base_loss, stratified_t
 from ..diffusion.noise import TrainingDraws
-from ..models import base_preset, build_base, check_video_shape, training_flops_per_example
-from ..pipeline import Pipeline, load_autoencoder, save_stage2_checkpoint
+from ..geometry import latent_grid
+from ..hub import is_repo_id
+from ..latent_scale import LatentScaling, measure_latent_scale
+from ..models import (
+    AutoencoderConfig,
+    autoencoder_preset,
+    base_preset,
+    build_base,
+    check_video_shape,
+    training_flops_per_example,
+)
+from ..pipeline import (
+    AUTOENCODER,
+    Pipeline,
+    autoencoder_export,
+    load_autoencoder,
+    save_stage2_checkpoint,
+)
+from ..serialization import read_config
 from ..ul import UnifiedLatents
 from .latents import latent_logsnr_shift
 
 MIN_LATENT_GAP_DB = 1.0  # below this swapped-latent PSNR gap, stage 1 has collapsed
 # beyond this distance from 2 ln(1/std) of the latents, stage 2's training draws miss their signal
 MAX_SCHEDULE_SHIFT_ERROR = 1.5
+REFERENCE_CLIPS = 32  # the fixed clips stage 1 measures its latent scale on
+
+
+@dataclass
+class Stage1Options:
+    preset: str = "tiny"  # a name in ulvideo.models.AUTOENCODER_PRESETS
+    # the latent warm-up (UnifiedLatents.stage1_loss, docs/STAGE1_DIAGNOSTICS.md): for
+    # latent_hold_steps the rate's gradient is kept out of the encoder and the decoder is also
+    # trained to read z0 (L_read); both then ramp linearly to plain UL over latent_ramp_steps.
+    # Without it the rate removes the latent before the decoder reads it. Unset (None), each
+    # lasts as long as the learning-rate warm-up: the rate reaches the encoder only once the
+    # decoder trains at its peak learning rate, and plain UL starts at 2 x lr_warmup_steps
+    latent_hold_steps: int | None = None
+    latent_ramp_steps: int | None = None
+    eval_decode_steps: int = 32  # decoder steps of the evaluation's reconstructions
+
+    def check(self) -> None:
+        if min(self.latent_warmup_steps()) < 0:
+            raise ValueError(
+                "latent_hold_steps and latent_ramp_steps must be >= 0 (0 and 0 is plain UL), got "
+                f"{self.latent_hold_steps} and {self.latent_ramp_steps}"
+            )
+
+    def latent_warmup_steps(self) -> tuple[int, int]:
+        """(hold, ramp) of the latent warm-up: the fields, or the learning-rate warm-up's length
+        for each one left unset."""
+        hold, ramp = self.latent_hold_steps, self.latent_ramp_steps
+        return (self.lr_warmup_steps if hold is None else hold,
+                self.lr_warmup_steps if ramp is None else ramp)  # fmt: skip
+
+
+@dataclass
+class Stage2Options:
+    base_preset: str | None = None  # a name in ulvideo.models.BASE_PRESETS
+    stage1_checkpoint: str | None = None  # an export or checkpoint directory of a stage-1 run
+    latents_dir: str | None = None  # train from pre-computed latent shards (ulvideo encode)
+    # pixel frames given clean (frame prediction), 1 + k x temporal_downsample: 5 is K600's
+    context_frames: int = 0
+    context_prob: float = 1.0  # fraction of batches trained with context (the rest unconditional)
+    class_conditional: bool = False  # condition the base model on the dataset's labels
+    label_dropout: float = 0.1  # classifier-free guidance: labels replaced by the null class
+
+    def check(self) -> None:
+        if self.base_preset is None:
+            raise ValueError(
+                "stage 2 needs --base_preset: the base model's sizes (tiny, small, medium; the "
+                "autoencoder's come with --stage1_checkpoint)"
+            )
+        if self.stage1_checkpoint is None:
+            raise ValueError("stage 2 needs --stage1_checkpoint (an export of a stage-1 run)")
+        if not (Path(self.stage1_checkpoint).exists() or is_repo_id(self.stage1_checkpoint)):
+            raise FileNotFoundError(
+                f"stage1_checkpoint {self.stage1_checkpoint!r} does not exist (give an export "
+                "folder or a hub repo id org/name)"
+            )
+        if self.context_frames < 0:
+            raise ValueError(f"context_frames must be >= 0, got {self.context_frames}")
+        if not 0 <= self.context_prob <= 1:
+            raise ValueError(f"context_prob must be in [0, 1], got {self.context_prob}")
+        if not 0 <= self.label_dropout < 1:
+            raise ValueError(f"label_dropout must be in [0, 1), got {self.label_dropout}")
+
+
+def latent_warmup(hold: int, ramp: int, step: int) -> float:
+    """The latent warm-up after `step` optimizer steps: 1 for `hold` steps, then a linear ramp
+    down to 0 (plain UL) over `ramp`."""
+    if step < hold:
+        return 1.0
+    return max(0.0, 1.0 - (step - hold + 1) / max(1, ramp))
 
 
 class Stage1(nn.Module):
     """UL stage 1: encoder, prior and decoder trained jointly on L_z + L_x."""
 
-    def __init__(self, model_config):
+    options = Stage1Options
+
+    def __init__(self, model_config: AutoencoderConfig, reference_videos=None):
         super().__init__()
         self.network = UnifiedLatents(model_config)
         self.autoencoder_config = model_config
-        self.warmup = 0.0  # the trainer's latent warm-up sets it before every step
+        self.reference_videos = reference_videos  # what export measures the latent scale on
+        self.latent_warmup_steps = (0, 0)  # (hold, ramp): plain UL unless a run sets them
+        self.warmup = 0.0  # the latent warm-up of the current step
+        self.warm_until = 0  # no evaluation warning before this step
+        self.decode_steps = Stage1Options.eval_decode_steps
 
-    def forward(self, video, labels):
+    @staticmethod
+    def autoencoder_config_of(config) -> AutoencoderConfig:
+        """The preset at the run's resolution, with `config.model` overrides."""
+        return autoencoder_preset(
+            config.preset, **{"resolution": config.resolution, **config.model}
+        )
+
+    @classmethod
+    def for_run(cls, config, data) -> "Stage1":
+        stage = cls(cls.autoencoder_config_of(config), data.reference_videos(REFERENCE_CLIPS))
+        stage.latent_warmup_steps, stage.decode_steps = (
+            config.latent_warmup_steps(),
+            config.eval_decode_steps,
+        )
+        stage.warm_until = max(config.lr_warmup_steps, sum(stage.latent_warmup_steps))
+        return stage
+
+    @staticmethod
+    def check(config, autoencoder_config: AutoencoderConfig) -> None:
+        check_clip_shapes(config, autoencoder_config)
+
+    def set_step(self, step: int) -> None:
+        self.warmup = latent_warmup(*self.latent_warmup_steps, step)
+
+    def forward(self, video, labels, draws: TrainingDraws | None = None):
         out = self.network.stage1_loss(video, self.warmup)
         names = ("prior_nats", "decoder_nats", "read_nats", "bits_per_pixel", "bits_per_latent_dim")
         return out["loss"], {**{k: out[k] for k in names}, "latent_warmup": self.warmup}
 
     @torch.no_grad()
-    def evaluate(self, ema_network, video, labels, decode_steps: int) -> dict:
+    def evaluate(self, ema_network, video, labels) -> dict:
         """Reconstruction PSNR through the decoder sampler with each clip's own latent and with
         another clip's, and bits/pixel, on a fixed batch; "videos": the clips and their
         reconstructions, for the trackers."""
         from ..evaluate.reconstruction import reconstruction_metrics
 
-        metrics = reconstruction_metrics(ema_network, video, decode_steps)
+        metrics = reconstruction_metrics(ema_network, video, self.decode_steps)
         own = float(metrics["psnr"].mean(1).mean())  # per-video means, as psnr_swapped is
         swapped = float(metrics["psnr_swapped"].mean())
         return {
@@ -56,18 +183,9 @@ class Stage1(nn.Module):
             "videos": {"real": video, "reconstruction": metrics["recon"]},
         }
 
-    @staticmethod
-    def evaluation_warning(evaluation: dict, step: int) -> str | None:
-        """One line when the decoder barely uses the latent (a collapsed stage 1), else None."""
-        gap = evaluation["eval_latent_gap_db"]
-        if gap >= MIN_LATENT_GAP_DB:
-            return None
-        return (
-            f"warning: the latent is not used: at step {step} decoding with another clip's latent "
-            f"costs only {gap:.2f} dB of PSNR (< {MIN_LATENT_GAP_DB} dB) at "
-            f"{evaluation['eval_bits_per_pixel']:.4f} bits/pixel; raise the loss factor or the "
-            "decoder bias (ulvideo rd sweeps them) before spending a stage-2 run on these latents"
-        )
+    def evaluation_warning(self, evaluation: dict, step: int) -> str | None:
+        """After the warm-ups, `latent_gap_warning`."""
+        return latent_gap_warning(evaluation, step) if step > self.warm_until else None
 
     def training_flops(self, frames: int, height: int, width: int) -> float:
         """Training FLOPs per example (ulvideo.models.flops): encoder, prior and decoder."""
@@ -75,7 +193,24 @@ class Stage1(nn.Module):
         return training_flops_per_example(config, "stage1", frames, height, width)
 
     def export(self, ema_network, directory, final: bool = False) -> None:
+        """The export, with the latent scale of the EMA encoder on the reference clips."""
+        if self.reference_videos is not None:
+            scale = measure_latent_scale(ema_network, self.reference_videos)
+            ema_network.config = dataclasses.replace(ema_network.config, latent_scale=scale)
         Pipeline(ema_network).save_pretrained(directory)
+
+
+def latent_gap_warning(evaluation: dict, step: int) -> str | None:
+    """One line when the decoder barely uses the latent (a collapsed stage 1), else None."""
+    gap = evaluation["eval_latent_gap_db"]
+    if gap >= MIN_LATENT_GAP_DB:
+        return None
+    return (
+        f"warning: the latent is not used: at step {step} decoding with another clip's latent "
+        f"costs only {gap:.2f} dB of PSNR (< {MIN_LATENT_GAP_DB} dB) at "
+        f"{evaluation['eval_bits_per_pixel']:.4f} bits/pixel; raise the loss factor or the "
+        "decoder bias (ulvideo rd sweeps them) before spending a stage-2 run on these latents"
+    )
 
 
 class Stage2(nn.Module):
@@ -84,37 +219,31 @@ class Stage2(nn.Module):
     Of the stage-1 model it keeps only the encoder, and none when it trains from latent shards
     (`keep_encoder=False`); its checkpoints refer to the stage-1 export by fingerprint, and only
     the final export copies the autoencoder in (UL §5: only the encoder is needed to train).
+    The latents' scale is the stage-1 export's (ulvideo.latent_scale), unless `config.model`
+    gives `latent_scale`.
     """
 
-    def __init__(
-        self,
-        config,
-        ul: UnifiedLatents,
-        num_classes: int,
-        keep_encoder: bool = True,
-        latent_scale: float | None = None,
-    ):
+    options = Stage2Options
+
+    def __init__(self, config, ul: UnifiedLatents, num_classes: int, keep_encoder: bool = True):
         super().__init__()
-        scale = {} if latent_scale is None else {"latent_scale": latent_scale}
+        model = dict(config.model)
+        if "latent_scale" not in model:
+            model["latent_scale"] = stage1_latent_scale(ul.config, config.stage1_checkpoint)
         base_config = base_preset(
             config.base_preset,
-            **{**config.model, **scale},
+            **model,
             latent_channels=ul.config.latent_channels,
             num_classes=num_classes if config.class_conditional else 0,
         )
-        if ul.config.regularizer == "ul" and base_config.latent_scale != 1.0:
-            raise ValueError(
-                f"latent_scale {base_config.latent_scale} is for KL latents; UL's are noised at a "
-                "fixed lambda = 5: leave it at 1 and set schedule_shift and bias (UL_METHOD §5)"
-            )
         self.network = build_base(base_config)
         self.base_config = base_config
-        # [ours] UL_METHOD §5: training draws of lambda centred on schedule_shift
-        self.schedule = ShiftedCosine.with_shift(
-            base_config.schedule_shift, ul.config.logsnr_latent, ul.config.logsnr_min_latent
+        self.scaling = LatentScaling.of(base_config.latent_scale, ul.config.regularizer)
+        # UL_METHOD §5: training draws of lambda centred where the latents' SNR is 1
+        self.schedule = ShiftedCosine(
+            self.scaling.logsnr_shift, ul.config.logsnr_latent, ul.config.logsnr_min_latent
         )
-        self.bias = base_config.bias
-        self.context_frames = config.context_frames
+        self.context_latent_frames = context_latent_frames(config, ul.config)
         self.context_prob = config.context_prob
         self.label_dropout = config.label_dropout
         self.autoencoder_config = ul.config
@@ -122,17 +251,41 @@ class Stage2(nn.Module):
         # a list hides the frozen encoder from DDP and save_state
         self.frozen_encoder = [ul.encoder.eval().requires_grad_(False)] if keep_encoder else []
 
-    def move_encoder(self, device) -> None:
-        for encoder in self.frozen_encoder:
-            encoder.to(device)
+    @staticmethod
+    def autoencoder_config_of(config) -> AutoencoderConfig:
+        """The stage-1 export's autoencoder config (its weights are read by `for_run`)."""
+        path = autoencoder_export(config.stage1_checkpoint) / AUTOENCODER
+        return read_config(path, AUTOENCODER, AutoencoderConfig)
+
+    @classmethod
+    def for_run(cls, config, data) -> "Stage2":
+        ul = load_stage1(config.stage1_checkpoint)
+        if data.from_latents:
+            data.dataset.check_encoder(ul)  # before the stage drops the encoder
+        stage = cls(config, ul, data.num_classes, keep_encoder=not data.from_latents)
+        if data.from_latents and PartialState().is_main_process:
+            # shards have no evaluation split: their scale is checked here, once
+            measured = latent_logsnr_shift(config.latents_dir, max_shards=1)
+            warning = stage.scale_warning(measured - 2 * math.log(stage.scaling.multiplier))
+            if warning:
+                print(warning)
+        return stage
+
+    @staticmethod
+    def check(config, autoencoder_config: AutoencoderConfig) -> None:
+        check_clip_shapes(config, autoencoder_config)
+        context_latent_frames(config, autoencoder_config)
+
+    def set_step(self, step: int) -> None:
+        pass  # stage 2 changes nothing with the step
 
     @torch.no_grad()
     def encode(self, video):
-        """z_clean of pixel clips, by the frozen stage-1 encoder."""
+        """z_clean of pixel clips, by the frozen stage-1 encoder (moved to the clips' device)."""
         if not self.frozen_encoder:
             raise ValueError("this stage trains from latent shards and holds no encoder")
         check_video_shape(video.shape, self.autoencoder_config)
-        return self.frozen_encoder[0](video)
+        return self.frozen_encoder[0].to(video.device)(video)
 
     def forward(self, z_clean, labels, draws: TrainingDraws):
         """The loss of this process's rows of a global batch; `draws` keys every random choice
@@ -147,40 +300,36 @@ class Stage2(nn.Module):
         per_row = draws.rows_generator(z_clean.device)
         drop = per_row.rand(device=z_clean.device) < self.label_dropout
         eps = per_row.randn_like(z_clean)
-        ctx = self.context_frames if self.context_frames > 0 and use_context else 0
-        return self.loss(self.scaled(z_clean), labels, ctx, t=t, eps=eps, drop=drop)
+        ctx = self.context_latent_frames if use_context else 0
+        return self.loss(self.scaled(z_clean), labels, ctx, t, eps, drop)
 
     def scaled(self, z_clean):
-        """The latents as the base model models them: z_clean x latent_scale (LDM)."""
-        return z_clean * self.base_config.latent_scale
+        """The latents as the base model models them (LatentScaling)."""
+        return z_clean * self.scaling.multiplier
 
-    def loss(self, z_clean, labels, ctx: int, t=None, eps=None, drop=None):
-        """The sigmoid-weighted base loss with `ctx` clean context latent frames; t, eps and the
-        label `drop` mask are drawn from torch's RNG where not given."""
+    def loss(self, z_clean, labels, ctx: int, t, eps, drop):
+        """The sigmoid-weighted base loss with `ctx` clean context latent frames, at log-SNR
+        times `t`, noise `eps` and with the labels of the `drop` mask dropped."""
         labels = self._drop_labels(labels, drop)
         nats = base_loss(
             lambda z_t, logsnr: self.network(z_t, logsnr, labels=labels, context_frames=ctx),
             z_clean,
             self.schedule,
-            bias=self.bias,
+            bias=self.scaling.logsnr_shift,
             context_frames=ctx,
             t=t,
             eps=eps,
         )
         return nats.mean(), {"base_nats": nats.mean().detach(), "context": float(ctx)}
 
-    def _drop_labels(self, labels, drop=None):
+    def _drop_labels(self, labels, drop):
         if self.base_config.num_classes == 0:
             return None
-        if drop is None:
-            drop = torch.rand(labels.shape, device=labels.device) < self.label_dropout
-        drop = drop | (
-            labels < 0
-        )  # unlabelled examples (a mixture's image sources) train unconditional
+        drop = drop | (labels < 0)  # unlabelled examples (a mixture's images) train unconditional
         return torch.where(drop, torch.full_like(labels, self.base_config.num_classes), labels)
 
     @torch.no_grad()
-    def evaluate(self, ema_network, z_clean, labels, decode_steps: int) -> dict:
+    def evaluate(self, ema_network, z_clean, labels) -> dict:
         z_clean = self.scaled(z_clean)
         gen = torch.Generator(device=z_clean.device).manual_seed(0)
         t = torch.rand(z_clean.shape[0], generator=gen, device=z_clean.device)
@@ -190,7 +339,7 @@ class Stage2(nn.Module):
             lambda z_t, logsnr: ema_network(z_t, logsnr, labels=labels),
             z_clean,
             self.schedule,
-            bias=self.bias,
+            bias=self.scaling.logsnr_shift,
             t=t,
             eps=eps,
         )
@@ -203,15 +352,17 @@ class Stage2(nn.Module):
         return self.scale_warning(evaluation["eval_latent_logsnr_shift"])
 
     def scale_warning(self, shift: float) -> str | None:
-        """One line when `schedule_shift` is far from `shift`, where the SNR of the latents (as
-        the base model sees them, scaled) is 1."""
-        centre = self.base_config.schedule_shift
+        """One line when the draws' centre is far from `shift`, where the SNR of the latents (as
+        the base model sees them) is 1: the latent scale does not fit these latents."""
+        centre = self.scaling.logsnr_shift
         if abs(shift - centre) <= MAX_SCHEDULE_SHIFT_ERROR:
             return None
+        std = math.exp(-shift / 2) / self.scaling.multiplier
         return (
-            f"warning: the latents have std {math.exp(-shift / 2):.3g}, so their SNR is 1 at "
-            f"lambda {shift:.2f}, but stage 2 draws lambda around schedule_shift {centre:g}; set "
-            f'--model \'{{"schedule_shift": {shift:.1f}, "bias": {shift:.1f}}}\' (UL_METHOD §5)'
+            f"warning: stage 2's latents have std {std:.3g}, but it uses latent_scale "
+            f"{self.base_config.latent_scale:.3g} (1/std, the stage-1 export's unless given): "
+            f"its draws of lambda centre on {centre:.2f}, not {shift:.2f}; set --model "
+            f"'{{\"latent_scale\": {1 / std:.3g}}}' (UL_METHOD §5)"
         )
 
     def training_flops(self, frames: int, height: int, width: int) -> float:
@@ -233,22 +384,44 @@ class Stage2(nn.Module):
             save_stage2_checkpoint(directory, ema_network, self.base_config, self.stage1_export)
 
 
-def measure_latent_scale(data, ul: UnifiedLatents, examples: int = 256) -> float:
-    """1 / the std of the training latents (LDM's scaling_factor): of the latent shards' first
-    shard, or of the first `examples` clips encoded by `ul`."""
-    if data.from_latents:
-        return math.exp(latent_logsnr_shift(data.dataset.directory, max_shards=1) / 2)
-    count = min(examples, len(data.dataset))
-    clips = torch.stack([data.dataset[i][0] for i in range(count)])
-    with torch.no_grad():
-        z = torch.cat([ul.encode(batch) for batch in clips.split(16)])
-    return 1.0 / float(z.double().std(unbiased=False))
+STAGES = {1: Stage1, 2: Stage2}
+
+
+def check_clip_shapes(config, autoencoder_config: AutoencoderConfig) -> None:
+    """Every bucket's (or the clip's) frame count and size against the autoencoder."""
+    for bucket in config.bucket_table():
+        name = f"bucket {bucket.name}" if config.bucketed else "clip"
+        check_video_shape((1, 3, *bucket.shape), autoencoder_config, name)
+
+
+def stage1_latent_scale(autoencoder_config: AutoencoderConfig, export) -> float:
+    """The latent scale the stage-1 export recorded, with the fix when it has none."""
+    if autoencoder_config.latent_scale is None:
+        raise ValueError(
+            f"the stage-1 export {export} records no latent scale (training measures it when it "
+            "exports): give it with --model '{\"latent_scale\": S}', S = 1 / the std of its "
+            "latents"
+        )
+    return autoencoder_config.latent_scale
+
+
+def context_latent_frames(config, autoencoder_config: AutoencoderConfig) -> int:
+    """The latent frames of `config.context_frames` pixel frames (1 + k x temporal_downsample)."""
+    frames, step = config.context_frames, autoencoder_config.temporal_downsample
+    if frames == 0:
+        return 0
+    if frames < 1 or (frames - 1) % step:
+        below = 1 + max(0, (frames - 1) // step) * step
+        raise ValueError(
+            f"context_frames={frames}: the causal encoder takes 1 + {step}k pixel frames; use "
+            f"{below} or {below + step}"
+        )
+    return latent_grid(frames, 1, 1, step, 1)[0]
 
 
 def load_stage1(path) -> UnifiedLatents:
     """The frozen stage-1 model, with a clear error for a missing or incompatible checkpoint."""
     try:
-        ul = load_autoencoder(path)
+        return load_autoencoder(path)
     except (FileNotFoundError, KeyError, ValueError) as err:
         raise ValueError(f"cannot load the stage-1 checkpoint {path}: {err}") from err
-    return ul
