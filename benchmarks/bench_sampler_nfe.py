@@ -137,8 +137,8 @@ def main() -> dict:
     real = clips[: args.videos].to(device)
     i3d = real_features = None
     if args.fvd:
-        from evaluation.fvd import fvd_report, protocol_settings, video_features
-        from evaluation.i3d import load_i3d
+        from ulvideo.evaluate.fvd import fvd_report, protocol_settings, video_features
+        from ulvideo.evaluate.i3d import load_i3d
 
         i3d = load_i3d()
         protocol = protocol_settings(i3d, "tfgan")

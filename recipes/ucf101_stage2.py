@@ -1,5 +1,5 @@
 """UCF-101 stage 2: a class-conditional base model over the 101 actions on frozen latents, scored
-by the protocol of `evaluation.ucf101`.
+by the protocol of `ulvideo.evaluate.ucf101`.
 
     accelerate launch --config_file recipes/configs/multi_gpu.yaml recipes/ucf101_stage2.py \
         --data_root /data/UCF-101 --split_file /data/ucfTrainTestlist/trainlist01.txt \

@@ -248,8 +248,8 @@ def epoch_not_reaching_the_plan():
 
 
 def fvd_means_only():
-    import evaluation.fvd as fvd
-    from evaluation.frechet import as_float64
+    import ulvideo.evaluate.fvd as fvd
+    from ulvideo.evaluate.frechet import as_float64
 
     def broken(real, fake, groups):  # the squared distance of the feature means, no covariances
         real, fake = as_float64(real), as_float64(fake)
@@ -424,7 +424,7 @@ def fvd_cache_key(max_videos=True, file_stats=True):
     import hashlib
     import json
 
-    import evaluation.fvd as fvd
+    import ulvideo.evaluate.fvd as fvd
 
     def key(cache_dir, real, videos, protocol):
         files = [
@@ -440,7 +440,7 @@ def fvd_cache_key(max_videos=True, file_stats=True):
 
 def fvd_settings_unlisted():
     # only the sample count and groups are compared with the named protocol
-    import evaluation.fvd as fvd
+    import ulvideo.evaluate.fvd as fvd
 
     deviations = fvd.deviations
 

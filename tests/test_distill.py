@@ -257,8 +257,8 @@ def test_student_learns_the_teachers_many_step_decode_in_one_step(tmp_path):
     it, as every sampler's samples do (benchmarks/results/distill_decoder_cpu.json)."""
     from test_train import tiny
 
-    from evaluation.reconstruction import psnr
     from ulvideo.data import build_dataset
+    from ulvideo.evaluate.psnr_ssim import psnr
     from ulvideo.train import train
     from ulvideo.train.distill import distill
 

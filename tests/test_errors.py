@@ -1,4 +1,4 @@
-"""One-line user errors at every entry point: the shared handler, then `python -m evaluation.fvd`
+"""One-line user errors at every entry point: the shared handler, then `python -m ulvideo.evaluate.fvd`
 and `python -m ulvideo eval k600` as subprocesses (the `ulvideo` CLI: test_sample_cli.py; the
 recipes: test_recipes.py)."""
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.errors import run_main
+from ulvideo.errors import run_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,8 +41,8 @@ def test_entry_points_report_one_line(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     cases = {
-        ("-m", "evaluation.fvd", "--real", str(empty), "--fake", str(empty)): (
-            f"python -m evaluation.fvd: error: no videos at {empty}: expected .mp4"
+        ("-m", "ulvideo.evaluate.fvd", "--real", str(empty), "--fake", str(empty)): (
+            f"python -m ulvideo.evaluate.fvd: error: no videos at {empty}: expected .mp4"
         ),
         (
             "-m",

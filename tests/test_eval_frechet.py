@@ -7,7 +7,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from evaluation.frechet import (
+from ulvideo.evaluate.frechet import (
     FeatureStats,
     frechet_distance,
     grouped_distance,

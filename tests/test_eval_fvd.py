@@ -12,8 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-from evaluation.frechet import FeatureStats, stats_distance
-from evaluation.fvd import (
+from ulvideo.data import write_video
+from ulvideo.evaluate.frechet import FeatureStats, stats_distance
+from ulvideo.evaluate.fvd import (
     PROTOCOLS,
     center_square,
     compute_fvd,
@@ -25,8 +26,7 @@ from evaluation.fvd import (
     video_batches,
     video_features,
 )
-from evaluation.videos import array_to_videos, iter_videos
-from ulvideo.data import write_video
+from ulvideo.evaluate.videos import array_to_videos, iter_videos
 
 
 def pooled_features() -> nn.Module:
@@ -249,7 +249,7 @@ def write_mp4(path, frames: np.ndarray) -> None:
 def test_cli_reads_folders_and_arrays_prints_json_and_caches_the_reference(
     tmp_path, monkeypatch, capsys
 ):
-    monkeypatch.setattr("evaluation.fvd.load_i3d", lambda weights=None: pooled_features())
+    monkeypatch.setattr("ulvideo.evaluate.fvd.load_i3d", lambda weights=None: pooled_features())
     real = moving_squares(4, seed=1)
     np.save(tmp_path / "real.npy", real)
     fake_dir = tmp_path / "fake"
@@ -304,7 +304,7 @@ def test_cli_reads_folders_and_arrays_prints_json_and_caches_the_reference(
 def test_cli_reference_cache_is_keyed_by_the_videos_it_holds(tmp_path, monkeypatch):
     # a cache hit must give the FVD of a run without the cache: another --max-videos, or the
     # reference file rewritten (same size, new contents and mtime), is another key
-    monkeypatch.setattr("evaluation.fvd.load_i3d", lambda weights=None: pooled_features())
+    monkeypatch.setattr("ulvideo.evaluate.fvd.load_i3d", lambda weights=None: pooled_features())
     real, fake = tmp_path / "real.npy", tmp_path / "fake.npy"
     np.save(real, moving_squares(4, seed=1))
     np.save(fake, moving_squares(4, seed=2))
@@ -326,7 +326,7 @@ def test_cli_reference_cache_is_keyed_by_the_videos_it_holds(tmp_path, monkeypat
 
 
 def test_cli_rejects_short_videos_and_mismatched_resolutions(tmp_path, monkeypatch):
-    monkeypatch.setattr("evaluation.fvd.load_i3d", lambda weights=None: MustNotRun())
+    monkeypatch.setattr("ulvideo.evaluate.fvd.load_i3d", lambda weights=None: MustNotRun())
     np.save(tmp_path / "real.npy", moving_squares(2))
     np.save(tmp_path / "short.npy", moving_squares(2, frames=10))
     np.savez(tmp_path / "big.npz", videos=moving_squares(2, size=48), labels=np.arange(2))
@@ -364,11 +364,11 @@ def test_cli_rejects_short_videos_and_mismatched_resolutions(tmp_path, monkeypat
 
 @pytest.mark.slow
 def test_package_exports_resolve_and_the_cli_module_runs_once():
-    import evaluation
+    import ulvideo.evaluate as evaluate
 
-    assert all(getattr(evaluation, name) is not None for name in evaluation.__all__)
+    assert all(getattr(evaluate, name) is not None for name in evaluate.__all__)
     result = subprocess.run(
-        [sys.executable, "-W", "error::RuntimeWarning", "-m", "evaluation.fvd", "--help"],
+        [sys.executable, "-W", "error::RuntimeWarning", "-m", "ulvideo.evaluate.fvd", "--help"],
         capture_output=True,
         text=True,
         timeout=120,

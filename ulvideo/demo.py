@@ -255,8 +255,8 @@ def _metrics(config: DemoConfig, real, labels, usage, samples) -> dict:
 def _fvd(config: DemoConfig, real, recon, samples) -> dict:
     if not config.fvd:
         return {"skipped": "disabled by --fvd false"}
-    from evaluation.fvd import fvd_report, protocol_settings, video_features
-    from evaluation.i3d import load_i3d
+    from .evaluate.fvd import fvd_report, protocol_settings, video_features
+    from .evaluate.i3d import load_i3d
 
     try:
         i3d = load_i3d()

@@ -189,7 +189,7 @@ def _fvd_rows(source: str, report: dict) -> list[str]:
     """FVD entries: `ulvideo eval k600` style ({fvd, fvd_std, protocol, protocol_deviations}),
     `eval reconstruction --rfvd` ({rfvd, rfvd_protocol}) or the demo's ({set: fvd, note})."""
     rows = []
-    if "fvd" in report and "protocol" in report:  # evaluation.fvd.fvd_report
+    if "fvd" in report and "protocol" in report:  # ulvideo.evaluate.fvd.fvd_report
         deviations = report.get("protocol_deviations")
         if deviations is None:
             deviations = f"deviations {MISSING}"

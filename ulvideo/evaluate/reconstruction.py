@@ -14,13 +14,12 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from evaluation.frechet import FeatureStats, stats_distance
-from evaluation.fvd import PROTOCOLS, Protocol, check_videos, embed, get_protocol, protocol_settings
-from evaluation.i3d import load_i3d
-from evaluation.reconstruction import psnr, ssim
-
 from ..diffusion import GRIDS, METHODS, StackedRandomGenerator, bits_per_pixel
 from ..student import DECODER_CHOICES
+from .frechet import FeatureStats, stats_distance
+from .fvd import PROTOCOLS, Protocol, check_videos, embed, get_protocol, protocol_settings
+from .i3d import load_i3d
+from .psnr_ssim import psnr, ssim
 
 
 @torch.no_grad()
@@ -95,7 +94,7 @@ def evaluate_reconstruction(
     """`reconstruction_metrics` (under `seed`) over the first `num_videos` videos of `dataset` (items: video, or
     (video, label)): PSNR/SSIM (mean over videos of the per-video means, and per frame index), the
     PSNR from another video's latent, the prior's bits/pixel and, given an `i3d`, the rFVD under
-    the FVD `protocol` (evaluation.fvd; one group of `num_videos`). `student`, `method` and
+    the FVD `protocol` (ulvideo.evaluate.fvd; one group of `num_videos`). `student`, `method` and
     `grid` choose the decoder, as in `reconstruction_metrics`."""
     protocol = get_protocol(protocol)
     if not 1 <= num_videos <= len(dataset):

@@ -17,8 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from evaluation.errors import run_main
-
+from ..errors import run_main
 from ..flags import add_dataclass_arguments
 from .config import TrainConfig, parse_config
 
@@ -112,7 +111,7 @@ def score_reconstruction(model, dataset, sweep_config: SweepConfig, i3d) -> dict
 
 def optional_i3d():
     """The I3D network, or None (with one line) when its weights are not installed."""
-    from evaluation.i3d import load_i3d
+    from ..evaluate.i3d import load_i3d
 
     try:
         return load_i3d()

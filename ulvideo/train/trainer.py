@@ -13,9 +13,8 @@ from accelerate.utils import DataLoaderConfiguration, broadcast_object_list, set
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from evaluation.errors import run_main
-
 from ..diffusion.noise import TrainingDraws
+from ..errors import run_main
 from ..nn import compile_blocks, enable_activation_checkpointing, set_attention_backend
 from .checkpoint import prune_checkpoints, read_meta, resolve_resume, save_checkpoint
 from .config import TrainConfig, parse_config

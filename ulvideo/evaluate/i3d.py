@@ -158,7 +158,7 @@ def check_i3d_input(video: Tensor) -> None:
     if video.dim() != 5 or shape[1] != 3 or shape[3] != 224 or shape[4] != 224:
         raise ValueError(
             f"I3D expects videos of shape B x 3 x T x 224 x 224, got {shape}; "
-            "resize with evaluation.fvd.preprocess first"
+            "resize with ulvideo.evaluate.fvd.preprocess first"
         )
     if shape[2] < 9:
         raise ValueError(f"I3D needs at least 9 frames, got {shape[2]}")

@@ -1,9 +1,8 @@
-"""The one error handler of every entry point (`ulvideo`, the recipes, `python -m evaluation.fvd`):
-a user error (a missing or corrupt file, a config that does not match its weights, an empty
-dataset, an unreadable video, a bad flag value) is one line on stderr, naming the problem and the
-fix, and exit status 2; `--debug` anywhere on the command line shows the traceback instead.
-It lives in `evaluation`, the bottom layer (standard library and torch only), so that both
-packages use it without `evaluation` importing `ulvideo`."""
+"""The one error handler of every entry point (`ulvideo`, the recipes,
+`python -m ulvideo.evaluate.fvd`): a user error (a missing or corrupt file, a config that does not
+match its weights, an empty dataset, an unreadable video, a bad flag value) is one line on stderr,
+naming the problem and the fix, and exit status 2; `--debug` anywhere on the command line shows the
+traceback instead. Standard library only, so that any module can use it."""
 
 import sys
 from collections.abc import Callable

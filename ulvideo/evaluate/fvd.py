@@ -5,16 +5,16 @@ samples and groups. Every report and reference cache names its protocol.
   (`align_corners=False`, no half-pixel centres) straight to 224x224.
 - `magvit-k600`: MAGVIT's `videogvt/tools/compute_fvd.py` (`normalize_videos`): TF 1.x bilinear to
   64x64, then to 224x224; 16 frames; 50,000 samples; mean ± std over 4 groups. The default of
-  `evaluation.k600`.
+  `ulvideo.evaluate.k600`.
 - `stylegan-v`: StyleGAN-V's `fvd2048_16f`: frames cropped to the centre square, rounded to uint8 as
   its generator output is, PyTorch bilinear (half-pixel centres) to 224x224; 2,048 samples, 1 group.
 
 All of them: the first 16 frames, the Kinetics-400 I3D logits averaged over time, Fréchet distance in
 float64 with unbiased covariances, TF32 off.
 
-    python -m evaluation.fvd --real PATH --fake PATH [--protocol tfgan] [--groups 4]
+    python -m ulvideo.evaluate.fvd --real PATH --fake PATH [--protocol tfgan] [--groups 4]
 
-PATH is a folder of video files or `.npy`/`.npz` arrays, or one such file (see evaluation.videos).
+PATH is a folder of video files or `.npy`/`.npz` arrays, or one such file (see ulvideo.evaluate.videos).
 The reference (--real) features are cached in an `.npz`, keyed by the protocol and the weights.
 """
 
@@ -403,7 +403,7 @@ def load_reference(path: Path, protocol: dict) -> Tensor:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
-        prog="python -m evaluation.fvd", description=__doc__.split("\n")[0]
+        prog="python -m ulvideo.evaluate.fvd", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--real", required=True, help="reference videos: folder, .npy or .npz")
     parser.add_argument("--fake", required=True, help="generated videos: folder, .npy or .npz")
@@ -453,6 +453,6 @@ def main(argv: list[str] | None = None) -> dict:
 if __name__ == "__main__":
     import sys
 
-    from .errors import run_main
+    from ..errors import run_main
 
-    sys.exit(run_main("python -m evaluation.fvd", main))
+    sys.exit(run_main("python -m ulvideo.evaluate.fvd", main))
