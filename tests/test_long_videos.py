@@ -15,6 +15,7 @@ from ulvideo.diffusion import (
     StackedRandomGenerator,
     alpha_sigma,
     clip_denoiser,
+    decode_windows,
     logsnr_grid,
     ramp_weights,
     randn_frames,
@@ -34,6 +35,7 @@ from ulvideo.models import (
 from ulvideo.nn import ATTENTION_MODES, Conv3d, sincos_1d, sincos_3d
 
 TINY = autoencoder_preset("tiny")
+COMPRESSION = (TINY.temporal_downsample, TINY.spatial_downsample)  # 4, 8
 
 
 @pytest.fixture(scope="module")
@@ -274,7 +276,7 @@ def test_generate_and_cli_sample_non_square(tiny_ul, tmp_path, capsys):
         assert pipeline.generate(1, 9, (16, 32), windowed).shape == (1, 3, 9, 16, 32)
     finally:
         hook.remove()
-    windows = tiny_ul.decode_windows((3, 2, 4), window=5, tile=16)  # 2 windows x 3 tiles
+    windows = decode_windows((3, 2, 4), *COMPRESSION, window=5, tile=16)  # 2 windows x 3 tiles
     assert seen == [(1, 3, 5, 16, 16)] * (len(windows) * cfg.decoder_steps) and len(windows) == 6
     with pytest.raises(SystemExit):
         main(["sample", "--checkpoint", str(path), "--resolution", "16by32"])
@@ -383,7 +385,7 @@ def test_windowed_sampling_holds_one_window_not_the_clip(method):
     ul = UnifiedLatents(TINY).eval()
     ul.decoder = PerFrameDecoder()
     z0 = _z0(9, 4, 6)  # 33 x 32 x 48 pixels, windows of 9 frames
-    latents, windows = zip(*ul.decode_windows(z0.shape[2:], window=9))
+    latents, windows = zip(*decode_windows(z0.shape[2:], *COMPRESSION, window=9))
     x = torch.randn(1, 3, 33, 32, 48)
     with LargestTensor() as largest:
         sample_windows(
@@ -397,7 +399,7 @@ def test_windowed_sampling_holds_one_window_not_the_clip(method):
 
 
 def test_windows_cover_the_clip_and_bound_the_decoder_input(tiny_ul):
-    windows = tiny_ul.decode_windows((9, 4, 6), window=13, overlap=5, tile=16, tile_overlap=8)
+    windows = decode_windows((9, 4, 6), *COMPRESSION, window=13, overlap=5, tile=16, tile_overlap=8)
     covered = torch.zeros(33, 32, 48)
     for latent, (pixel, weights) in windows:
         sizes = [s.stop - s.start for s in latent]
@@ -419,14 +421,14 @@ def test_windows_cover_the_clip_and_bound_the_decoder_input(tiny_ul):
     assert len(seen) == len(windows) == 4 * 3 * 5 and {s[2:] for s in seen} == {(13, 16, 16)}
 
 
-def test_default_overlaps_are_at_least_half_the_window(tiny_ul):
+def test_default_overlaps_are_at_least_half_the_window():
     # pixel frames / columns two neighbours share, by default: at least half the window (the seam
     # test's condition), except a 5-frame window, whose windows can share 1 frame at most
     for window, shared in ((5, 1), (9, 5), (17, 9), (33, 17)):
-        pixels = [p[0] for _, (p, _) in tiny_ul.decode_windows((65, 1, 1), window=window)]
+        pixels = [p[0] for _, (p, _) in decode_windows((65, 1, 1), *COMPRESSION, window=window)]
         assert {a.stop - b.start for a, b in zip(pixels, pixels[1:])} == {shared}, window
     for tile, shared in ((16, 8), (24, 16), (32, 16)):
-        pixels = [p[2] for _, (p, _) in tiny_ul.decode_windows((1, 1, 16), tile=tile)]
+        pixels = [p[2] for _, (p, _) in decode_windows((1, 1, 16), *COMPRESSION, tile=tile)]
         assert {a.stop - b.start for a, b in zip(pixels, pixels[1:])} == {shared}, tile
 
 
