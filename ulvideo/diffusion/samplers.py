@@ -11,7 +11,8 @@ update `(z, x_hat, state, noise_sampler) -> (z, state)` that is elementwise, so 
 part of z. `state` is the method's history for those elements (DPM-Solver++'s previous prediction,
 Heun's predictor), created per call, never shared between calls. The plain samplers run the
 stages over the whole z; windows.sample_windows runs the same stages frame by frame. Clipping
-predictions and pinning context latents are wrappers around the denoiser, not sampler options.
+predictions (the decoder's) and pinning context latents (pin_context) wrap the denoiser; they are
+not sampler options.
 """
 
 import math
@@ -216,11 +217,6 @@ def get_sampler(method: str):
     if method not in SAMPLERS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
     return SAMPLERS[method]
-
-
-def clip_denoiser(denoiser: Denoiser, low: float = -1.0, high: float = 1.0) -> Denoiser:
-    """Predictions clipped to [low, high] (pixels live in [-1, 1])."""
-    return lambda z, logsnr: denoiser(z, logsnr).clamp(low, high)
 
 
 def pin_context(denoiser: Denoiser, clean: Tensor, keep: Tensor) -> Denoiser:
