@@ -57,8 +57,8 @@ def cfg_ignored_by_sample_z0():
     import ulvideo.sample as sample
 
     sample_z0 = sample.sample_z0
-    sample.sample_z0 = lambda ul, base, shape, cfg, **kw: sample_z0(
-        ul, base, shape, dataclasses.replace(cfg, cfg_scale=1.0), **kw
+    sample.sample_z0 = lambda ul, base, shape, sampling, **kw: sample_z0(
+        ul, base, shape, dataclasses.replace(sampling, cfg_scale=1.0), **kw
     )
 
 
@@ -384,10 +384,10 @@ def long_generation_forgets():
 
     original = sample.sample_z0
 
-    def forgetting(ul, base, shape, cfg, *, context_latents=None, **kw):
+    def forgetting(ul, base, shape, sampling, *, context_latents=None, **kw):
         if context_latents is not None and context_latents.shape[2] == shape[1] - 1:
             context_latents = None  # a later window starts afresh
-        return original(ul, base, shape, cfg, context_latents=context_latents, **kw)
+        return original(ul, base, shape, sampling, context_latents=context_latents, **kw)
 
     sample.sample_z0 = forgetting
 

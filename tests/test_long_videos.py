@@ -253,10 +253,10 @@ def test_generate_and_cli_sample_non_square(tiny_ul, tmp_path, capsys):
     torch.manual_seed(0)
     base_cfg = base_preset("tiny", latent_channels=TINY.latent_channels)
     pipeline = Pipeline(tiny_ul, build_base(base_cfg).eval(), base_cfg)
-    cfg = SamplingConfig(base_steps=2, decoder_steps=2)
-    assert pipeline.generate(2, 5, (16, 32), cfg).shape == (2, 3, 5, 16, 32)
+    sampling = SamplingConfig(base_steps=2, decoder_steps=2)
+    assert pipeline.generate(2, 5, (16, 32), sampling).shape == (2, 3, 5, 16, 32)
     context = _video(5, height=32, width=16)
-    predicted = pipeline.generate(1, 9, (32, 16), cfg, context=context)
+    predicted = pipeline.generate(1, 9, (32, 16), sampling, context=context)
     assert predicted.shape == (1, 3, 9, 32, 16)
     torch.testing.assert_close(predicted[:, :, :5], context)
     path = pipeline.save_pretrained(tmp_path / "export")
@@ -268,7 +268,7 @@ def test_generate_and_cli_sample_non_square(tiny_ul, tmp_path, capsys):
     assert frame.shape[:2] == (16, 32)
     # windowed and tiled: the decoder only ever sees one 5-frame, 16 x 16 window (its memory
     # bound), each of the clip's windows once per step
-    windowed = replace(cfg, window=5, window_context=1, tile=16)
+    windowed = replace(sampling, window=5, window_context=1, tile=16)
     seen = []
     hook = tiny_ul.decoder.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape))
     try:
@@ -276,7 +276,8 @@ def test_generate_and_cli_sample_non_square(tiny_ul, tmp_path, capsys):
     finally:
         hook.remove()
     windows = decode_windows((3, 2, 4), *COMPRESSION, window=5, tile=16)  # 2 windows x 3 tiles
-    assert seen == [(1, 3, 5, 16, 16)] * (len(windows) * cfg.decoder_steps) and len(windows) == 6
+    steps = sampling.decoder_steps
+    assert seen == [(1, 3, 5, 16, 16)] * (len(windows) * steps) and len(windows) == 6
     with pytest.raises(SystemExit):
         main(["sample", "--checkpoint", str(path), "--resolution", "16by32"])
     assert "'16by32': give a side (128) or height x width (96x160)" in capsys.readouterr().err
@@ -560,13 +561,13 @@ def test_each_window_continues_the_last_latent_frames(long_pipeline, monkeypatch
     calls = []
     original = sample.sample_z0
 
-    def recording(ul, base, shape, cfg, **kw):
-        out = original(ul, base, shape, cfg, **kw)
+    def recording(ul, base, shape, sampling, **kw):
+        out = original(ul, base, shape, sampling, **kw)
         calls.append((kw["context_latents"], out))
         return out
 
     monkeypatch.setattr(sample, "sample_z0", recording)
-    cfg = sample.SamplingConfig(base_steps=2, batch_size=1)
+    sampling = sample.SamplingConfig(base_steps=2, batch_size=1)
     ul, base = long_pipeline.autoencoder, long_pipeline.base
     inputs = []  # what the base model sees: its input's first two frames, context_frames
     hook = base.register_forward_pre_hook(
@@ -575,7 +576,7 @@ def test_each_window_continues_the_last_latent_frames(long_pipeline, monkeypatch
     context = torch.randn(1, 8, 1, 2, 2)
     try:
         z0 = sample.sample_long_z0(
-            ul, base, (8, 8, 2, 2), cfg, 3, 2, context_latents=context,
+            ul, base, (8, 8, 2, 2), sampling, 3, 2, context_latents=context,
             rng=StackedRandomGenerator("cpu", 0, [0]),
         )  # fmt: skip
     finally:
@@ -596,14 +597,15 @@ def test_long_generation_is_windowed_and_batch_independent(long_pipeline):
 
     seen = []
     hook = long_pipeline.base.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[2]))
-    cfg = SamplingConfig(base_steps=2, decoder_steps=2, window=9, batch_size=2)
+    sampling = SamplingConfig(base_steps=2, decoder_steps=2, window=9, batch_size=2)
     try:
-        videos = long_pipeline.generate(2, 21, 16, cfg, labels=torch.tensor([1, 2]))
+        videos = long_pipeline.generate(2, 21, 16, sampling, labels=torch.tensor([1, 2]))
     finally:
         hook.remove()
     assert videos.shape == (2, 3, 21, 16, 16) and max(seen) == 3  # 3 of the 6 latent frames
+    alone = replace(sampling, batch_size=1)
     one = long_pipeline.generate(
-        1, 21, 16, replace(cfg, batch_size=1), labels=torch.tensor([2]), indices=torch.tensor([1])
+        1, 21, 16, alone, labels=torch.tensor([2]), indices=torch.tensor([1])
     )
     torch.testing.assert_close(one, videos[1:], rtol=0, atol=1e-5)
 
@@ -612,8 +614,8 @@ def test_long_generation_continues_a_given_context(long_pipeline):
     from ulvideo.sample import SamplingConfig
 
     context = _video(5)
-    cfg = SamplingConfig(base_steps=1, decoder_steps=1, window=9, batch_size=1)
-    video = long_pipeline.generate(1, 21, 16, cfg, context=context, labels=torch.tensor([3]))
+    sampling = SamplingConfig(base_steps=1, decoder_steps=1, window=9, batch_size=1)
+    video = long_pipeline.generate(1, 21, 16, sampling, context=context, labels=torch.tensor([3]))
     assert video.shape == (1, 3, 21, 16, 16)
     torch.testing.assert_close(video[:, :, :5], context, rtol=0, atol=0)
 
@@ -625,9 +627,14 @@ def test_long_generation_errors_and_cli(long_pipeline, tmp_path):
     from ulvideo.pipeline import Pipeline
     from ulvideo.sample import SamplingConfig
 
-    cfg = SamplingConfig(base_steps=1, decoder_steps=1, window=9, window_context=9)
+    sampling = SamplingConfig(base_steps=1, decoder_steps=1, window=9, window_context=9)
     with pytest.raises(ValueError, match="window_context=9 frames fewer than the window"):
-        long_pipeline.generate(1, 17, 16, cfg)
+        long_pipeline.generate(1, 17, 16, sampling)
+    # the window and its context are pixel frames, checked before any sampling
+    with pytest.raises(ValueError, match="window=8: .*1 \\+ 4k frames, at least 5; use 5 or 9"):
+        long_pipeline.generate(1, 17, 16, replace(sampling, window=8))
+    with pytest.raises(ValueError, match="window_context=4: .*1 \\+ 4k frames.*use 1 or 5"):
+        long_pipeline.generate(1, 17, 16, replace(sampling, window_context=4))
     no_context = base_preset("tiny", latent_channels=8, context=False)
     pipeline = Pipeline(long_pipeline.autoencoder, build_base(no_context), no_context)
     with pytest.raises(ValueError, match="needs a base model trained with context"):

@@ -380,9 +380,9 @@ def test_sampling_flops_are_what_the_samplers_run_and_info_prices_a_k600_fvd(tmp
     pipeline = Pipeline(UnifiedLatents(config).eval(), build_base(base_config).eval(), base_config)
     pipeline.set_attention_backend("naive")  # explicit matmuls: CPU sdpa kernels count 0 FLOPs
     for method, cfg_scale in (("heun", 2.0), ("dpmpp-2m", 1.0)):
-        cfg = SamplingConfig(base_steps=3, decoder_steps=2, method=method, cfg_scale=cfg_scale)
+        sampling = SamplingConfig(base_steps=3, decoder_steps=2, method=method, cfg_scale=cfg_scale)
         with FlopCounterMode(display=False) as counter:  # every matmul, conv and attention run
-            pipeline.generate(1, 5, 32, cfg, labels=torch.tensor([1]))
+            pipeline.generate(1, 5, 32, sampling, labels=torch.tensor([1]))
         count = sampling_flops_per_video(config, 5, 32, 32, 3, 2, method, cfg_scale, base_config)
         assert count["flops"] == counter.get_total_flops(), method
         # heun: 2 x 3 base passes, doubled by CFG; 2 x 2 - 1 decoder passes (the last is Euler)

@@ -36,15 +36,18 @@ def latent_span(name: str, value: int, step: int, offset: int, least: int = 1) -
     return (value - offset) // step + offset
 
 
-def latent_window(window: int, temporal_downsample: int) -> int:
-    """The latent frames of a window of `window` pixel frames (1 + t k, k >= 1)."""
-    return latent_span("window", window, temporal_downsample, 1, least=2)
+def latent_frames_of(
+    frames: int, temporal_downsample: int, name: str = "window", least: int = 2
+) -> int:
+    """The latent frames of `frames` pixel frames (1 + t k) of a window (the setting `name`), at
+    least `least` of them."""
+    return latent_span(name, frames, temporal_downsample, 1, least)
 
 
 def encode_chunks(frames: int, window: int, temporal_downsample: int) -> list[slice]:
     """The pixel frames the streamed causal encoder takes at a time: the first `window`
     (1 + t k), then window - 1 = t k at a time, so each latent frame is made once."""
-    latent_window(window, temporal_downsample)
+    latent_frames_of(window, temporal_downsample)
     bounds = [0, *range(window, frames, window - 1), frames]
     return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
 
@@ -52,7 +55,7 @@ def encode_chunks(frames: int, window: int, temporal_downsample: int) -> list[sl
 def latent_chunks(latent_frames: int, window: int, temporal_downsample: int) -> list[slice]:
     """Consecutive chunks of a window's latent frames covering `latent_frames` (the prior's
     windowed rate codes each as a clip of its own)."""
-    span = latent_window(window, temporal_downsample)
+    span = latent_frames_of(window, temporal_downsample)
     return [slice(a, a + span) for a in range(0, latent_frames, span)]
 
 
@@ -121,7 +124,7 @@ def decode_windows(
     [a, b) pixel rows [s a, s b) (t, s: the temporal and spatial downsampling)."""
     td, sd = temporal_downsample, spatial_downsample
     t_z, h_z, w_z = latent_grid
-    frames = t_z if window is None else latent_window(window, td)
+    frames = t_z if window is None else latent_frames_of(window, td)
     shared_frames = default_overlap(frames, td, td - 1, least=1)
     if overlap is not None:
         shared_frames = latent_span("overlap", overlap, td, 1)
