@@ -53,8 +53,8 @@ def encode_chunks(frames: int, window: int, temporal_downsample: int) -> list[sl
 
 
 def latent_chunks(latent_frames: int, window: int, temporal_downsample: int) -> list[slice]:
-    """Consecutive chunks of a window's latent frames covering `latent_frames` (the prior's
-    windowed rate codes each as a clip of its own)."""
+    """Consecutive chunks of the latent frames of a `window` (pixel frames) covering
+    `latent_frames`: the prior's windowed rate codes each as a clip of its own."""
     span = latent_frames_of(window, temporal_downsample)
     return [slice(a, a + span) for a in range(0, latent_frames, span)]
 
