@@ -42,10 +42,10 @@ def prior_config(mode: str, args):
 
 def step_cost(mode: str, frames: int, device: torch.device, args) -> dict:
     """Time, memory and counted FLOPs of one prior training step on `frames` latent frames."""
-    cfg = prior_config(mode, args)
-    prior = build_prior(cfg).to(device)
-    schedule = LinearLogSNR(cfg.logsnr_latent, cfg.logsnr_min_latent)
-    z = torch.randn(args.batch_size, cfg.latent_channels, frames, args.grid, args.grid)
+    config = prior_config(mode, args)
+    prior = build_prior(config).to(device)
+    schedule = LinearLogSNR(config.logsnr_latent, config.logsnr_min_latent)
+    z = torch.randn(args.batch_size, config.latent_channels, frames, args.grid, args.grid)
     z = z.to(device)
     optimizer = torch.optim.AdamW(prior.parameters(), lr=1e-4)
 
@@ -57,9 +57,9 @@ def step_cost(mode: str, frames: int, device: torch.device, args) -> dict:
         optimizer.step()
 
     timing = measure(step, device, args.warmup, args.repeats)
-    pixel_frames = 1 + (frames - 1) * cfg.temporal_downsample
-    side = args.grid * cfg.spatial_downsample
-    flops = training_flops_per_example(cfg, "prior", pixel_frames, side, side)
+    pixel_frames = 1 + (frames - 1) * config.temporal_downsample
+    side = args.grid * config.spatial_downsample
+    flops = training_flops_per_example(config, "prior", pixel_frames, side, side)
     return {
         "frames": frames,
         "tokens": frames * args.grid**2,

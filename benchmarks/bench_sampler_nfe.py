@@ -213,11 +213,11 @@ def main() -> dict:
     base_settings = [REFERENCE, *[s for s in base_settings if s != REFERENCE]]
     for setting in base_settings if len(base_settings) > 1 else []:
         method, grid, steps = parse(setting)
-        cfg = SamplingConfig(
+        sampling = SamplingConfig(
             base_steps=steps, method=method, grid=grid, cfg_scale=args.cfg_scale, seed=args.seed
         )
         rng = StackedRandomGenerator(device, args.seed, range(args.base_videos))
-        z, seconds = timed(lambda c=cfg, r=rng: sample_z0(ul, base, shape, c, labels=y, rng=r))
+        z, seconds = timed(lambda s=sampling, r=rng: sample_z0(ul, base, shape, s, labels=y, rng=r))
         video = decode(z, args.base_decoder, first_id=10_000)
         classes = classify_videos(video.cpu(), DIGIT_SIZE)
         if reference_classes is None:
@@ -251,12 +251,12 @@ def end_to_end(pipeline, args, labels, fvd, clip) -> list[dict]:
         settings.append((args.e2e_settings[0], args.seed + 1))
     for setting, seed in settings:
         method, grid, base_steps, which, steps = parse_e2e(setting)
-        cfg = SamplingConfig(
+        sampling = SamplingConfig(
             base_steps=base_steps, decoder_steps=steps, method=method, grid=grid,
             cfg_scale=args.cfg_scale, seed=seed, decoder=which, batch_size=16,
         )  # fmt: skip
         video, seconds = timed(
-            lambda c=cfg: pipeline.generate(n, frames, (height, width), c, labels=y)
+            lambda s=sampling: pipeline.generate(n, frames, (height, width), s, labels=y)
         )
         base_flops = sampling_flops_per_video(
             ul.config, frames, height, width, base_steps, 1, method, args.cfg_scale,

@@ -25,13 +25,13 @@ CLIPS = {"tiny": (17, 32)}  # frames, resolution; every other preset: 17 x 128 x
 
 def time_steps(ul, base, z0, steps: int, device: torch.device, args) -> dict:
     """Seconds per video of each half at `steps` base and decoder steps."""
-    cfg = SamplingConfig(
+    sampling = SamplingConfig(
         base_steps=steps, decoder_steps=steps, method=args.method, batch_size=len(z0)
     )
 
     def base_half():
         with autocast(device, args.dtype):
-            sample_z0(ul, base, z0.shape[1:], cfg)
+            sample_z0(ul, base, z0.shape[1:], sampling)
 
     def decoder_half():
         with autocast(device, args.dtype):

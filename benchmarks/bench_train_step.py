@@ -72,41 +72,43 @@ class Setting:
 
 def build(setting: Setting, device: torch.device, backend: str | None):
     """(network, loss function, latent tokens per example) for one setting, inputs on `device`."""
-    cfg = autoencoder_preset(setting.preset, resolution=setting.resolution)
-    base_cfg = base_preset(setting.preset, latent_channels=cfg.latent_channels)
+    ae_config = autoencoder_preset(setting.preset, resolution=setting.resolution)
+    base_config = base_preset(setting.preset, latent_channels=ae_config.latent_channels)
     b, side = setting.batch_size, setting.resolution
     with torch.device("meta"):  # the encoder's output shape, at no cost
-        latent_shape = Encoder(cfg)(torch.zeros(1, 3, setting.frames, side, side)).shape[1:]
+        latent_shape = Encoder(ae_config)(torch.zeros(1, 3, setting.frames, side, side)).shape[1:]
     video = (torch.rand(b, 3, setting.frames, side, side) * 2 - 1).to(device)
     z, logsnr = torch.randn(b, *latent_shape, device=device), torch.randn(b, device=device)
     if setting.part in PARTS:  # one network of stage 1 on its stage-1 inputs, sum of squares out
-        network = getattr(UnifiedLatents(cfg), setting.part).to(device)
+        network = getattr(UnifiedLatents(ae_config), setting.part).to(device)
         inputs = {"encoder": (video,), "prior": (z, logsnr), "decoder": (video, z, logsnr)}
 
         def loss_fn():
             return network(*inputs[setting.part]).square().mean()
     elif setting.stage == 1:
-        network = UnifiedLatents(cfg).to(device)
+        network = UnifiedLatents(ae_config).to(device)
 
         def loss_fn():
             return network.stage1_loss(video)["loss"]
     else:
-        network = build_base(base_cfg).to(device)
+        network = build_base(base_config).to(device)
         z_clean = torch.randn(b, *latent_shape, device=device)
-        schedule = LinearLogSNR(cfg.logsnr_latent, cfg.logsnr_min_latent)
+        schedule = LinearLogSNR(ae_config.logsnr_latent, ae_config.logsnr_min_latent)
 
         def loss_fn():
-            return base_loss(network, z_clean, schedule, bias=base_cfg.bias).mean()
+            return base_loss(network, z_clean, schedule, bias=base_config.bias).mean()
 
     set_attention_backend(network, backend)  # a runtime switch, not a model setting
     if setting.compile == "on":
         compile_blocks(network)
-    return network, loss_fn, math.prod(latent_shape[1:]), cfg, base_cfg
+    return network, loss_fn, math.prod(latent_shape[1:]), ae_config, base_config
 
 
 def run_setting(setting: Setting, device: torch.device, args) -> dict:
     """Build, warm up and time one setting; the measured numbers as a dict."""
-    network, loss_fn, tokens, cfg, base_cfg = build(setting, device, args.attention_backend)
+    network, loss_fn, tokens, ae_config, base_config = build(
+        setting, device, args.attention_backend
+    )
     params = [p for p in network.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4, fused=True)  # the trainer's optimiser
     losses = []  # (loss, gradient norm) of every step, checked for finiteness at the end
@@ -123,7 +125,12 @@ def run_setting(setting: Setting, device: torch.device, args) -> dict:
     timing = measure(step, device, args.warmup, args.steps)
     part = setting.part if setting.part in PARTS else f"stage{setting.stage}"
     flops = training_flops_per_example(
-        cfg, part, setting.frames, setting.resolution, setting.resolution, base_config=base_cfg
+        ae_config,
+        part,
+        setting.frames,
+        setting.resolution,
+        setting.resolution,
+        base_config=base_config,
     )
     examples_per_s = setting.batch_size / timing.median_s
     result = {

@@ -57,8 +57,8 @@ def cfg_ignored_by_sample_z0():
     import ulvideo.sample as sample
 
     sample_z0 = sample.sample_z0
-    sample.sample_z0 = lambda ul, base, shape, cfg, **kw: sample_z0(
-        ul, base, shape, dataclasses.replace(cfg, cfg_scale=1.0), **kw
+    sample.sample_z0 = lambda ul, base, shape, sampling, **kw: sample_z0(
+        ul, base, shape, dataclasses.replace(sampling, cfg_scale=1.0), **kw
     )
 
 
@@ -349,34 +349,34 @@ def windows_step_the_whole_clip():
     import torch
 
     import ulvideo.diffusion as diffusion
-    import ulvideo.diffusion.samplers as samplers
+    import ulvideo.diffusion.windows as windows_module
     import ulvideo.ul as ul
 
     def whole(method, window_denoiser, windows, z, grid, noise_sampler=torch.randn_like, **kw):
         def denoiser(x, logsnr):  # the blend before streaming: sums of the clip's size
             total, weight = torch.zeros_like(x), x.new_zeros(x.shape[2:])
             for k, (region, axes) in enumerate(windows):
-                w, index = samplers._outer(axes, x), (slice(None), slice(None), *region)
+                w, index = windows_module._outer(axes, x), (slice(None), slice(None), *region)
                 total[index] += w * window_denoiser(x[index], logsnr, k)
                 weight[region] += w
             return total / weight
 
-        return samplers.SAMPLERS[method](denoiser, z, grid, noise_sampler, **kw)
+        return diffusion.SAMPLERS[method](denoiser, z, grid, noise_sampler, **kw)
 
-    samplers.sample_windows = diffusion.sample_windows = ul.sample_windows = whole
+    windows_module.sample_windows = diffusion.sample_windows = ul.sample_windows = whole
 
 
 def window_latents_shifted():
-    from ulvideo.ul import UnifiedLatents
+    import ulvideo.ul as ul
 
-    windows = UnifiedLatents.decode_windows
+    windows = ul.decode_windows
 
-    def shifted(self, *a, **kw):  # each later window reads the latent frames one too early
-        out = windows(self, *a, **kw)
+    def shifted(*a, **kw):  # each later window reads the latent frames one too early
+        out = windows(*a, **kw)
         shift = lambda t: slice(max(0, t.start - 1), t.stop - (t.start > 0))  # noqa: E731
         return [((shift(t), h, w), pixel) for (t, h, w), pixel in out]
 
-    UnifiedLatents.decode_windows = shifted
+    ul.decode_windows = shifted
 
 
 def long_generation_forgets():
@@ -384,20 +384,20 @@ def long_generation_forgets():
 
     original = sample.sample_z0
 
-    def forgetting(ul, base, shape, cfg, *, context_latents=None, **kw):
+    def forgetting(ul, base, shape, sampling, *, context_latents=None, **kw):
         if context_latents is not None and context_latents.shape[2] == shape[1] - 1:
             context_latents = None  # a later window starts afresh
-        return original(ul, base, shape, cfg, context_latents=context_latents, **kw)
+        return original(ul, base, shape, sampling, context_latents=context_latents, **kw)
 
     sample.sample_z0 = forgetting
 
 
 def decode_windows_flat():
     # the decoder's windows get flat blend weights (the seam test calls ramp_weights directly)
-    import ulvideo.ul as ul
+    import ulvideo.diffusion.windows as windows
 
-    ramp_weights = ul.ramp_weights
-    ul.ramp_weights = lambda size, ramp, left, right: ramp_weights(size, ramp, False, False)
+    ramp_weights = windows.ramp_weights
+    windows.ramp_weights = lambda size, ramp, left, right: ramp_weights(size, ramp, False, False)
 
 
 def reconstruction_ids_from_zero():
@@ -618,7 +618,9 @@ def latent_scale_ignored():
     import ulvideo.sample as sample
 
     sample_z0 = sample.sample_z0
-    sample.sample_z0 = lambda *a, latent_scale=1.0, **kw: sample_z0(*a, **kw) * latent_scale
+    sample.sample_z0 = lambda *a, latent_multiplier=1.0, **kw: (
+        sample_z0(*a, **kw) * latent_multiplier
+    )
 
 
 def compare_arms_reseeded():

@@ -172,13 +172,13 @@ def test_few_steps_use_the_student_and_teacher_flag_the_teacher(export):
         )
     assert torch.equal(pipeline.reconstruct(video, 8), direct(8, False))  # beyond the student
     # generation: the same choice through SamplingConfig.decoder
-    cfg = SamplingConfig(base_steps=2, decoder_steps=2, batch_size=2)
+    sampling = SamplingConfig(base_steps=2, decoder_steps=2, batch_size=2)
     labels = torch.tensor([1, 2])
-    auto = pipeline.generate(2, 5, 16, cfg, labels=labels)
-    teacher = pipeline.generate(2, 5, 16, SamplingConfig(**{**vars(cfg), "decoder": "teacher"}),
+    auto = pipeline.generate(2, 5, 16, sampling, labels=labels)
+    teacher = pipeline.generate(2, 5, 16, SamplingConfig(**{**vars(sampling), "decoder": "teacher"}),
                                 labels=labels)  # fmt: skip
     without = Pipeline(ul, pipeline.base, pipeline.base_config).generate(
-        2, 5, 16, cfg, labels=labels
+        2, 5, 16, sampling, labels=labels
     )
     assert torch.equal(teacher, without) and not torch.allclose(auto, teacher, atol=1e-3)
 

@@ -171,8 +171,10 @@ def test_kl_sampling_runs_to_the_clean_latent_and_unscales_it(regularizer):
     ul = UnifiedLatents(autoencoder_preset("tiny", regularizer=regularizer))
     latent = torch.randn(1, 8, 2, 4, 4)
     scale = 2.5 if regularizer == "kl" else 1.0  # UL latents keep their values (LatentScaling)
-    cfg = SamplingConfig(base_steps=8, batch_size=1)
-    z0 = sample_z0(ul, ConstantBase(latent * scale), latent.shape[1:], cfg, latent_scale=scale)
+    sampling = SamplingConfig(base_steps=8, batch_size=1)
+    z0 = sample_z0(
+        ul, ConstantBase(latent * scale), latent.shape[1:], sampling, latent_multiplier=scale
+    )
     if regularizer == "kl":  # the last step returns the prediction itself, unscaled
         torch.testing.assert_close(z0, latent)
     else:  # UL stops at lambda = 5, a noisy z0

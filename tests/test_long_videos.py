@@ -14,7 +14,7 @@ from ulvideo.diffusion import (
     LinearLogSNR,
     StackedRandomGenerator,
     alpha_sigma,
-    clip_denoiser,
+    decode_windows,
     logsnr_grid,
     ramp_weights,
     randn_frames,
@@ -34,6 +34,7 @@ from ulvideo.models import (
 from ulvideo.nn import ATTENTION_MODES, Conv3d, sincos_1d, sincos_3d
 
 TINY = autoencoder_preset("tiny")
+COMPRESSION = (TINY.temporal_downsample, TINY.spatial_downsample)  # 4, 8
 
 
 @pytest.fixture(scope="module")
@@ -252,10 +253,10 @@ def test_generate_and_cli_sample_non_square(tiny_ul, tmp_path, capsys):
     torch.manual_seed(0)
     base_cfg = base_preset("tiny", latent_channels=TINY.latent_channels)
     pipeline = Pipeline(tiny_ul, build_base(base_cfg).eval(), base_cfg)
-    cfg = SamplingConfig(base_steps=2, decoder_steps=2)
-    assert pipeline.generate(2, 5, (16, 32), cfg).shape == (2, 3, 5, 16, 32)
+    sampling = SamplingConfig(base_steps=2, decoder_steps=2)
+    assert pipeline.generate(2, 5, (16, 32), sampling).shape == (2, 3, 5, 16, 32)
     context = _video(5, height=32, width=16)
-    predicted = pipeline.generate(1, 9, (32, 16), cfg, context=context)
+    predicted = pipeline.generate(1, 9, (32, 16), sampling, context=context)
     assert predicted.shape == (1, 3, 9, 32, 16)
     torch.testing.assert_close(predicted[:, :, :5], context)
     path = pipeline.save_pretrained(tmp_path / "export")
@@ -267,15 +268,16 @@ def test_generate_and_cli_sample_non_square(tiny_ul, tmp_path, capsys):
     assert frame.shape[:2] == (16, 32)
     # windowed and tiled: the decoder only ever sees one 5-frame, 16 x 16 window (its memory
     # bound), each of the clip's windows once per step
-    windowed = replace(cfg, window=5, window_context=1, tile=16)
+    windowed = replace(sampling, window=5, window_context=1, tile=16)
     seen = []
     hook = tiny_ul.decoder.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape))
     try:
         assert pipeline.generate(1, 9, (16, 32), windowed).shape == (1, 3, 9, 16, 32)
     finally:
         hook.remove()
-    windows = tiny_ul.decode_windows((3, 2, 4), window=5, tile=16)  # 2 windows x 3 tiles
-    assert seen == [(1, 3, 5, 16, 16)] * (len(windows) * cfg.decoder_steps) and len(windows) == 6
+    windows = decode_windows((3, 2, 4), *COMPRESSION, window=5, tile=16)  # 2 windows x 3 tiles
+    steps = sampling.decoder_steps
+    assert seen == [(1, 3, 5, 16, 16)] * (len(windows) * steps) and len(windows) == 6
     with pytest.raises(SystemExit):
         main(["sample", "--checkpoint", str(path), "--resolution", "16by32"])
     assert "'16by32': give a side (128) or height x width (96x160)" in capsys.readouterr().err
@@ -300,7 +302,7 @@ def test_one_window_covering_the_clip_is_the_plain_decoder(tiny_ul):
         return randn_frames(torch.empty_like(z), lambda frame: randn_like(frame, rng))
 
     reference = sample_ddpm(
-        clip_denoiser(lambda x_t, logsnr: tiny_ul.decoder(x_t, z0, logsnr)),
+        lambda x_t, logsnr: tiny_ul.decoder(x_t, z0, logsnr).clamp(-1, 1),
         noise(z0.new_empty(1, 3, 9, 16, 32)),
         to_data(logsnr_grid(tiny_ul.pixel_schedule, 3)),
         noise_sampler=noise,
@@ -383,7 +385,7 @@ def test_windowed_sampling_holds_one_window_not_the_clip(method):
     ul = UnifiedLatents(TINY).eval()
     ul.decoder = PerFrameDecoder()
     z0 = _z0(9, 4, 6)  # 33 x 32 x 48 pixels, windows of 9 frames
-    latents, windows = zip(*ul.decode_windows(z0.shape[2:], window=9))
+    latents, windows = zip(*decode_windows(z0.shape[2:], *COMPRESSION, window=9))
     x = torch.randn(1, 3, 33, 32, 48)
     with LargestTensor() as largest:
         sample_windows(
@@ -397,7 +399,7 @@ def test_windowed_sampling_holds_one_window_not_the_clip(method):
 
 
 def test_windows_cover_the_clip_and_bound_the_decoder_input(tiny_ul):
-    windows = tiny_ul.decode_windows((9, 4, 6), window=13, overlap=5, tile=16, tile_overlap=8)
+    windows = decode_windows((9, 4, 6), *COMPRESSION, window=13, overlap=5, tile=16, tile_overlap=8)
     covered = torch.zeros(33, 32, 48)
     for latent, (pixel, weights) in windows:
         sizes = [s.stop - s.start for s in latent]
@@ -419,14 +421,14 @@ def test_windows_cover_the_clip_and_bound_the_decoder_input(tiny_ul):
     assert len(seen) == len(windows) == 4 * 3 * 5 and {s[2:] for s in seen} == {(13, 16, 16)}
 
 
-def test_default_overlaps_are_at_least_half_the_window(tiny_ul):
+def test_default_overlaps_are_at_least_half_the_window():
     # pixel frames / columns two neighbours share, by default: at least half the window (the seam
     # test's condition), except a 5-frame window, whose windows can share 1 frame at most
     for window, shared in ((5, 1), (9, 5), (17, 9), (33, 17)):
-        pixels = [p[0] for _, (p, _) in tiny_ul.decode_windows((65, 1, 1), window=window)]
+        pixels = [p[0] for _, (p, _) in decode_windows((65, 1, 1), *COMPRESSION, window=window)]
         assert {a.stop - b.start for a, b in zip(pixels, pixels[1:])} == {shared}, window
     for tile, shared in ((16, 8), (24, 16), (32, 16)):
-        pixels = [p[2] for _, (p, _) in tiny_ul.decode_windows((1, 1, 16), tile=tile)]
+        pixels = [p[2] for _, (p, _) in decode_windows((1, 1, 16), *COMPRESSION, tile=tile)]
         assert {a.stop - b.start for a, b in zip(pixels, pixels[1:])} == {shared}, tile
 
 
@@ -559,13 +561,13 @@ def test_each_window_continues_the_last_latent_frames(long_pipeline, monkeypatch
     calls = []
     original = sample.sample_z0
 
-    def recording(ul, base, shape, cfg, **kw):
-        out = original(ul, base, shape, cfg, **kw)
+    def recording(ul, base, shape, sampling, **kw):
+        out = original(ul, base, shape, sampling, **kw)
         calls.append((kw["context_latents"], out))
         return out
 
     monkeypatch.setattr(sample, "sample_z0", recording)
-    cfg = sample.SamplingConfig(base_steps=2, batch_size=1)
+    sampling = sample.SamplingConfig(base_steps=2, batch_size=1)
     ul, base = long_pipeline.autoencoder, long_pipeline.base
     inputs = []  # what the base model sees: its input's first two frames, context_frames
     hook = base.register_forward_pre_hook(
@@ -574,7 +576,7 @@ def test_each_window_continues_the_last_latent_frames(long_pipeline, monkeypatch
     context = torch.randn(1, 8, 1, 2, 2)
     try:
         z0 = sample.sample_long_z0(
-            ul, base, (8, 8, 2, 2), cfg, 3, 2, context_latents=context,
+            ul, base, (8, 8, 2, 2), sampling, 3, 2, context_latents=context,
             rng=StackedRandomGenerator("cpu", 0, [0]),
         )  # fmt: skip
     finally:
@@ -595,14 +597,15 @@ def test_long_generation_is_windowed_and_batch_independent(long_pipeline):
 
     seen = []
     hook = long_pipeline.base.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[2]))
-    cfg = SamplingConfig(base_steps=2, decoder_steps=2, window=9, batch_size=2)
+    sampling = SamplingConfig(base_steps=2, decoder_steps=2, window=9, batch_size=2)
     try:
-        videos = long_pipeline.generate(2, 21, 16, cfg, labels=torch.tensor([1, 2]))
+        videos = long_pipeline.generate(2, 21, 16, sampling, labels=torch.tensor([1, 2]))
     finally:
         hook.remove()
     assert videos.shape == (2, 3, 21, 16, 16) and max(seen) == 3  # 3 of the 6 latent frames
+    alone = replace(sampling, batch_size=1)
     one = long_pipeline.generate(
-        1, 21, 16, replace(cfg, batch_size=1), labels=torch.tensor([2]), indices=torch.tensor([1])
+        1, 21, 16, alone, labels=torch.tensor([2]), indices=torch.tensor([1])
     )
     torch.testing.assert_close(one, videos[1:], rtol=0, atol=1e-5)
 
@@ -611,8 +614,8 @@ def test_long_generation_continues_a_given_context(long_pipeline):
     from ulvideo.sample import SamplingConfig
 
     context = _video(5)
-    cfg = SamplingConfig(base_steps=1, decoder_steps=1, window=9, batch_size=1)
-    video = long_pipeline.generate(1, 21, 16, cfg, context=context, labels=torch.tensor([3]))
+    sampling = SamplingConfig(base_steps=1, decoder_steps=1, window=9, batch_size=1)
+    video = long_pipeline.generate(1, 21, 16, sampling, context=context, labels=torch.tensor([3]))
     assert video.shape == (1, 3, 21, 16, 16)
     torch.testing.assert_close(video[:, :, :5], context, rtol=0, atol=0)
 
@@ -624,9 +627,14 @@ def test_long_generation_errors_and_cli(long_pipeline, tmp_path):
     from ulvideo.pipeline import Pipeline
     from ulvideo.sample import SamplingConfig
 
-    cfg = SamplingConfig(base_steps=1, decoder_steps=1, window=9, window_context=9)
+    sampling = SamplingConfig(base_steps=1, decoder_steps=1, window=9, window_context=9)
     with pytest.raises(ValueError, match="window_context=9 frames fewer than the window"):
-        long_pipeline.generate(1, 17, 16, cfg)
+        long_pipeline.generate(1, 17, 16, sampling)
+    # the window and its context are pixel frames, checked before any sampling
+    with pytest.raises(ValueError, match="window=8: .*1 \\+ 4k frames, at least 5; use 5 or 9"):
+        long_pipeline.generate(1, 17, 16, replace(sampling, window=8))
+    with pytest.raises(ValueError, match="window_context=4: .*1 \\+ 4k frames.*use 1 or 5"):
+        long_pipeline.generate(1, 17, 16, replace(sampling, window_context=4))
     no_context = base_preset("tiny", latent_channels=8, context=False)
     pipeline = Pipeline(long_pipeline.autoencoder, build_base(no_context), no_context)
     with pytest.raises(ValueError, match="needs a base model trained with context"):

@@ -48,11 +48,11 @@ def frames_of(path: Path) -> tuple[int, int, int]:
 @pytest.mark.slow
 def test_sampler_is_deterministic_under_a_seed(pipeline):
     ul, base, _ = pipeline
-    cfg = SamplingConfig(base_steps=3, decoder_steps=3, batch_size=2, seed=7)
+    sampling = SamplingConfig(base_steps=3, decoder_steps=3, batch_size=2, seed=7)
     labels = torch.tensor([1, 2, 3])
-    a = generate(ul, base, 3, 5, 16, cfg, labels=labels)
-    b = generate(ul, base, 3, 5, 16, cfg, labels=labels)
-    c = generate(ul, base, 3, 5, 16, dataclasses.replace(cfg, seed=8), labels=labels)
+    a = generate(ul, base, 3, 5, 16, sampling, labels=labels)
+    b = generate(ul, base, 3, 5, 16, sampling, labels=labels)
+    c = generate(ul, base, 3, 5, 16, dataclasses.replace(sampling, seed=8), labels=labels)
     assert a.shape == (3, 3, 5, 16, 16)
     assert torch.equal(a, b)
     assert (a - c).abs().mean() > 1e-3
@@ -69,8 +69,8 @@ def test_samples_do_not_depend_on_the_batch_size(pipeline):
     context = torch.rand(4, 3, 5, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
 
     def draw(batch_size, **kw):
-        cfg = SamplingConfig(base_steps=2, decoder_steps=2, batch_size=batch_size, seed=3)
-        return generate(ul, base, 4, 9, 16, cfg, labels=labels, **kw)
+        sampling = SamplingConfig(base_steps=2, decoder_steps=2, batch_size=batch_size, seed=3)
+        return generate(ul, base, 4, 9, 16, sampling, labels=labels, **kw)
 
     for kw in ({}, {"context": context}):
         at4 = draw(4, **kw)
@@ -110,10 +110,10 @@ def test_k600_features_of_ulvideos_sampler_are_the_same_on_one_and_two_processes
     from ulvideo.evaluate.k600 import frame_prediction_features
 
     ul, base, _ = pipeline
-    cfg = SamplingConfig(base_steps=2, decoder_steps=2, seed=5)
+    sampling = SamplingConfig(base_steps=2, decoder_steps=2, seed=5)
     clips = [(video[:, :, 8:24, 8:24], label) for video, label in clip_dataset(count=4)]
     kwargs = dict(num_samples=4, groups=2, batch_size=2, i3d=pooled_features())
-    predict = frame_predictor(ul, base, cfg)
+    predict = frame_predictor(ul, base, sampling)
     real, fake = frame_prediction_features(predict, clips, **kwargs)
     ranks = [
         frame_prediction_features(predict, clips, accelerator=SimulatedRank(r), **kwargs)
@@ -128,9 +128,9 @@ def test_k600_features_of_ulvideos_sampler_are_the_same_on_one_and_two_processes
 
 def test_labels_are_checked_once_where_they_enter(pipeline):
     ul, base, _ = pipeline
-    cfg = SamplingConfig(base_steps=1, decoder_steps=1)
+    sampling = SamplingConfig(base_steps=1, decoder_steps=1)
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 10\] \(10 = the null class\)"):
-        generate(ul, base, 2, 5, 16, cfg, labels=torch.tensor([3, 11]))
+        generate(ul, base, 2, 5, 16, sampling, labels=torch.tensor([3, 11]))
 
 
 @pytest.mark.slow
@@ -138,12 +138,14 @@ def test_labels_and_cfg_scale_change_the_samples_under_one_seed(pipeline):
     # A base with random (not zero-initialised) conditioning weights, so that labels matter
     ul, _, _ = pipeline
     base = randomise(build_base(base_preset("tiny", num_classes=10)))
-    cfg = SamplingConfig(base_steps=3, decoder_steps=2, batch_size=3, seed=7)
+    sampling = SamplingConfig(base_steps=3, decoder_steps=2, batch_size=3, seed=7)
     labels = torch.tensor([1, 2, 3])
-    a = generate(ul, base, 3, 5, 16, cfg, labels=labels)
-    guided = generate(ul, base, 3, 5, 16, dataclasses.replace(cfg, cfg_scale=3.0), labels=labels)
-    swapped = generate(ul, base, 3, 5, 16, cfg, labels=labels.roll(1))
-    assert torch.equal(a, generate(ul, base, 3, 5, 16, cfg, labels=labels))  # one seed, same draws
+    a = generate(ul, base, 3, 5, 16, sampling, labels=labels)
+    guided = generate(
+        ul, base, 3, 5, 16, dataclasses.replace(sampling, cfg_scale=3.0), labels=labels
+    )
+    swapped = generate(ul, base, 3, 5, 16, sampling, labels=labels.roll(1))
+    assert torch.equal(a, generate(ul, base, 3, 5, 16, sampling, labels=labels))  # one seed
     # measured mean |difference|: 0.08 (cfg 3 vs 1), 0.07 (labels swapped); 0 if either is ignored
     assert (guided - a).abs().mean() > 0.01
     assert (swapped - a).abs().mean() > 0.01
@@ -165,10 +167,12 @@ def test_frame_prediction_keeps_context_latents(pipeline):
     ul, base, _ = pipeline
     wide = torch.rand(2, 3, 9, 32, 32) * 2 - 1
     ctx = ul.encode(wide[:, :, :5])
-    cfg = SamplingConfig(base_steps=4, decoder_steps=2, batch_size=2)
+    sampling = SamplingConfig(base_steps=4, decoder_steps=2, batch_size=2)
     shape = ul.latent_shape(9, 32, 32)
     rng = StackedRandomGenerator("cpu", 0, [0, 1])
-    z0 = sample_z0(ul, base, shape, cfg, context_latents=ctx, labels=torch.tensor([0, 1]), rng=rng)
+    z0 = sample_z0(
+        ul, base, shape, sampling, context_latents=ctx, labels=torch.tensor([0, 1]), rng=rng
+    )
     # the given frames are the context latents noised to log-SNR 5: z0 = alpha_0 ctx + sigma_0 eps
     alpha0, sigma0 = math.sqrt(1 / (1 + math.exp(-5))), math.sqrt(1 / (1 + math.exp(5)))
     eps = (z0[:, :, :2] - alpha0 * ctx) / sigma0
@@ -179,7 +183,9 @@ def test_frame_prediction_keeps_context_latents(pipeline):
     assert abs(eps.mean()) < 4 / 512**0.5 and abs(eps.std() - 1) < 4 / 1024**0.5
     torch.testing.assert_close(ul.encode(wide)[:, :, :2], ctx)  # causal: 5 frames = 2 latent frames
     video = wide[..., :16, :16]
-    out = generate(ul, base, 2, 9, 16, cfg, labels=torch.tensor([0, 1]), context=video[:, :, :5])
+    out = generate(
+        ul, base, 2, 9, 16, sampling, labels=torch.tensor([0, 1]), context=video[:, :, :5]
+    )
     torch.testing.assert_close(out[:, :, :5], video[:, :, :5])
 
 
@@ -196,13 +202,14 @@ def test_frame_prediction_conditions_the_base_on_the_context(pipeline):
     g = torch.Generator().manual_seed(5)
     video = torch.rand(2, 3, 9, 16, 16, generator=g) * 2 - 1
     other = torch.rand(2, 3, 5, 16, 16, generator=g) * 2 - 1
-    cfg = SamplingConfig(base_steps=4, decoder_steps=2, batch_size=2)
+    sampling = SamplingConfig(base_steps=4, decoder_steps=2, batch_size=2)
     shape, labels = ul.latent_shape(9, 16, 16), torch.tensor([0, 1])
 
     def predicted(context):  # the base model's latent frames after the 2 given ones, one seed
         rng = StackedRandomGenerator("cpu", 0, [0, 1])
+        given = ul.encode(context)
         z0 = sample_z0(
-            ul, recording, shape, cfg, context_latents=ul.encode(context), labels=labels, rng=rng
+            ul, recording, shape, sampling, context_latents=given, labels=labels, rng=rng
         )
         return z0[:, :, 2:]
 
@@ -355,12 +362,12 @@ def test_runtime_switches_are_never_saved(tmp_path, monkeypatch):
     # a model trained with xformers and activation checkpointing loads and samples on a CPU
     # a GPU node (the module: `ulvideo.nn.attention` as an attribute is the function)
     monkeypatch.setattr(sys.modules["ulvideo.nn.attention"], "xformers_available", lambda: True)
-    cfg = base_preset("tiny", num_classes=10)
-    ul, base = UnifiedLatents(autoencoder_preset("tiny", resolution=16)), build_base(cfg)
+    base_config = base_preset("tiny", num_classes=10)
+    ul, base = UnifiedLatents(autoencoder_preset("tiny", resolution=16)), build_base(base_config)
     for network in (ul, base):
         enable_activation_checkpointing(set_attention_backend(network, "xformers"))
     assert {m.backend for m in base.modules() if isinstance(m, SelfAttention)} == {"xformers"}
-    Pipeline(ul, base, cfg).save_pretrained(tmp_path)
+    Pipeline(ul, base, base_config).save_pretrained(tmp_path)
     monkeypatch.undo()
     for part in ("autoencoder", "base"):
         saved = (tmp_path / part / "config.json").read_text()

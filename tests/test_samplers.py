@@ -16,7 +16,6 @@ from ulvideo.diffusion import (
     ShiftedCosine,
     StackedRandomGenerator,
     alpha_sigma,
-    clip_denoiser,
     get_sampler,
     logsnr_grid,
     nfe,
@@ -298,7 +297,7 @@ def test_a_windowed_decode_with_one_window_is_the_plain_sampler(tiny_ul, method)
 
     reference = sample(
         method,
-        clip_denoiser(lambda x_t, logsnr: tiny_ul.decoder(x_t, z0, logsnr)),
+        lambda x_t, logsnr: tiny_ul.decoder(x_t, z0, logsnr).clamp(-1, 1),
         noise(z0.new_empty(1, 3, 9, 16, 32)),
         to_data(logsnr_grid(tiny_ul.pixel_schedule, 3, "karras")),
         noise_sampler=noise,
@@ -308,6 +307,36 @@ def test_a_windowed_decode_with_one_window_is_the_plain_sampler(tiny_ul, method)
             z0, 3, method, StackedRandomGenerator("cpu", 0, [0]), grid="karras", **options
         )
         assert torch.equal(video, reference), options
+
+
+def overshoot(x_t):
+    return 2 * torch.sin(3 * x_t)  # out of [-1, 1] often, and not monotone: clipping moves the path
+
+
+class OvershootingDecoder(torch.nn.Module):
+    def forward(self, x_t, z0, logsnr):
+        return overshoot(x_t)
+
+
+def test_decode_clips_every_prediction_not_only_the_output():
+    # the reference: DDIM over the stand-in clipped at every step, from decode's start noise
+    # (drawn per video, frame by frame: randn_frames); clipping only the output lands elsewhere
+    ul = UnifiedLatents(autoencoder_preset("tiny")).eval()
+    ul.decoder = OvershootingDecoder()  # a local model: plain assignment, nothing to undo
+    z0 = torch.zeros(1, ul.config.latent_channels, 2, 1, 1)  # 5 x 8 x 8 pixels
+    video = ul.decode(z0, 3, "ddim", StackedRandomGenerator("cpu", 0, [0]))
+    rng = StackedRandomGenerator("cpu", 0, [0])
+    start = randn_frames(torch.empty(1, 3, 5, 8, 8), lambda frame: randn_like(frame, rng))
+    grid = to_data(logsnr_grid(ul.pixel_schedule, 3))
+
+    def ddim(clip):
+        def denoiser(x_t, logsnr):
+            return overshoot(x_t).clamp(-1, 1) if clip else overshoot(x_t)
+
+        return sample("ddim", denoiser, start.clone(), grid).clamp(-1, 1)
+
+    torch.testing.assert_close(video, ddim(clip=True), rtol=0, atol=1e-6)
+    assert (video - ddim(clip=False)).abs().mean() > 0.5  # measured: 0.97
 
 
 @pytest.mark.slow
@@ -351,9 +380,9 @@ def test_sampling_flops_are_what_the_samplers_run_and_info_prices_a_k600_fvd(tmp
     pipeline = Pipeline(UnifiedLatents(config).eval(), build_base(base_config).eval(), base_config)
     pipeline.set_attention_backend("naive")  # explicit matmuls: CPU sdpa kernels count 0 FLOPs
     for method, cfg_scale in (("heun", 2.0), ("dpmpp-2m", 1.0)):
-        cfg = SamplingConfig(base_steps=3, decoder_steps=2, method=method, cfg_scale=cfg_scale)
+        sampling = SamplingConfig(base_steps=3, decoder_steps=2, method=method, cfg_scale=cfg_scale)
         with FlopCounterMode(display=False) as counter:  # every matmul, conv and attention run
-            pipeline.generate(1, 5, 32, cfg, labels=torch.tensor([1]))
+            pipeline.generate(1, 5, 32, sampling, labels=torch.tensor([1]))
         count = sampling_flops_per_video(config, 5, 32, 32, 3, 2, method, cfg_scale, base_config)
         assert count["flops"] == counter.get_total_flops(), method
         # heun: 2 x 3 base passes, doubled by CFG; 2 x 2 - 1 decoder passes (the last is Euler)

@@ -104,7 +104,7 @@ def cmd_sample(args) -> None:
     context = None
     if args.context:
         context = _read_video(args.context, args.context_frames, res).expand(num, -1, -1, -1, -1)
-    cfg = SamplingConfig(
+    sampling = SamplingConfig(
         base_steps=args.base_steps,
         decoder_steps=args.decoder_steps,
         method=args.method,
@@ -118,7 +118,7 @@ def cmd_sample(args) -> None:
         tile=args.tile,
         decoder=args.decoder,
     )
-    videos = pipeline.generate(num, args.frames, res, cfg, labels=labels, context=context)
+    videos = pipeline.generate(num, args.frames, res, sampling, labels=labels, context=context)
     out = Path(args.out)
     for i, video in enumerate(videos):
         write_mp4(video, out / f"sample_{i:04d}.mp4", fps=args.fps)
@@ -237,17 +237,17 @@ def cmd_info(args) -> None:
     gpu_hours(1.0, args.mfu, args.peak_tflops)  # clear errors before loading
 
     pipeline = _load(args.checkpoint, args.revision)
-    ul, cfg = pipeline.autoencoder, pipeline.autoencoder.config
-    frames, (height, width) = args.frames, frame_size(args.resolution or cfg.resolution)
+    ul, ae_config = pipeline.autoencoder, pipeline.autoencoder.config
+    frames, (height, width) = args.frames, frame_size(args.resolution or ae_config.resolution)
     info = {
-        "config": cfg.to_dict(),
+        "config": ae_config.to_dict(),
         "params": {
             "encoder": count_params(ul.encoder),
             "prior": count_params(ul.prior) if ul.prior is not None else 0,
             "decoder": count_params(ul.decoder),
         },
         "flops_per_example": {
-            "stage1": training_flops_per_example(cfg, "stage1", frames, height, width)
+            "stage1": training_flops_per_example(ae_config, "stage1", frames, height, width)
         },
         "latent_shape": list(ul.latent_shape(frames, height, width)),
         "example": {"frames": frames, "height": height, "width": width},
@@ -262,23 +262,23 @@ def cmd_info(args) -> None:
         info["base_config"] = pipeline.base_config.to_dict()
         info["params"]["base"] = count_params(pipeline.base)
         info["flops_per_example"]["stage2"] = training_flops_per_example(
-            cfg, "stage2", frames, height, width, base_config=pipeline.base_config
+            ae_config, "stage2", frames, height, width, base_config=pipeline.base_config
         )
     from .student import decoder_steps
 
     steps = decoder_steps(pipeline.choose_decoder(args.decoder_steps), args.decoder_steps)
-    sampling = sampling_flops_per_video(
-        cfg, frames, height, width, args.base_steps, steps, args.method,
+    sampling_flops = sampling_flops_per_video(
+        ae_config, frames, height, width, args.base_steps, steps, args.method,
         args.cfg_scale, base_config=pipeline.base_config,
     )  # fmt: skip
-    info["sampling_flops_per_video"] = sampling
+    info["sampling_flops_per_video"] = sampling_flops
     protocol = PROTOCOLS[DEFAULT_PROTOCOL]
     videos = protocol.num_samples * protocol.groups
     info["k600_fvd_cost"] = {
         "protocol": f"{DEFAULT_PROTOCOL}: {protocol.groups} groups x {protocol.num_samples} videos",
         "videos": videos,
-        "flops": videos * sampling["flops"],
-        "gpu_hours": gpu_hours(videos * sampling["flops"], args.mfu, args.peak_tflops),
+        "flops": videos * sampling_flops["flops"],
+        "gpu_hours": gpu_hours(videos * sampling_flops["flops"], args.mfu, args.peak_tflops),
         "mfu": args.mfu,
         "peak_tflops": args.peak_tflops,
         "note": "sampling only, at this checkpoint's model sizes and the --frames/--resolution "

@@ -227,7 +227,7 @@ class Pipeline:
         num_videos: int,
         frames: int,
         resolution: int | tuple[int, int],
-        cfg: SamplingConfig,
+        sampling: SamplingConfig,
         *,
         labels: Tensor | None = None,
         context: Tensor | None = None,
@@ -236,17 +236,17 @@ class Pipeline:
         """UL Algorithm 2 (ulvideo.sample.generate): class-conditional, unconditional or frame
         prediction from `context` frames; `resolution` is a side or (H, W)."""
         return generate(
-            self.autoencoder, self.require_base(), num_videos, frames, resolution, cfg,
+            self.autoencoder, self.require_base(), num_videos, frames, resolution, sampling,
             labels=labels, context=context, indices=indices,
-            student=self.choose_decoder(cfg.decoder_steps, cfg.decoder),
-            latent_scale=self.latent_multiplier,
+            student=self.choose_decoder(sampling.decoder_steps, sampling.decoder),
+            latent_multiplier=self.latent_multiplier,
         )  # fmt: skip
 
-    def frame_predictor(self, cfg: SamplingConfig):
+    def frame_predictor(self, sampling: SamplingConfig):
         """`generate(context, num_frames, labels, sample_ids)` for the K600 protocol."""
-        student = self.choose_decoder(cfg.decoder_steps, cfg.decoder)
+        student = self.choose_decoder(sampling.decoder_steps, sampling.decoder)
         return frame_predictor(
-            self.autoencoder, self.require_base(), cfg, student, self.latent_multiplier
+            self.autoencoder, self.require_base(), sampling, student, self.latent_multiplier
         )
 
     @property

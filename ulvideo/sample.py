@@ -2,7 +2,7 @@
 
 Classifier-free guidance for class labels and frame prediction from given context frames. On a
 KL stage 1's latents (the comparison arm) the base model runs down to clean latents instead
-(lambda -> +inf), which are unscaled by the base model's latent_scale and decoded.
+(lambda -> +inf), which are divided by the base model's latent multiplier (ulvideo.latent_scale.LatentScaling) and decoded.
 """
 
 from dataclasses import dataclass, replace
@@ -17,6 +17,7 @@ from .diffusion import (
     check_grid,
     context_mask,
     get_sampler,
+    latent_frames_of,
     logsnr_grid,
     pin_context,
     randn_like,
@@ -44,8 +45,8 @@ class SamplingConfig:
     batch_size: int = 16
     seed: int = 0
     progress: bool = False
-    window: int | None = None  # 1 + 4k frames: generate and decode window by window
-    window_context: int = 5  # 1 + 4k frames: each generated window continues the last ones
+    window: int | None = None  # 1 + 4k pixel frames: generate and decode window by window
+    window_context: int = 5  # 1 + 4k pixel frames: each generated window continues the last ones
     tile: int | None = None  # decode in tiles of this many pixels
     decoder: str = "auto"  # auto | student | teacher (the distilled one: ulvideo.student)
 
@@ -78,41 +79,43 @@ def sample_z0(
     ul,
     base,
     latent_shape: tuple[int, ...],
-    cfg: SamplingConfig,
+    sampling: SamplingConfig,
     *,
     labels: Tensor | None = None,
     context_latents: Tensor | None = None,
     rng: StackedRandomGenerator | None = None,
-    latent_scale: float = 1.0,
+    latent_multiplier: float = 1.0,
 ) -> Tensor:
     """Reverse diffusion of the base model from N(0, I), stopped at lambda = 5 (noisy z0); for
-    a KL stage 1 run to the clean latent and divided by `latent_scale` (BaseConfig's), the
+    a KL stage 1 run to the clean latent and divided by `latent_multiplier` (LatentScaling), the
     latent the decoder takes."""
     device = next(base.parameters()).device
-    batch = len(labels) if labels is not None else cfg.batch_size
+    batch = len(labels) if labels is not None else sampling.batch_size
     if context_latents is not None:
         batch = context_latents.shape[0]
     noise = randn_like(torch.empty((batch, *latent_shape), device=device), rng)
     schedule = LinearLogSNR(ul.config.logsnr_latent, ul.config.logsnr_min_latent)
-    ctx = 0 if context_latents is None else context_latents.shape[2]
-    denoiser = guided_denoiser(base, labels, cfg.cfg_scale, ctx)
-    if ctx:
-        keep = context_mask(noise, ctx)
+    latent_context = 0 if context_latents is None else context_latents.shape[2]
+    denoiser = guided_denoiser(base, labels, sampling.cfg_scale, latent_context)
+    if latent_context:
+        keep = context_mask(noise, latent_context)
         clean = torch.zeros_like(noise)
-        clean[:, :, :ctx] = context_latents
-        denoiser = pin_context(denoiser, clean * latent_scale, keep)
-    grid = logsnr_grid(schedule, cfg.base_steps, cfg.grid)  # ends at lambda(0) = 5: UL Alg. 2's z0
+        clean[:, :, :latent_context] = context_latents
+        denoiser = pin_context(denoiser, clean * latent_multiplier, keep)
+    # ends at lambda(0) = 5: UL Alg. 2's z0
+    grid = logsnr_grid(schedule, sampling.base_steps, sampling.grid)
     if ul.config.regularizer == "kl":
         grid = to_data(grid)  # KL latents are decoded clean, as LDM's
-    z0 = get_sampler(cfg.method)(
+    z0 = get_sampler(sampling.method)(
         denoiser,
         noise,
         grid,
         noise_sampler=partial(randn_like, rng=rng),
-        progress=cfg.progress,
+        progress=sampling.progress,
     )
-    z0 = z0 / latent_scale
-    if ctx:  # UL's decoder was trained on noisy latents: noise the given frames to lambda = 5 too
+    z0 = z0 / latent_multiplier
+    # UL's decoder was trained on noisy latents: noise the given frames to lambda = 5 too
+    if latent_context:
         z0 = torch.where(keep, ul.noisy_latent(clean, rng), z0)
     return z0
 
@@ -122,30 +125,31 @@ def sample_long_z0(
     ul,
     base,
     latent_shape: tuple[int, ...],
-    cfg: SamplingConfig,
-    window: int,
-    carried: int,
+    sampling: SamplingConfig,
+    latent_window: int,
+    latent_context: int,
     *,
     labels: Tensor | None = None,
     context_latents: Tensor | None = None,
     rng: StackedRandomGenerator | None = None,
-    latent_scale: float = 1.0,
+    latent_multiplier: float = 1.0,
 ) -> Tensor:
-    """z0 of any length by frame prediction, `window` latent frames at a time: each window after
-    the first is conditioned on the last `carried` latent frames of the clip so far (their noisy
-    z0, as given context [ours]), and adds window - carried new ones."""
-    channels, frames, height, width = latent_shape
+    """z0 of any length by frame prediction, `latent_window` latent frames at a time: each window
+    after the first is conditioned on the last `latent_context` latent frames of the clip so far
+    (their noisy z0, as given context [ours]), and adds latent_window - latent_context new ones."""
+    channels, latent_frames, height, width = latent_shape
     z0 = sample_z0(
-        ul, base, (channels, min(window, frames), height, width), cfg,
-        labels=labels, context_latents=context_latents, rng=rng, latent_scale=latent_scale,
+        ul, base, (channels, min(latent_window, latent_frames), height, width), sampling,
+        labels=labels, context_latents=context_latents, rng=rng, latent_multiplier=latent_multiplier,
     )  # fmt: skip
-    while z0.shape[2] < frames:
-        new = min(window - carried, frames - z0.shape[2])
+    while z0.shape[2] < latent_frames:
+        new = min(latent_window - latent_context, latent_frames - z0.shape[2])
         nxt = sample_z0(
-            ul, base, (channels, carried + new, height, width), cfg,
-            labels=labels, context_latents=z0[:, :, -carried:], rng=rng, latent_scale=latent_scale,
+            ul, base, (channels, latent_context + new, height, width), sampling,
+            labels=labels, context_latents=z0[:, :, -latent_context:], rng=rng,
+            latent_multiplier=latent_multiplier,
         )  # fmt: skip
-        z0 = torch.cat([z0, nxt[:, :, carried:]], dim=2)
+        z0 = torch.cat([z0, nxt[:, :, latent_context:]], dim=2)
     return z0
 
 
@@ -156,36 +160,42 @@ def generate(
     num_videos: int,
     frames: int,
     resolution: int | tuple[int, int],
-    cfg: SamplingConfig,
+    sampling: SamplingConfig,
     *,
     labels: Tensor | None = None,
     context: Tensor | None = None,
     indices: Tensor | None = None,
     student=None,
-    latent_scale: float = 1.0,
+    latent_multiplier: float = 1.0,
 ) -> Tensor:
-    """Sample `num_videos` videos (B x C x T x H x W in [-1, 1]) in batches of cfg.batch_size;
-    `resolution` is a side (square) or (H, W).
+    """Sample `num_videos` videos (B x C x T x H x W in [-1, 1]) in batches of
+    sampling.batch_size; `frames` (pixel frames, 1 + 4k) long, `resolution` a side (square) or
+    (H, W).
 
-    Video k's noise depends only on (cfg.seed, indices[k]) (default index k), never on the batch
-    it is drawn in nor on the process drawing it. With cfg.window shorter than the clip, the base
-    model extends it window by window (sample_long_z0, each window continuing the last
-    cfg.window_context frames) and the decoder runs in blended windows: memory bounded by the
-    window, any length. `labels` (B,) conditions on classes; `context` (B x C x T_ctx x H x W, T_ctx = 1 + 4k real
-    frames) turns it into frame prediction: the context latents stay fixed and the real context
-    frames are pasted into the output. `student` (ulvideo.student.Student) decodes instead of the
-    stage-1 decoder. `latent_scale` is the base model's (BaseConfig).
+    Video k's noise depends only on (sampling.seed, indices[k]) (default index k), never on the
+    batch it is drawn in nor on the process drawing it. With sampling.window (pixel frames)
+    shorter than the clip, the base model extends it window by window (sample_long_z0, each
+    window continuing the last sampling.window_context frames) and the decoder runs in blended
+    windows: memory bounded by the window, any length. `labels` (B,) conditions on classes;
+    `context` (B x C x T_ctx x H x W, T_ctx = 1 + 4k real frames) turns it into frame
+    prediction: the context latents stay fixed and the real context frames are pasted into the
+    output. `student` (ulvideo.student.Student) decodes instead of the
+    stage-1 decoder. `latent_multiplier`: LatentScaling's, as Pipeline.latent_multiplier gives it.
     """
     height, width = frame_size(resolution)
-    shape = ul.latent_shape(frames, height, width)
-    window = shape[1] if cfg.window is None else ul.latent_shape(cfg.window, height, width)[1]
-    carried = 0 if window >= shape[1] else ul.latent_shape(cfg.window_context, height, width)[1]
-    if carried and (base.given_embed is None or carried >= window):
-        raise ValueError(
-            f"generating {frames} frames in windows of {cfg.window} needs a base model trained "
-            f"with context (BaseConfig.context) and window_context={cfg.window_context} frames "
-            f"fewer than the window"
-        )
+    latent_shape = ul.latent_shape(frames, height, width)
+    td = ul.config.temporal_downsample
+    window, context_frames = sampling.window, sampling.window_context
+    latent_window = latent_shape[1] if window is None else latent_frames_of(window, td)
+    latent_context = 0
+    if latent_window < latent_shape[1]:
+        latent_context = latent_frames_of(context_frames, td, "window_context", least=1)
+        if base.given_embed is None or latent_context >= latent_window:
+            raise ValueError(
+                f"generating {frames} frames in windows of {window} needs a base model trained "
+                f"with context (BaseConfig.context) and window_context={context_frames} frames "
+                f"fewer than the window"
+            )
     if labels is not None:
         if base.num_classes == 0:
             raise ValueError("this base model is unconditional: sample without labels")
@@ -196,27 +206,27 @@ def generate(
             )
     device = next(base.parameters()).device
     indices = torch.arange(num_videos) if indices is None else indices
-    steps = decoder_steps(student, cfg.decoder_steps)
+    steps = decoder_steps(student, sampling.decoder_steps)
     if len(indices) != num_videos:
         raise ValueError(f"give one sample index per video: {len(indices)} for {num_videos}")
     out = []
-    for start in range(0, num_videos, cfg.batch_size):
-        sl = slice(start, min(start + cfg.batch_size, num_videos))
+    for start in range(0, num_videos, sampling.batch_size):
+        sl = slice(start, min(start + sampling.batch_size, num_videos))
         n = sl.stop - sl.start
         y = labels[sl].to(device) if labels is not None else None
         ctx_latents = None
         if context is not None:
             ul.validate_video(context[sl])
             ctx_latents = ul.encode(context[sl].to(device))
-        batch_cfg = replace(cfg, batch_size=n)
-        rng = StackedRandomGenerator(device, cfg.seed, indices[sl].tolist())
+        batch = replace(sampling, batch_size=n)
+        rng = StackedRandomGenerator(device, sampling.seed, indices[sl].tolist())
         z0 = sample_long_z0(
-            ul, base, shape, batch_cfg, window, carried, labels=y, context_latents=ctx_latents,
-            rng=rng, latent_scale=latent_scale,
+            ul, base, latent_shape, batch, latent_window, latent_context, labels=y,
+            context_latents=ctx_latents, rng=rng, latent_multiplier=latent_multiplier,
         )  # fmt: skip
         video = ul.decode(
-            z0, steps, cfg.method, rng, cfg.progress, window=cfg.window,
-            tile=cfg.tile, grid=cfg.grid, student=student,
+            z0, steps, sampling.method, rng, sampling.progress, window=window,
+            tile=sampling.tile, grid=sampling.grid, student=student,
         )  # fmt: skip
         if context is not None:
             video[:, :, : context.shape[2]] = context[sl].to(device)
@@ -224,18 +234,20 @@ def generate(
     return torch.cat(out)
 
 
-def frame_predictor(ul, base, cfg: SamplingConfig, student=None, latent_scale: float = 1.0):
-    """`generate(context, num_frames, labels, sample_ids)` for evaluation.k600: frame prediction
-    from a stage-2 model. Sample i's noise depends only on (cfg.seed, i), so the clips scored are
-    the same whatever the batch size and the number of processes."""
+def frame_predictor(
+    ul, base, sampling: SamplingConfig, student=None, latent_multiplier: float = 1.0
+):
+    """`generate(context, num_frames, labels, sample_ids)` for ulvideo.evaluate.k600: frame prediction
+    from a stage-2 model. Sample i's noise depends only on (sampling.seed, i), so the clips
+    scored are the same whatever the batch size and the number of processes."""
 
     def predict(context: Tensor, num_frames: int, labels: Tensor, sample_ids: Tensor) -> Tensor:
-        run = replace(cfg, batch_size=len(context))
+        run = replace(sampling, batch_size=len(context))
         y = labels.long() if base.num_classes else None
         video = generate(
             ul, base, len(context), num_frames, tuple(context.shape[-2:]), run,
             labels=y, context=context, indices=sample_ids.cpu(), student=student,
-            latent_scale=latent_scale,
+            latent_multiplier=latent_multiplier,
         )  # fmt: skip
         return video.to(context.device)
 

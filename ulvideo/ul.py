@@ -3,7 +3,6 @@
 Saving and loading belong to ulvideo.pipeline (through ulvideo.serialization).
 """
 
-import itertools
 from functools import partial
 
 import torch
@@ -13,22 +12,22 @@ from .diffusion import (
     LinearLogSNR,
     ShiftedCosine,
     StackedRandomGenerator,
-    Window,
     bits_per_latent_dim,
     bits_per_pixel,
+    decode_windows,
     decoder_terms,
     diffuse,
+    encode_chunks,
     gaussian_kl,
     get_sampler,
+    latent_chunks,
     logsnr_grid,
     prior_elbo,
-    ramp_weights,
     randn_frames,
     randn_like,
     sample_windows,
     stratified_t,
     to_data,
-    window_starts,
 )
 from .models import (
     AutoencoderConfig,
@@ -79,12 +78,12 @@ class UnifiedLatents(nn.Module):
 
     def pixel_shape(self, latent_frames: int, latent_height: int, latent_width: int):
         """(C, T, H, W) of the clip whose latent grid is latent_frames x latent_height x latent_width."""
-        cfg = self.config
+        config = self.config
         return (
-            cfg.in_channels,
-            1 + (latent_frames - 1) * cfg.temporal_downsample,
-            latent_height * cfg.spatial_downsample,
-            latent_width * cfg.spatial_downsample,
+            config.in_channels,
+            1 + (latent_frames - 1) * config.temporal_downsample,
+            latent_height * config.spatial_downsample,
+            latent_width * config.spatial_downsample,
         )
 
     def encode(self, video: Tensor, window: int | None = None) -> Tensor:
@@ -106,10 +105,8 @@ class UnifiedLatents(nn.Module):
         self.validate_video(video)
         if window is None:
             return self.encoder.moments(video)
-        _latent_span("window", window, self.config.temporal_downsample, 1, least=2)
-        frames = video.shape[2]
-        bounds = [0, *range(window, frames, window - 1), frames]
-        chunks = (video[:, :, a:b] for a, b in zip(bounds, bounds[1:]))
+        chunks = encode_chunks(video.shape[2], window, self.config.temporal_downsample)
+        chunks = (video[:, :, frames] for frames in chunks)
         return torch.cat(list(self.encoder.stream(chunks, moments=True)), dim=2)
 
     def noisy_latent(self, z_clean: Tensor, rng: StackedRandomGenerator | None = None) -> Tensor:
@@ -145,17 +142,17 @@ class UnifiedLatents(nn.Module):
             raise ValueError("the KL arm has no prior: its rate is kl_rate(video)")
         if window is None:
             return prior_elbo(self.prior, z_clean, self.latent_schedule, t=t, eps=eps)
-        span = _latent_span("window", window, self.config.temporal_downsample, 1, least=2)
+        chunks = latent_chunks(z_clean.shape[2], window, self.config.temporal_downsample)
         t = stratified_t(z_clean.shape[0], device=z_clean.device) if t is None else t
         return sum(
             prior_elbo(
                 self.prior,
-                z_clean[:, :, a : a + span],
+                z_clean[:, :, chunk],
                 self.latent_schedule,
                 t=t,
-                eps=None if eps is None else eps[:, :, a : a + span],
+                eps=None if eps is None else eps[:, :, chunk],
             )
-            for a in range(0, z_clean.shape[2], span)
+            for chunk in chunks
         )
 
     def kl_rate(self, video: Tensor, window: int | None = None) -> Tensor:
@@ -239,9 +236,9 @@ class UnifiedLatents(nn.Module):
 
         `window` (pixel frames, 1 + 4k) and `tile` (pixels, a multiple of spatial_downsample) run
         the decoder on overlapping windows / tiles of that size, blended inside every step
-        (decode_windows, sample_windows); `overlap` and `tile_overlap` default to the fewest
-        frames / pixels that are at least half of them. Beyond the output, memory is that of one
-        window's frames.
+        (ulvideo.diffusion.windows: decode_windows, sample_windows); `overlap` and `tile_overlap`
+        default to the fewest frames / pixels that are at least half of them. Beyond the output,
+        memory is that of one window's frames.
 
         `student` (ulvideo.student.Student) decodes with the distilled decoder instead, by DDIM
         on its own grid (`method` does not apply).
@@ -255,7 +252,15 @@ class UnifiedLatents(nn.Module):
         noise_sampler = partial(randn_like, rng=rng)
         # one window of weight 1 by default: exactly the plain decoder
         latents, windows = zip(
-            *self.decode_windows(z0.shape[2:], window, overlap, tile, tile_overlap)
+            *decode_windows(
+                z0.shape[2:],
+                self.config.temporal_downsample,
+                self.config.spatial_downsample,
+                window=window,
+                overlap=overlap,
+                tile=tile,
+                tile_overlap=tile_overlap,
+            )
         )
 
         network, log_snrs = self.decoder, to_data(logsnr_grid(self.pixel_schedule, steps, grid))
@@ -280,45 +285,6 @@ class UnifiedLatents(nn.Module):
         finally:
             network.train(was_training)
         return video.clamp_(-1, 1)
-
-    def decode_windows(
-        self,
-        latent_grid: tuple[int, int, int],
-        window: int | None = None,
-        overlap: int | None = None,
-        tile: int | None = None,
-        tile_overlap: int | None = None,
-    ) -> list[tuple[tuple[slice, ...], Window]]:
-        """The decoder's windows on a T_z x H_z x W_z latent grid: (latent region, (pixel region,
-        blend weights per axis)) each. Latent frames [a, b) decode pixel frames [4a, 4(b - 1)]
-        and latent rows [a, b) pixel rows [8a, 8b) (for 4x8x8 compression); None covers an axis
-        whole."""
-        td, sd = self.config.temporal_downsample, self.config.spatial_downsample
-        t_z, h_z, w_z = latent_grid
-        lt = t_z if window is None else _latent_span("window", window, td, 1, least=2)
-        lto = _half(lt, td, td - 1, least=1)
-        if overlap is not None:
-            lto = _latent_span("overlap", overlap, td, 1)
-        if lt < t_z and not 1 <= lto < lt:
-            raise ValueError(
-                f"overlap={overlap} for window={window} frames: neighbouring windows share "
-                f"1 + {td}k frames, fewer than the window (which needs at least {1 + td} frames)"
-            )
-        lh = None if tile is None else _latent_span("tile", tile, sd, 0)
-        lho = 0 if lh is None else _half(lh, sd, 0, least=0)
-        if tile_overlap is not None:
-            lho = _latent_span("tile_overlap", tile_overlap, sd, 0, least=0)
-        if lh is not None and lho >= lh:
-            raise ValueError(f"tile_overlap={tile_overlap} must be smaller than tile={tile}")
-        axes = [
-            _axis_windows(t_z, lt, lto, td, trim=td - 1),
-            _axis_windows(h_z, lh or h_z, lho, sd, trim=0),
-            _axis_windows(w_z, lh or w_z, lho, sd, trim=0),
-        ]
-        out = []
-        for (lt_, pt, wt), (lh_, ph, wh), (lw_, pw, ww) in itertools.product(*axes):
-            out.append(((lt_, lh_, lw_), ((pt, ph, pw), (wt, wh, ww))))
-        return out
 
     @torch.no_grad()
     def reconstruct(
@@ -357,34 +323,3 @@ def _gaussian(moments: Tensor) -> tuple[Tensor, Tensor]:
     # the KL encoder's output as (mean, log-variance), the latter clamped as LDM's
     mean, logvar = moments.chunk(2, dim=1)
     return mean, logvar.clamp(*LOGVAR_RANGE)
-
-
-def _latent_span(name: str, value: int, step: int, offset: int, least: int = 1) -> int:
-    # pixels -> latent elements: 1 + 4(n - 1) frames -> n (offset 1), 8n pixels -> n (offset 0)
-    smallest = step * (least - offset) + offset  # the span of `least` latent elements
-    if value < smallest or (value - offset) % step:
-        form = f"1 + {step}k frames" if offset else f"a multiple of {step} pixels"
-        below = max(smallest, offset + (value - offset) // step * step)
-        fix = f"{below} or {below + step}" if below < value else str(below)
-        raise ValueError(f"{name}={value}: windows take {form}, at least {smallest}; use {fix}")
-    return (value - offset) // step + offset
-
-
-def _half(window: int, scale: int, trim: int, least: int) -> int:
-    # The default overlap: the fewest latent elements whose pixels (scale o - trim) are at least
-    # half the window's (scale w - trim), so every frame between the clip's ends is blended from
-    # two windows (a frame that one window alone decides is rougher than a blended one: the
-    # seam test), at most window - 1
-    return max(least, min(window - 1, -(-(scale * window + trim) // (2 * scale))))
-
-
-def _axis_windows(length: int, window: int, overlap: int, scale: int, trim: int) -> list:
-    # (latent slice, pixel slice, pixel blend weights) along one axis; latent [a, b) decodes
-    # pixels [scale a, scale b - trim), and latent overlaps o pixel overlaps scale o - trim
-    out = []
-    for a in window_starts(length, window, overlap):
-        b = min(a + window, length)
-        size, ramp = scale * (b - a) - trim, max(0, scale * overlap - trim)
-        weights = ramp_weights(size, ramp, left=a > 0, right=b < length)
-        out.append((slice(a, b), slice(scale * a, scale * b - trim), weights))
-    return out

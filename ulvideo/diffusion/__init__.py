@@ -1,4 +1,5 @@
-"""Pure diffusion math: VP process, schedules, UL losses, bitrate and samplers (no nn.Module state)."""
+"""Pure diffusion math: VP process, schedules, UL losses, bitrate, samplers and the windows they run
+over (no nn.Module state)."""
 
 from .bitrate import bits_per_latent_dim, bits_per_pixel, gaussian_kl
 from .losses import (
@@ -14,9 +15,7 @@ from .samplers import (
     GRIDS,
     METHODS,
     SAMPLERS,
-    Window,
     check_grid,
-    clip_denoiser,
     ddim_step,
     ddpm_step,
     dpmpp_2m_step,
@@ -24,27 +23,32 @@ from .samplers import (
     logsnr_grid,
     nfe,
     pin_context,
-    ramp_weights,
-    randn_frames,
     sample,
     sample_ddim,
     sample_ddpm,
     sample_dpmpp_2m,
     sample_heun,
-    sample_windows,
     to_data,
-    window_starts,
 )
 from .schedules import LinearLogSNR, Schedule, ShiftedCosine, stratified_t
 from .vp import alpha_sigma, diffuse, expand_to, v_to_x, x_to_eps
+from .windows import (
+    Window,
+    decode_windows,
+    encode_chunks,
+    latent_chunks,
+    latent_frames_of,
+    ramp_weights,
+    randn_frames,
+    sample_windows,
+    window_starts,
+)
 
 __all__ = [
     "GRIDS",
     "METHODS",
     "SAMPLERS",
-    "Window",
     "check_grid",
-    "clip_denoiser",
     "dpmpp_2m_step",
     "get_sampler",
     "nfe",
@@ -53,9 +57,14 @@ __all__ = [
     "sample_heun",
     "pin_context",
     "to_data",
-    "sample_windows",
-    "randn_frames",
+    "Window",
+    "decode_windows",
+    "encode_chunks",
+    "latent_chunks",
+    "latent_frames_of",
     "ramp_weights",
+    "randn_frames",
+    "sample_windows",
     "window_starts",
     "LinearLogSNR",
     "Schedule",

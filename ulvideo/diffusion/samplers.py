@@ -10,8 +10,9 @@ Every method is a list of stages, one per network evaluation: the log-SNR to eva
 update `(z, x_hat, state, noise_sampler) -> (z, state)` that is elementwise, so it can run on any
 part of z. `state` is the method's history for those elements (DPM-Solver++'s previous prediction,
 Heun's predictor), created per call, never shared between calls. The plain samplers run the
-stages over the whole z; sample_windows runs the same stages frame by frame. Clipping predictions
-and pinning context latents are wrappers around the denoiser, not sampler options.
+stages over the whole z; windows.sample_windows runs the same stages frame by frame. Clipping
+predictions (the decoder's) and pinning context latents (pin_context) wrap the denoiser; they are
+not sampler options.
 """
 
 import math
@@ -143,7 +144,7 @@ def _to_data(l_from, l_to, z, x_hat, state, noise_sampler: NoiseSampler):
     return x_hat, None
 
 
-def _stages(method: str, grid: Tensor, like: Tensor) -> list[tuple[Tensor, Update]]:
+def sampler_stages(method: str, grid: Tensor, like: Tensor) -> list[tuple[Tensor, Update]]:
     """(log-SNR to evaluate the denoiser at, the update with its prediction) per network
     evaluation of `method` over `grid`, in like's device and dtype (branches decided on the
     host once: no syncs while sampling)."""
@@ -172,7 +173,7 @@ def nfe(method: str, steps: int, to_the_data: bool) -> int:
     """Network evaluations of `method` over `steps` steps (per video, without CFG's doubling):
     `steps`, but Heun's 2 a step, less 1 when the grid ends at the data (the last step is Euler)."""
     grid = torch.zeros(steps + 1, dtype=torch.float64)
-    return len(_stages(method, to_data(grid) if to_the_data else grid, grid))
+    return len(sampler_stages(method, to_data(grid) if to_the_data else grid, grid))
 
 
 @torch.no_grad()
@@ -186,7 +187,7 @@ def sample(
 ) -> Tensor:
     """`method` from `z` at grid[0] to grid[-1]; `noise_sampler(z)` draws each ancestral step's
     noise (per sample with a StackedRandomGenerator; the deterministic methods draw none)."""
-    stages, state = _stages(method, grid, z), None
+    stages, state = sampler_stages(method, grid, z), None
     for logsnr, update in tqdm(stages, disable=not progress, desc=method, leave=False):
         z, state = update(z, denoiser(z, logsnr.expand(z.shape[0])), state, noise_sampler)
     return z
@@ -218,11 +219,6 @@ def get_sampler(method: str):
     return SAMPLERS[method]
 
 
-def clip_denoiser(denoiser: Denoiser, low: float = -1.0, high: float = 1.0) -> Denoiser:
-    """Predictions clipped to [low, high] (pixels live in [-1, 1])."""
-    return lambda z, logsnr: denoiser(z, logsnr).clamp(low, high)
-
-
 def pin_context(denoiser: Denoiser, clean: Tensor, keep: Tensor) -> Denoiser:
     """Where `keep` is True the denoiser sees, and predicts, the given `clean` latents: frame
     prediction from context frames."""
@@ -231,111 +227,3 @@ def pin_context(denoiser: Denoiser, clean: Tensor, keep: Tensor) -> Denoiser:
         return torch.where(keep, clean, denoiser(torch.where(keep, clean, z), logsnr))
 
     return pinned
-
-
-# A region (slices of the trailing dims) and its blend weights there: one 1-D tensor per sliced
-# dim, the weight of an element their product (never materialised for all windows at once)
-Window = tuple[tuple[slice, ...], tuple[Tensor, ...]]
-
-
-def window_starts(length: int, window: int, overlap: int) -> list[int]:
-    """Starts of the fewest windows of `window` covering range(length), spread evenly, neighbours
-    sharing at least `overlap` (0 <= overlap < window)."""
-    if window >= length:
-        return [0]
-    if not 0 <= overlap < window:
-        raise ValueError(f"a window overlap must be in [0, window={window}), got {overlap}")
-    count = math.ceil((length - window) / (window - overlap)) + 1
-    return [round(i * (length - window) / (count - 1)) for i in range(count)]
-
-
-def ramp_weights(size: int, ramp: int, left: bool, right: bool) -> Tensor:
-    """Blend weights over a window of `size`: 1 inside, rising as a raised cosine over `ramp`
-    elements on each side that meets a neighbour (`left`, `right`), never 0 (float64). Two
-    neighbours sharing `ramp` elements have weights summing to 1 there."""
-    # Raised-cosine (Hann) crossfade sin^2(pi x / 2), x = (i + 1) / (ramp + 1): flat at both ends,
-    # so a window enters at weight sin^2(pi / (2 ramp + 2)) (0.05 for ramp 6; a linear ramp's
-    # 1 / (ramp + 1) = 0.14 made the seams rougher) where its prediction has the least context
-    i = torch.arange(size, dtype=torch.float64)
-    w = torch.ones(size, dtype=torch.float64)
-    for side, distance in ((left, i + 1), (right, size - i)):
-        if side:
-            x = (distance / (ramp + 1)).clamp(max=1)
-            w = torch.minimum(w, torch.sin(math.pi / 2 * x).square())
-    return w
-
-
-def randn_frames(z: Tensor, noise_sampler: NoiseSampler = torch.randn_like) -> Tensor:
-    """z filled in place with noise drawn frame by frame (dim 2) in order, as sample_windows
-    draws its steps' noise: the draws do not depend on how the frames are windowed."""
-    for f in range(z.shape[2]):
-        z[:, :, f] = noise_sampler(z[:, :, f])
-    return z
-
-
-@torch.no_grad()
-def sample_windows(
-    method: str,
-    window_denoiser: Callable[[Tensor, Tensor, int], Tensor],
-    windows: list[Window],
-    z: Tensor,
-    grid: Tensor,
-    noise_sampler: NoiseSampler = torch.randn_like,
-    progress: bool = False,
-) -> Tensor:
-    """The sampler `method` over overlapping windows: `window_denoiser(z[window k], logsnr, k)`
-    predicts window k, and each network evaluation uses the per-element weighted average of the
-    predictions.
-
-    MultiDiffusion (Bar-Tal et al. 2023, eq. 5) averages the windows' next states; every stage's
-    update is affine in x_hat, so averaging x_hat inside every stage is the same update. The
-    windows' regions (see Window) must cover z, listed with non-decreasing frame (dim 2) slices.
-    Frames are streamed: a frame is updated, in place in z, once the last window covering it has
-    predicted, its noise drawn on its own, in frame order (randn_frames), and its method state
-    kept per frame. So beyond z the memory is one window's frames (its accumulator) plus the
-    methods' history: none for ddpm, euler-ancestral and ddim, one clip's worth of frames for
-    dpmpp-2m (the previous predictions), two for heun (its predictor), whose two evaluations a
-    step are two streamed passes. The result does not depend on the windows where they all
-    predict the same. Returns z.
-    """
-    stages = _stages(method, grid, z)
-    groups = {}  # frame span (start, stop) -> [(k, its other slices, its weights per dim)]
-    for k, ((span, *rest), axes) in enumerate(windows):
-        groups.setdefault((span.start, span.stop), []).append((k, tuple(rest), axes))
-    spans, frames = list(groups), z.shape[2]
-    gaps = [a[1] < b[0] or b[1] < a[1] for a, b in zip(spans, spans[1:])]
-    if spans[0][0] != 0 or spans[-1][1] != frames or any(gaps):
-        raise ValueError(f"windows must cover the {frames} frames in order, got spans {spans}")
-    every = (slice(None), slice(None))
-    states = [None] * frames  # each frame's history, this call's alone
-    for logsnr, update in tqdm(stages, disable=not progress, desc=method, leave=False):
-        logsnr = logsnr.expand(z.shape[0])
-        total = weight = None
-        for j, ((lo, hi), members) in enumerate(groups.items()):
-            start = spans[j - 1][0] if j else lo  # the frame the carried buffers begin at
-            total = _slide(total, lo - start, z.new_zeros(*z.shape[:2], hi - lo, *z.shape[3:]))
-            weight = _slide(weight, lo - start, z.new_zeros(1, 1, hi - lo, *z.shape[3:]))
-            for k, rest, axes in members:
-                w = _outer(axes, z)
-                region = (*every, slice(None), *rest)
-                total[region] += w * window_denoiser(z[(*every, slice(lo, hi), *rest)], logsnr, k)
-                weight[region] += w
-            for f in range(lo, spans[j + 1][0] if j + 1 < len(spans) else frames):
-                x_hat = total[:, :, f - lo] / weight[:, :, f - lo]
-                z[:, :, f], states[f] = update(z[:, :, f], x_hat, states[f], noise_sampler)
-    return z
-
-
-def _outer(axes: tuple[Tensor, ...], like: Tensor) -> Tensor:
-    # the weights of a window's region: the outer product of its per-dim weights, in like's dtype
-    w = like.new_ones(())
-    for v in axes:
-        w = w.unsqueeze(-1) * v.to(like)
-    return w
-
-
-def _slide(old: Tensor | None, shift: int, new: Tensor) -> Tensor:
-    # `new` holding `old`'s frames (dim 2) from `shift` on: a window buffer moved forward
-    if old is not None:
-        new[:, :, : old.shape[2] - shift] = old[:, :, shift:]
-    return new
