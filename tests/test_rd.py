@@ -41,7 +41,7 @@ def test_sweep_trains_one_run_per_setting_and_scores_each_export(tmp_path, monke
     assert (out / "rd.png").stat().st_size > 1000
     test = build_dataset("demo", None, "test", frames=5, resolution=16)
     for row in rows:
-        run = out / f"clf{row['loss_factor']:g}_bias{row['decoder_bias']:g}" / "final"
+        run = out / f"loss_factor{row['loss_factor']:g}_decoder_bias{row['decoder_bias']:g}" / "final"
         ul = Pipeline.from_pretrained(run).autoencoder
         assert (ul.config.loss_factor, ul.config.decoder_bias) == (
             row["loss_factor"], row["decoder_bias"]
@@ -127,14 +127,14 @@ def test_the_rate_follows_both_knobs_and_the_latent_carries_the_clip(sweep):
     # 0.0139, 15.00, 12.06 / 0.0272, 15.99, 11.88; b 4 / 8 at c_lf 2: 0.0217, 14.87, 11.80 /
     # 0.0263, 13.74, 11.44. Not in the test: b 0 / 6 gave 0.0141 / 0.0220 bits/pixel, so at this
     # budget the rate is flat from b 0 to b 2 and from b 4 to b 6 (docs/RESULTS.md)
-    by_clf, by_bias = [sweep[c, 2] for c in (1, 2, 4)], [sweep[2, b] for b in (2, 4, 8)]
-    for series in (by_clf, by_bias):
+    by_loss_factor, by_bias = [sweep[c, 2] for c in (1, 2, 4)], [sweep[2, b] for b in (2, 4, 8)]
+    for series in (by_loss_factor, by_bias):
         bits = [r["bits_per_pixel"] for r in series]
         assert bits[0] < bits[1] < bits[2], series  # more bits with c_lf, and with the bias
-    psnr = [r["psnr"] for r in by_clf]
-    assert psnr[0] < psnr[1] < psnr[2], by_clf  # and a better reconstruction for them
-    gaps = [r["psnr"] - r["psnr_swapped_latent"] for r in by_clf]
-    assert gaps[0] < gaps[1] < gaps[2], by_clf  # the more bits, the more the latent carries
+    psnr = [r["psnr"] for r in by_loss_factor]
+    assert psnr[0] < psnr[1] < psnr[2], by_loss_factor  # and a better reconstruction for them
+    gaps = [r["psnr"] - r["psnr_swapped_latent"] for r in by_loss_factor]
+    assert gaps[0] < gaps[1] < gaps[2], by_loss_factor  # the more bits, the more the latent carries
     # along the bias PSNR does not rise here (15.00 / 14.87 / 13.74 dB: the decoder's weight moves
     # to low noise levels), but the latent stays used at every bias (collapsed: 0 dB)
     assert all(r["psnr"] - r["psnr_swapped_latent"] > 1.5 for r in by_bias), by_bias

@@ -12,7 +12,6 @@ import torch
 from torch import Tensor
 
 from .diffusion import (
-    LinearLogSNR,
     StackedRandomGenerator,
     check_grid,
     context_mask,
@@ -94,7 +93,6 @@ def sample_z0(
     if context_latents is not None:
         batch = context_latents.shape[0]
     noise = randn_like(torch.empty((batch, *latent_shape), device=device), rng)
-    schedule = LinearLogSNR(ul.config.logsnr_latent, ul.config.logsnr_min_latent)
     latent_context = 0 if context_latents is None else context_latents.shape[2]
     denoiser = guided_denoiser(base, labels, sampling.cfg_scale, latent_context)
     if latent_context:
@@ -103,7 +101,7 @@ def sample_z0(
         clean[:, :, :latent_context] = context_latents
         denoiser = pin_context(denoiser, clean * latent_multiplier, keep)
     # ends at lambda(0) = 5: UL Alg. 2's z0
-    grid = logsnr_grid(schedule, sampling.base_steps, sampling.grid)
+    grid = logsnr_grid(ul.latent_schedule, sampling.base_steps, sampling.grid)
     if ul.config.regularizer == "kl":
         grid = to_data(grid)  # KL latents are decoded clean, as LDM's
     z0 = get_sampler(sampling.method)(

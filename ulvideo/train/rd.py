@@ -35,8 +35,8 @@ class SweepConfig:
     rfvd: bool = True  # rFVD too, when the I3D weights are installed
 
 
-def run_name(loss_factor: float, bias: float) -> str:
-    return f"clf{loss_factor:g}_bias{bias:g}"
+def run_name(loss_factor: float, decoder_bias: float) -> str:
+    return f"loss_factor{loss_factor:g}_decoder_bias{decoder_bias:g}"
 
 
 def sweep(train_config: TrainConfig, sweep_config: SweepConfig) -> list[dict]:

@@ -51,9 +51,10 @@ def tracker_config(config: dict) -> dict:
 def clips_image(rows: list[torch.Tensor]) -> np.ndarray:
     """One H x W x 3 uint8 image: row i holds the frames of clip rows[i] (3 x T x h x w in
     [-1, 1]) side by side."""
-    strips = [torch.cat(list(clip.float().clamp(-1, 1).unbind(1)), dim=2) for clip in rows]
-    image = torch.cat(strips, dim=1)  # 3 x (rows h) x (T w)
-    return ((image + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    from ..media import to_uint8
+
+    strips = [torch.cat(list(clip.unbind(1)), dim=2) for clip in rows]
+    return to_uint8(torch.cat(strips, dim=1)[:, None])[0]  # one frame: (rows h) x (T w)
 
 
 def log_clips(accelerator, step: int, videos: dict[str, torch.Tensor], count: int = 4) -> None:
