@@ -41,7 +41,7 @@ from common import (
     write_json,
 )
 
-from ulvideo.diffusion import LinearLogSNR, base_loss
+from ulvideo.diffusion import ShiftedCosine, base_loss
 from ulvideo.models import (
     Encoder,
     autoencoder_preset,
@@ -92,11 +92,11 @@ def build(setting: Setting, device: torch.device, backend: str | None):
             return network.stage1_loss(video)["loss"]
     else:
         network = build_base(base_config).to(device)
-        z_clean = torch.randn(b, *latent_shape, device=device)
-        schedule = LinearLogSNR(ae_config.logsnr_latent, ae_config.logsnr_min_latent)
+        z_clean = torch.randn(b, *latent_shape, device=device)  # unit variance: shift and bias 0
+        schedule = ShiftedCosine(0.0, ae_config.logsnr_latent, ae_config.logsnr_min_latent)
 
         def loss_fn():
-            return base_loss(network, z_clean, schedule, bias=base_config.bias).mean()
+            return base_loss(network, z_clean, schedule, bias=0.0).mean()
 
     set_attention_backend(network, backend)  # a runtime switch, not a model setting
     if setting.compile == "on":

@@ -513,6 +513,20 @@ def stage2_bias_dropped():
     stages.base_loss = lambda *a, bias=0.0, **kw: base_loss(*a, **kw)
 
 
+def latent_scale_measured_on_noise():
+    # stage 1 records the scale of pure noise (std 1) instead of its latents'
+    import ulvideo.train.stages as stages
+
+    stages.measure_latent_scale = lambda network, videos: 1.0
+
+
+def ul_latents_multiplied():
+    # LatentScaling multiplies UL latents by the scale, as it does KL latents, and shifts nothing
+    from ulvideo.latent_scale import LatentScaling
+
+    LatentScaling.of = classmethod(lambda cls, scale, regularizer: cls(scale, 0.0))
+
+
 def context_noised_at_5_5():
     # sampling noises the given context latents at log-SNR 5.5 instead of the encoder's 5
     import sys
@@ -636,6 +650,23 @@ def compare_arms_reseeded():
 
 
 MUTATIONS = {
+    "latent_scale_measured_on_noise": (
+        "stage 1's export records latent_scale 1 instead of 1 / the std of its latents",
+        latent_scale_measured_on_noise,
+        [
+            "tests/test_kl.py::test_kl_stage1_and_stage2_export_load_sample_and_resume",
+            "tests/test_train.py::test_stage1_learns_then_stage2_learns",
+        ],
+        False,
+    ),
+    "ul_latents_multiplied": (
+        "UL latents are multiplied by the latent scale (LDM's rule) instead of shifting the draws",
+        ul_latents_multiplied,
+        [
+            "tests/test_train.py::test_stage2_latent_scale_sets_the_multiplier_the_draws_and_the_loss_bias"
+        ],
+        False,
+    ),
     "kl_term_dropped": (
         "the KL arm's loss omits its KL term (the decoder alone trains)",
         kl_term_dropped,

@@ -41,7 +41,9 @@ def test_sweep_trains_one_run_per_setting_and_scores_each_export(tmp_path, monke
     assert (out / "rd.png").stat().st_size > 1000
     test = build_dataset("demo", None, "test", frames=5, resolution=16)
     for row in rows:
-        run = out / f"loss_factor{row['loss_factor']:g}_decoder_bias{row['decoder_bias']:g}" / "final"
+        run = (
+            out / f"loss_factor{row['loss_factor']:g}_decoder_bias{row['decoder_bias']:g}" / "final"
+        )
         ul = Pipeline.from_pretrained(run).autoencoder
         assert (ul.config.loss_factor, ul.config.decoder_bias) == (
             row["loss_factor"], row["decoder_bias"]
@@ -88,7 +90,7 @@ def test_a_decoder_that_ignores_its_latent_is_flagged_as_collapsed():
     )
     used = {**evaluation, "eval_latent_gap_db": MIN_LATENT_GAP_DB + 0.5}
     assert stage.evaluation_warning(used, step=500) is None
-    stage.warm_until = 500  # no warning during the warm-ups
+    stage.latent_warmup_steps = (400, 200)  # no warning during the warm-ups
     assert stage.evaluation_warning(evaluation, step=500) is None
 
 

@@ -426,7 +426,8 @@ def test_bf16_on_cpu_trains_with_finite_gradients(tmp_path):
 
 
 def test_latent_warm_up_holds_then_ramps_to_plain_ul(tmp_path):
-    config = tiny(tmp_path, latent_hold_steps=2, latent_ramp_steps=2, max_steps=5)
+    config = tiny(tmp_path, latent_hold_steps=2, latent_ramp_steps=2, max_steps=5,
+                  latent_hold_gap_db=None)  # fmt: skip
     assert [latent_warmup(2, 2, s) for s in range(6)] == [1, 1, 0.5, 0, 0, 0]
     train(config)
     logged = [r["latent_warmup"] for r in read_metrics(tmp_path / "run") if "loss" in r]
@@ -439,6 +440,44 @@ def test_latent_warm_up_holds_then_ramps_to_plain_ul(tmp_path):
     warmups = [latent_warmup(*tied.latent_warmup_steps(), s) for s in range(7)]
     assert warmups == pytest.approx([1, 1, 1, 2 / 3, 1 / 3, 0, 0])
     assert tiny(tmp_path, lr_warmup_steps=3, latent_ramp_steps=1).latent_warmup_steps() == (3, 1)
+
+
+def test_the_latent_gap_releases_the_hold_and_a_resumed_run_keeps_the_release(tmp_path, capsys):
+    # Stage1Options.latent_hold_gap_db: the hold lasts latent_hold_steps and until an evaluation
+    # measures that swapped-latent gap; the ramp starts at the evaluation that releases it
+    stage = Stage1(Stage1.autoencoder_config_of(tiny(tmp_path)))
+    stage.latent_warmup_steps, stage.hold_gap_db = (2, 2), 1.0
+    warmups = []
+    for index, gap in enumerate([None, None, 0.4, None, 1.5, None, None, None]):
+        stage.set_step(index)  # as the trainer: set_step(index), then `index + 1` steps are done
+        warmups.append(stage.warmup)
+        if gap is not None:  # an evaluation after that update
+            evaluation = {"eval_latent_gap_db": gap, "eval_bits_per_pixel": 0.1}
+            stage.observe({"bucket/a/eval_latent_gap_db": gap, "other": 0.0}, index + 1)
+            if index + 1 == 3:  # held past latent_hold_steps: one line says why
+                assert "still holds at step 3" in stage.evaluation_warning(evaluation, 3)
+    assert stage.hold_released_at == 5
+    assert warmups == [1, 1, 1, 1, 1, 0.5, 0, 0]
+    low = {"eval_latent_gap_db": 0.2, "eval_bits_per_pixel": 0.1}  # after hold and ramp: warned
+    assert stage.evaluation_warning(low, 7) is None
+    assert "the latent is not used: at step 8" in stage.evaluation_warning(low, 8)
+    stage.latent_warmup_steps, stage.hold_released_at = (0, 0), None  # hold 0: plain UL
+    stage.set_step(0)
+    assert stage.warmup == 0.0
+    # in a run: a gap it cannot reach holds the warm-up at 1 throughout, and says so
+    held = tiny(tmp_path, "held", latent_hold_steps=1, latent_ramp_steps=1, latent_hold_gap_db=99,
+                max_steps=4, eval_every=2, lr_warmup_steps=1, checkpoint_every=2)  # fmt: skip
+    train(held)
+    assert [r["latent_warmup"] for r in read_metrics(tmp_path / "held") if "loss" in r] == [1] * 4
+    assert "the latent warm-up still holds at step 2" in capsys.readouterr().out
+    # a reachable one releases it at the first evaluation; a run resumed after it keeps that
+    released = replace(held, output_dir=str(tmp_path / "released"), latent_hold_gap_db=-99.0)
+    train(replace(released, max_steps=2))
+    meta = json.loads((complete_checkpoints(tmp_path / "released")[-1] / "meta.json").read_text())
+    assert meta["stage_state"] == {"latent_hold_released_at": 2}
+    train(released)
+    logged = [r["latent_warmup"] for r in read_metrics(tmp_path / "released") if "loss" in r]
+    assert logged == [1, 1, 0, 0]
 
 
 def test_bf16_falls_back_to_fp32_on_a_cpu_with_one_warning(tmp_path, capsys):

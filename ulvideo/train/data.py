@@ -22,6 +22,10 @@ class TrainingData:
     from_latents: bool
     weights: tuple[float, ...] | None = None  # a Mixture's (dataset) sources' weights
 
+    def has_evaluation(self) -> bool:
+        """Whether the run has held-out clips to evaluate on."""
+        return self.eval_dataset is not None and len(self.eval_dataset) > 0
+
     def set_epoch(self, epoch: int) -> None:
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)

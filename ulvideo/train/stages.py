@@ -64,6 +64,11 @@ class Stage1Options:
     # decoder trains at its peak learning rate, and plain UL starts at 2 x lr_warmup_steps
     latent_hold_steps: int | None = None
     latent_ramp_steps: int | None = None
+    # the hold also lasts until an evaluation measures at least this swapped-latent gap in dB
+    # (eval_latent_gap_db: the decoder reads the latent), so that the rate cannot remove a latent
+    # the decoder has not learned to read; None: the hold ends after latent_hold_steps alone (as
+    # it does in a run with no evaluation split)
+    latent_hold_gap_db: float | None = None
     eval_decode_steps: int = 32  # decoder steps of the evaluation's reconstructions
 
     def check(self) -> None:
@@ -121,7 +126,36 @@ def latent_warmup(hold: int, ramp: int, step: int) -> float:
     return max(0.0, 1.0 - (step - hold + 1) / max(1, ramp))
 
 
-class Stage1(nn.Module):
+class Stage(nn.Module):
+    """The interface the trainer uses:
+    - `Stage.check(config, autoencoder_config)` before any data, with the autoencoder the run's
+      clips must fit (`Stage.autoencoder_config_of(config)`);
+    - `Stage.for_run(config, data)`: the stage of a run, built from its options and its data;
+    - `network`: what the EMA tracks and the export writes;
+    - `set_step(step)` before each optimizer step, and `observe(evaluations, step)` on every
+      process after each evaluation (stage 1's latent warm-up follows both); `run_state()` /
+      `load_run_state(state)` carry what they decided through checkpoints;
+    - `forward(inputs, labels, draws) -> (loss, logs)`; `draws` (TrainingDraws) key stage 2's
+      per-example randomness; stage 1's noise is drawn inside `UnifiedLatents.stage1_loss`;
+    - `evaluate(ema_network, inputs, labels) -> dict`, `evaluation_warning(evaluation, step)` (one
+      line when an evaluation shows a wasted run) and `training_flops(frames, height, width)`;
+    - `export(ema_network, directory, final)`.
+    """
+
+    def set_step(self, step: int) -> None:
+        pass
+
+    def observe(self, evaluations: dict, step: int) -> None:
+        pass
+
+    def run_state(self) -> dict:
+        return {}
+
+    def load_run_state(self, state: dict) -> None:
+        pass
+
+
+class Stage1(Stage):
     """UL stage 1: encoder, prior and decoder trained jointly on L_z + L_x."""
 
     options = Stage1Options
@@ -132,8 +166,9 @@ class Stage1(nn.Module):
         self.autoencoder_config = model_config
         self.reference_videos = reference_videos  # what export measures the latent scale on
         self.latent_warmup_steps = (0, 0)  # (hold, ramp): plain UL unless a run sets them
+        self.hold_gap_db = None  # Stage1Options.latent_hold_gap_db, where the run evaluates
+        self.hold_released_at = None  # the step the gap released the hold at, once it has
         self.warmup = 0.0  # the latent warm-up of the current step
-        self.warm_until = 0  # no evaluation warning before this step
         self.decode_steps = Stage1Options.eval_decode_steps
 
     @staticmethod
@@ -146,19 +181,41 @@ class Stage1(nn.Module):
     @classmethod
     def for_run(cls, config, data) -> "Stage1":
         stage = cls(cls.autoencoder_config_of(config), data.reference_videos(REFERENCE_CLIPS))
-        stage.latent_warmup_steps, stage.decode_steps = (
-            config.latent_warmup_steps(),
-            config.eval_decode_steps,
-        )
-        stage.warm_until = max(config.lr_warmup_steps, sum(stage.latent_warmup_steps))
+        stage.latent_warmup_steps = config.latent_warmup_steps()
+        stage.decode_steps = config.eval_decode_steps
+        if data.has_evaluation():
+            stage.hold_gap_db = config.latent_hold_gap_db
         return stage
 
     @staticmethod
     def check(config, autoencoder_config: AutoencoderConfig) -> None:
         check_clip_shapes(config, autoencoder_config)
 
+    def hold_steps(self, step: int) -> int:
+        """The hold's length as known at `step`: latent_hold_steps, or, while the gap has not
+        released it, longer than `step`."""
+        hold = self.latent_warmup_steps[0]
+        if self.hold_gap_db is None or hold == 0:  # hold 0: no hold at all
+            return hold
+        return self.hold_released_at if self.hold_released_at is not None else max(hold, step + 1)
+
     def set_step(self, step: int) -> None:
-        self.warmup = latent_warmup(*self.latent_warmup_steps, step)
+        self.warmup = latent_warmup(self.hold_steps(step), self.latent_warmup_steps[1], step)
+
+    def observe(self, evaluations: dict, step: int) -> None:
+        """The first evaluation whose latent gap (every bucket's) reaches `hold_gap_db` releases
+        the hold, at latent_hold_steps at the earliest."""
+        gaps = [v for k, v in evaluations.items() if k.endswith("eval_latent_gap_db")]
+        if self.hold_gap_db is None or self.hold_released_at is not None or not gaps:
+            return
+        if min(gaps) >= self.hold_gap_db:
+            self.hold_released_at = max(self.latent_warmup_steps[0], step)
+
+    def run_state(self) -> dict:
+        return {"latent_hold_released_at": self.hold_released_at}
+
+    def load_run_state(self, state: dict) -> None:
+        self.hold_released_at = state.get("latent_hold_released_at")
 
     def forward(self, video, labels, draws: TrainingDraws | None = None):
         out = self.network.stage1_loss(video, self.warmup)
@@ -184,8 +241,19 @@ class Stage1(nn.Module):
         }
 
     def evaluation_warning(self, evaluation: dict, step: int) -> str | None:
-        """After the warm-ups, `latent_gap_warning`."""
-        return latent_gap_warning(evaluation, step) if step > self.warm_until else None
+        """While the gap holds the latent warm-up beyond latent_hold_steps, one line saying so;
+        after the warm-ups, `latent_gap_warning`."""
+        hold, ramp = self.hold_steps(step), self.latent_warmup_steps[1]
+        if step >= hold:
+            return latent_gap_warning(evaluation, step) if step > hold + ramp else None
+        if step < self.latent_warmup_steps[0]:
+            return None
+        return (
+            f"the latent warm-up still holds at step {step}: decoding with another clip's latent "
+            f"costs {evaluation['eval_latent_gap_db']:.2f} dB < latent_hold_gap_db "
+            f"{self.hold_gap_db:g}, so the decoder does not read the latent yet; it ramps to plain "
+            "UL from the first evaluation that reaches it"
+        )
 
     def training_flops(self, frames: int, height: int, width: int) -> float:
         """Training FLOPs per example (ulvideo.models.flops): encoder, prior and decoder."""
@@ -213,7 +281,7 @@ def latent_gap_warning(evaluation: dict, step: int) -> str | None:
     )
 
 
-class Stage2(nn.Module):
+class Stage2(Stage):
     """UL stage 2: a base model on latents of the frozen stage-1 encoder, sigmoid-weighted loss.
 
     Of the stage-1 model it keeps only the encoder, and none when it trains from latent shards
@@ -275,9 +343,6 @@ class Stage2(nn.Module):
     def check(config, autoencoder_config: AutoencoderConfig) -> None:
         check_clip_shapes(config, autoencoder_config)
         context_latent_frames(config, autoencoder_config)
-
-    def set_step(self, step: int) -> None:
-        pass  # stage 2 changes nothing with the step
 
     @torch.no_grad()
     def encode(self, video):

@@ -256,7 +256,7 @@ def train(config: TrainConfig) -> TrainResult:
     stage, optimizer = batches.prepared
     unwrapped = accelerator.unwrap_model(stage)
     accelerator.register_for_checkpointing(scheduler, ema)
-    step, position = resume(accelerator, config, resume_from, batches)
+    step, position = resume(accelerator, config, resume_from, batches, unwrapped)
     # bookkeeping
     run = Run(config, accelerator, unwrapped, ema, scheduler,
               MetricsLog(accelerator, Path(config.output_dir), resume_step=step),
@@ -306,13 +306,15 @@ def train(config: TrainConfig) -> TrainResult:
     return TrainResult(step, unwrapped.network, ema.model, accelerator, run.nonfinite_total, out)
 
 
-def resume(accelerator, config: TrainConfig, resume_from, batches: RunBatches):
-    """(step, DataPosition) of the checkpoint resumed from, or of a fresh start."""
+def resume(accelerator, config: TrainConfig, resume_from, batches: RunBatches, stage):
+    """(step, DataPosition) of the checkpoint resumed from (and the stage's run state), or of a
+    fresh start."""
     if resume_from is None:
         set_seed(config.seed, device_specific=True)  # per-rank noise (stage 1) from here on
         return 0, DataPosition()
     accelerator.load_state(str(resume_from))
     meta = read_meta(resume_from)
+    stage.load_run_state(meta.get("stage_state", {}))
     position = DataPosition.from_meta(
         meta, batches.steps_per_epoch, config.grad_accum, batches.global_batch
     )
@@ -387,18 +389,20 @@ def log_step(run: Run, step: int, loss, logs: dict, grad_norm) -> float:
 
 
 def evaluate(run: Run, step: int) -> None:
-    """The stage's evaluation of the EMA network on each fixed batch (main process), with the
-    RNG kept, and its warning after the learning-rate warm-up."""
-    evaluations = {}
-    for bucket, eval_batch in run.eval_batches.items() if run.accelerator.is_main_process else ():
-        with torch.random.fork_rng(devices=_cuda_devices(run.accelerator)):
-            evaluation = run.stage.evaluate(run.ema.model, *eval_batch)
-        run.log.log_clips(step, evaluation.pop("videos", {}))
+    """The stage's evaluation of the EMA network on each fixed batch (main process, RNG kept),
+    observed by the stage on every process, then its warnings after the learning-rate warm-up."""
+    accelerator, by_bucket, evaluations = run.accelerator, {}, {}
+    for bucket, eval_batch in run.eval_batches.items() if accelerator.is_main_process else ():
+        with torch.random.fork_rng(devices=_cuda_devices(accelerator)):
+            by_bucket[bucket] = run.stage.evaluate(run.ema.model, *eval_batch)
+        run.log.log_clips(step, by_bucket[bucket].pop("videos", {}))
         prefix = f"bucket/{bucket}/" if bucket else ""
-        evaluations.update({prefix + k: v for k, v in evaluation.items()})
+        evaluations.update({prefix + k: v for k, v in by_bucket[bucket].items()})
+    run.stage.observe(broadcast_object_list([evaluations])[0], step)
+    for bucket, evaluation in by_bucket.items():
         warning = run.stage.evaluation_warning(evaluation, step)
         if warning and step > run.config.lr_warmup_steps:
-            run.accelerator.print(f"[bucket {bucket}] {warning}" if bucket else warning)
+            accelerator.print(f"[bucket {bucket}] {warning}" if bucket else warning)
     if evaluations:
         run.log.log(step, evaluations)
 
@@ -411,6 +415,7 @@ def checkpoint(run: Run, step: int) -> None:
         "stage": config.stage,
         "world_size": accelerator.num_processes,
         "data": dataclasses.asdict(run.position),
+        "stage_state": run.stage.run_state(),
     }
     out = Path(config.output_dir)
     save_checkpoint(accelerator, out, step, meta,
