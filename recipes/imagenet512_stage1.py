@@ -31,6 +31,7 @@ class ImageNet512Stage1(TrainConfig):
     batch_size: int = 32
     lr: float = 1e-4
     lr_warmup_steps: int = 5000
+    latent_hold_gap_db: float | None = 3.0  # as the video recipes (recipes/video_defaults.py)
     max_steps: int = 300_000
     mixed_precision: str = "bf16"
 

@@ -22,6 +22,10 @@ class VideoStage1(TrainConfig):
     batch_size: int = 32
     lr: float = 1e-4
     lr_warmup_steps: int = 5000
+    # the latent hold lasts 5000 steps and until the decoder reads the latent (a 3 dB swapped-latent
+    # gap at an evaluation): scaled down, the warm-up tied to the learning rate's alone lost the
+    # latent (docs/TRAINING.md, "The latent warm-up")
+    latent_hold_gap_db: float | None = 3.0
     max_steps: int = 300_000
     mixed_precision: str = "bf16"
 

@@ -121,7 +121,8 @@ def run_demo(config: DemoConfig) -> dict:
     start = time.perf_counter()
     print(
         f"[1/5] stage 1: encoder + prior + decoder, {config.stage1_steps} steps on "
-        f"{config.stage1_frames}-frame clips (c_lf {config.loss_factor}, b {config.decoder_bias})"
+        f"{config.stage1_frames}-frame clips (loss factor {config.loss_factor}, decoder bias "
+        f"{config.decoder_bias})"
     )
     s1 = stage1_config(config, out / "stage1")
     train(s1)
