@@ -97,8 +97,13 @@ def test_compare_latents_end_to_end_at_a_tiny_budget(tmp_path):
     assert kl["stage1_config"]["model"]["regularizer"] == "kl"
     assert without(ul["stage2_config"]) == without(kl["stage2_config"])
     assert ul["training_data"] == kl["training_data"] and ul["training_data"]["count"] == 64
-    assert "latent_scale" in kl["stage2_config"]["model"]
-    assert "latent_scale" not in ul["stage2_config"]["model"]
+    # each arm's stage 2 takes the latent scale its stage-1 export measured (ulvideo.latent_scale)
+    from ulvideo.pipeline import Pipeline
+
+    for name, arm in (("ul", ul), ("kl", kl)):
+        stage1 = Pipeline.from_pretrained(arm["stage1"]["export"]).autoencoder.config
+        stage2 = Pipeline.from_pretrained(out / name / "stage2" / "final").base_config
+        assert stage1.latent_scale > 0 and stage2.latent_scale == stage1.latent_scale
     for name in ("ul", "kl"):
         rows = [r for r in report["rows"] if r["arm"] == name]
         assert [r["stage2_step"] for r in rows] == [2, 4]
