@@ -40,10 +40,8 @@ class TrainingData:
 
     def eval_batch(self, stage, accelerator, size: int):
         """A fixed batch of the evaluation split, prepared like a training batch (or None)."""
-        if self.eval_dataset is None or len(self.eval_dataset) == 0:
-            return None
-        items = [self.eval_dataset[i] for i in range(min(size, len(self.eval_dataset)))]
-        return self._prepare_items(items, stage, accelerator)
+        items = self._first_items(self.eval_dataset, size)
+        return self._prepare_items(items, stage, accelerator) if items else None
 
     def eval_batches(self, stage, accelerator, size: int) -> dict:
         """Per bucket name, a fixed batch of the evaluation split's first source that fills it
@@ -61,18 +59,19 @@ class TrainingData:
         evaluation split's first `count` (of a mixture: its first bucket's), else the training
         split's."""
         for dataset in (self.eval_dataset, self.dataset):
-            if self.weights is not None:
-                items = next(iter(bucket_items(dataset, count).values()), None)
-            elif dataset is not None and len(dataset):
-                items = [dataset[i] for i in range(min(count, len(dataset)))]
-            else:
-                items = None
+            items = self._first_items(dataset, count)
             if items:
-                return torch.stack([torch.as_tensor(video) for video, _ in items])
+                return stack_videos(items)
         return None
 
+    def _first_items(self, dataset, count: int) -> list:
+        """Up to `count` fixed items of `dataset` (of a mixture: its first bucket's); [] for none."""
+        if self.weights is not None:
+            return next(iter(bucket_items(dataset, count).values()), [])
+        return [] if dataset is None else [dataset[i] for i in range(min(count, len(dataset)))]
+
     def _prepare_items(self, items, stage, accelerator):
-        videos = torch.stack([torch.as_tensor(v) for v, _ in items]).to(accelerator.device)
+        videos = stack_videos(items).to(accelerator.device)
         labels = torch.tensor([int(y) for _, y in items], device=accelerator.device)
         return self.prepare_batch((videos, labels), stage, accelerator)
 
@@ -107,6 +106,11 @@ class BucketLoader:
         for step, (inputs, labels) in enumerate(self.loader, start):
             self.shape = self.plan.buckets[self.plan.step(epoch, step).bucket].shape
             yield inputs.to(self.device), labels.to(self.device)
+
+
+def stack_videos(items) -> torch.Tensor:
+    """The videos of (video, label) items as one batch."""
+    return torch.stack([torch.as_tensor(video) for video, _ in items])
 
 
 def bucket_items(mixture, size: int) -> dict:

@@ -1,17 +1,9 @@
 """What each stage trains, with its own options: the trainer knows stages, not networks.
 
-A stage (the `STAGES` table) is an nn.Module, so that DDP/FSDP wrap it, with one interface:
-- `Stage.autoencoder_config_of(config)`: the autoencoder the run's clips must fit, before any data;
-- `Stage.for_run(config, data)`: the stage of a run, built from its options and its data;
-- `network`: what the EMA tracks and the export writes;
-- `set_step(step)`: what the stage changes at an optimizer step (stage 1's latent warm-up);
-- `forward(inputs, labels, draws) -> (loss, logs)`; `draws` (TrainingDraws) key stage 2's
-  per-example randomness; stage 1's noise is drawn inside `UnifiedLatents.stage1_loss`;
-- `evaluate(ema_network, inputs, labels) -> dict`, `evaluation_warning(evaluation, step)` (one
-  line when an evaluation shows a wasted run) and `training_flops(frames, height, width)`;
-- `export(ema_network, directory, final)`.
-Each stage's options are a dataclass here; `TrainConfig` (ulvideo.train.config) joins them with
-the options every run has, so that the command line stays flat.
+A stage (the `STAGES` table) is a `Stage`: an nn.Module, so that DDP/FSDP wrap it, with the one
+interface `Stage` documents. Each stage's options are a dataclass here; `TrainConfig`
+(ulvideo.train.config) joins them with the options every run has, so that the command line stays
+flat.
 """
 
 import dataclasses
@@ -180,7 +172,10 @@ class Stage1(Stage):
 
     @classmethod
     def for_run(cls, config, data) -> "Stage1":
-        stage = cls(cls.autoencoder_config_of(config), data.reference_videos(REFERENCE_CLIPS))
+        # only the main process exports, so only it reads the clips the export measures on
+        main = PartialState().is_main_process
+        reference = data.reference_videos(REFERENCE_CLIPS) if main else None
+        stage = cls(cls.autoencoder_config_of(config), reference)
         stage.latent_warmup_steps = config.latent_warmup_steps()
         stage.decode_steps = config.eval_decode_steps
         if data.has_evaluation():
